@@ -1,0 +1,252 @@
+"""The pair manifest: column names, value vocabularies and the Arrow schema.
+
+Every module names columns through the constants here and nowhere else, so a
+rename is one edit. A pair dataset is a Parquet manifest plus image files; one
+row is one (image, report) pair, real or synthetic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from pairaug_ray import __version__
+
+# --- identity -----------------------------------------------------------------------------------------
+PAIR_ID = "pair_id"  # stable, content-derived (see make_pair_id)
+PATIENT_ID = "patient_id"
+STUDY_ID = "study_id"
+IMAGE_ID = "image_id"  # DICOM id for MIMIC, content hash for written PNGs
+VIEW = "view"  # PA, AP, LATERAL, ... when known
+
+# --- content ------------------------------------------------------------------------------------------
+IMAGE_URI = "image_uri"  # absolute path / s3:// URI, or relative to the dataset root
+REPORT = "report"  # the text used for training
+FINDINGS = "findings"
+IMPRESSION = "impression"
+
+# --- bookkeeping --------------------------------------------------------------------------------------
+SPLIT = "split"
+ORIGIN = "origin"
+PARENT_ID = "parent_id"  # the real pair a synthetic one came from
+PROVENANCE = "provenance"
+STATUS = "status"
+ERROR = "error"  # why a row failed or was skipped; null when STATUS is ok
+
+# --- optional columns, added by the stage that knows them ------------------------------------------------
+PHANTOM_STATE = "phantom_state"  # JSON ground truth of a phantom study (findings, severity, side)
+
+SPLITS = ("train", "validate", "test")
+
+ORIGIN_REAL = "real"
+ORIGIN_INTER = "inter"  # InterAug: new report drawn by text-to-image (a new patient)
+ORIGIN_INTRA = "intra"  # IntraAug: the real image edited toward the new report (same patient)
+ORIGIN_AUGTEXT = "augtext"  # paraphrased report beside the real image (AugText baseline)
+ORIGINS = (ORIGIN_REAL, ORIGIN_INTER, ORIGIN_INTRA, ORIGIN_AUGTEXT)
+
+STATUS_OK = "ok"
+STATUS_SKIPPED = "skipped"  # deliberately not processed (e.g. report too short); kept, not dropped
+STATUS_ERROR = "error"
+STATUSES = (STATUS_OK, STATUS_SKIPPED, STATUS_ERROR)
+
+# The 14 CheXpert observations, in the CheXpert label files' column order.
+CHEXPERT_OBSERVATIONS = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
+# The five labels of the CheXpert competition test set, used by zero-shot evaluation.
+CHEXPERT5 = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+
+LABEL_POSITIVE, LABEL_NEGATIVE, LABEL_UNCERTAIN = 1, 0, -1  # null: not mentioned
+
+
+def label_column(observation: str) -> str:
+    """`"Pleural Effusion"` -> `"label_pleural_effusion"`."""
+    if observation not in CHEXPERT_OBSERVATIONS:
+        raise KeyError(f"unknown CheXpert observation {observation!r}; known: {', '.join(CHEXPERT_OBSERVATIONS)}")
+    return "label_" + re.sub(r"[^a-z0-9]+", "_", observation.lower()).strip("_")
+
+
+LABEL_COLUMNS = tuple(label_column(o) for o in CHEXPERT_OBSERVATIONS)
+
+PROVENANCE_TYPE = pa.struct(
+    [
+        pa.field("stage", pa.string()),  # which stage made the row: corpus, rewrite, inter, intra, ...
+        pa.field("model_id", pa.string()),
+        pa.field("model_revision", pa.string()),
+        pa.field("prompt_hash", pa.string()),  # sha256 of the exact prompt/template sent
+        pa.field("seed", pa.int64()),
+        pa.field("params", pa.string()),  # JSON of the stage parameters that shaped this row
+        pa.field("started_at", pa.timestamp("us", tz="UTC")),
+        pa.field("finished_at", pa.timestamp("us", tz="UTC")),
+        pa.field("code_version", pa.string()),
+    ]
+)
+
+CORE_FIELDS: tuple[pa.Field, ...] = (
+    pa.field(PAIR_ID, pa.string(), nullable=False),
+    pa.field(PATIENT_ID, pa.string()),
+    pa.field(STUDY_ID, pa.string()),
+    pa.field(IMAGE_ID, pa.string()),
+    pa.field(VIEW, pa.string()),
+    pa.field(IMAGE_URI, pa.string()),
+    pa.field(REPORT, pa.string()),
+    pa.field(FINDINGS, pa.string()),
+    pa.field(IMPRESSION, pa.string()),
+    *(pa.field(c, pa.int8()) for c in LABEL_COLUMNS),
+    pa.field(SPLIT, pa.string()),
+    pa.field(ORIGIN, pa.string()),
+    pa.field(PARENT_ID, pa.string()),
+    pa.field(PROVENANCE, PROVENANCE_TYPE),
+    pa.field(STATUS, pa.string()),
+    pa.field(ERROR, pa.string()),
+)
+CORE_COLUMNS = tuple(f.name for f in CORE_FIELDS)
+
+# Columns that only some manifests carry. Later stages register theirs here, with their types, so
+# that every writer casts them the same way.
+OPTIONAL_FIELDS: dict[str, pa.Field] = {
+    PHANTOM_STATE: pa.field(PHANTOM_STATE, pa.string()),
+}
+
+MANIFEST_SCHEMA = pa.schema(CORE_FIELDS)
+
+
+class ManifestSchemaError(ValueError):
+    """A manifest table does not match the pair schema; the message names the column."""
+
+
+def make_pair_id(*parts: Any) -> str:
+    """A stable id derived from the content that defines a pair.
+
+    Real pairs hash (patient, study, image, report); synthetic pairs hash (parent, origin, the
+    parameters that made them, sample index). The same inputs give the same id on every run and
+    machine, which is what makes reruns idempotent and resumable.
+    """
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(b"\x1f")
+        h.update(("" if p is None else str(p)).encode("utf-8"))
+    return h.hexdigest()[:24]
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def make_provenance(
+    stage: str,
+    *,
+    model_id: str | None = None,
+    model_revision: str | None = None,
+    prompt: str | None = None,
+    seed: int | None = None,
+    params: Mapping[str, Any] | None = None,
+    started_at: datetime | None = None,
+    finished_at: datetime | None = None,
+) -> dict[str, Any]:
+    """A provenance struct for one row. `params` must not contain secrets: it is written verbatim."""
+    now = datetime.now(UTC)
+    return {
+        "stage": stage,
+        "model_id": model_id,
+        "model_revision": model_revision,
+        "prompt_hash": text_hash(prompt) if prompt is not None else None,
+        "seed": seed,
+        "params": json.dumps(dict(params), sort_keys=True, default=str) if params else None,
+        "started_at": started_at or now,
+        "finished_at": finished_at or now,
+        "code_version": __version__,
+    }
+
+
+def field_for(name: str) -> pa.Field | None:
+    if name in OPTIONAL_FIELDS:
+        return OPTIONAL_FIELDS[name]
+    try:
+        return CORE_FIELDS[CORE_COLUMNS.index(name)]
+    except ValueError:
+        return None
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """Cast `table` to the pair schema: core columns in canonical order, missing ones filled with nulls.
+
+    Known optional columns are cast to their registered type; columns this module does not know
+    are kept as they are, after the known ones, so user metadata survives a round trip.
+    """
+    n = table.num_rows
+    names = set(table.column_names)
+    if PAIR_ID not in names:
+        raise ManifestSchemaError(f"manifest has no {PAIR_ID!r} column; columns: {sorted(names)}")
+    arrays, fields = [], []
+    extra = [c for c in table.column_names if c not in CORE_COLUMNS]
+    for f in (*CORE_FIELDS, *(field_for(c) or table.schema.field(c) for c in extra)):
+        if f.name in names:
+            col = table.column(f.name)
+            if col.type != f.type:
+                try:
+                    col = col.cast(f.type)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
+                    raise ManifestSchemaError(
+                        f"column {f.name!r} has type {col.type}, expected {f.type}: {e}"
+                    ) from e
+        else:
+            col = pa.nulls(n, type=f.type)
+        if not f.nullable and col.null_count:
+            raise ManifestSchemaError(f"column {f.name!r} has {col.null_count} null value(s); it must be set")
+        arrays.append(col)
+        fields.append(f)
+    _check_vocabularies(table)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _check_vocabularies(table: pa.Table) -> None:
+    def bad_values(column: str, allowed: Iterable[Any]) -> list[Any]:
+        if column not in table.column_names:
+            return []
+        allowed = set(allowed) | {None}
+        return sorted({v for v in table.column(column).to_pylist() if v not in allowed}, key=str)
+
+    for column, allowed in ((SPLIT, SPLITS), (STATUS, STATUSES)):
+        if bad := bad_values(column, allowed):
+            raise ManifestSchemaError(f"column {column!r} has values {bad}; allowed: {list(allowed)}")
+    for column in LABEL_COLUMNS:
+        if bad := bad_values(column, (1, 0, -1, 1.0, 0.0, -1.0)):
+            raise ManifestSchemaError(
+                f"column {column!r} has values {bad}; labels are 1 (positive), 0 (negative), "
+                "-1 (uncertain) or null (not mentioned)"
+            )
+
+
+def rows_to_table(rows: list[Mapping[str, Any]]) -> pa.Table:
+    """Build a conformed manifest table from row dicts (missing keys become nulls)."""
+    if not rows:
+        return MANIFEST_SCHEMA.empty_table()
+    keys: list[str] = list(CORE_COLUMNS)
+    for r in rows:
+        keys.extend(k for k in r if k not in keys)
+    columns = {}
+    for k in keys:
+        f = field_for(k)
+        values = [r.get(k) for r in rows]
+        columns[k] = pa.array(values, type=f.type) if f is not None else pa.array(values)
+    return conform(pa.table(columns))
