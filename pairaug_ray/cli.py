@@ -1,0 +1,310 @@
+"""`pairaug`: the command line. Each command parses its arguments, builds a config, calls one job.
+
+Heavy imports (Ray, torch, diffusers) happen inside the commands, so `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import textwrap
+from collections.abc import Callable
+
+from pairaug_ray import __version__
+
+EPILOG = """\
+examples:
+  pairaug run --config configs/demo.yaml              # the whole demo job on the phantom corpus
+  pairaug make-phantom runs/phantom --patients 200    # just the built-in corpus
+  pairaug make-tiny-models runs/models                # tiny random-weight SD and CLIP
+  pairaug manifest show runs/phantom                  # what is in a pair dataset
+  pairaug label reports.txt --out labels.csv          # CheXpert-style labels for your reports
+  pairaug config show --config configs/demo.yaml --set corpus.phantom.patients=10
+
+Paths may be local or s3:// URIs; S3 endpoint and credentials come from the standard AWS
+environment variables. Docs: README.md and docs/.
+"""
+
+
+def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--config", "-c", required=required, metavar="YAML", help="job config file (local or s3://)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set corpus.phantom.patients=10 (repeatable; VALUE is YAML)",
+    )
+
+
+def _load(args: argparse.Namespace):
+    from pairaug_ray.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pairaug_ray.pipeline.prepare import format_summary, prepare
+
+    summary = prepare(_load(args))
+    print(format_summary(summary))
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from pairaug_ray.config import dump_config
+
+    print(dump_config(_load(args)), end="")
+    return 0
+
+
+def cmd_make_phantom(args: argparse.Namespace) -> int:
+    from pairaug_ray.config import PhantomCorpusConfig, RayConfig
+    from pairaug_ray.corpora.phantom import build_phantom
+    from pairaug_ray.manifest import read_manifest, summarize
+    from pairaug_ray.runtime import init_ray
+
+    cfg = PhantomCorpusConfig(
+        patients=args.patients,
+        seed=args.seed,
+        size=args.size,
+        studies_per_patient=tuple(args.studies),
+        bit_depth=args.bit_depth,
+        text=args.text,
+    )
+    init_ray(RayConfig(num_cpus=args.num_cpus))
+    uri = build_phantom(cfg, args.out)
+    s = summarize(read_manifest(args.out))
+    print(f"wrote {s['rows']} pairs ({s['patients']} patients, splits {s['split']}) to {uri}")
+    return 0
+
+
+def cmd_make_tiny_models(args: argparse.Namespace) -> int:
+    from pairaug_ray.models.tiny import make_tiny_models
+
+    for role, path in make_tiny_models(args.out, seed=args.seed).items():
+        print(f"{role}: {path}")
+    return 0
+
+
+def cmd_import_mimic(args: argparse.Namespace) -> int:
+    from pairaug_ray.config import MimicCorpusConfig, RayConfig
+    from pairaug_ray.corpora.mimic import import_mimic
+    from pairaug_ray.manifest import read_manifest, summarize
+    from pairaug_ray.runtime import init_ray
+
+    cfg = MimicCorpusConfig(
+        root=args.root,
+        reports_root=args.reports_root,
+        text=args.text,
+        labels=args.labels,
+        views=tuple(args.views),
+        limit=args.limit,
+    )
+    init_ray(RayConfig(num_cpus=args.num_cpus))
+    uri = import_mimic(cfg, args.out)
+    s = summarize(read_manifest(args.out))
+    print(f"wrote {s['rows']} pairs ({s['patients']} patients, status {s['status']}) to {uri}")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from pairaug_ray import schema
+    from pairaug_ray.config import RayConfig
+    from pairaug_ray.manifest import read_manifest, summarize, write_manifest
+    from pairaug_ray.runtime import init_ray
+    from pairaug_ray.stages.ingest import ingest_images
+
+    init_ray(RayConfig(num_cpus=args.num_cpus))
+    ds = read_manifest(args.input).map_batches(
+        ingest_images, fn_kwargs={"out_root": args.out if args.to_png else None}, batch_format="pyarrow", batch_size=64
+    )
+    write_manifest(ds, args.out, info={"ingested_from": args.input})
+    out = read_manifest(args.out)
+    s = summarize(out)
+    print(f"wrote {s['rows']} pairs to {args.out}; status {s['status']}")
+    from ray.data.expressions import col
+
+    errors = out.filter(expr=col(schema.STATUS) == schema.STATUS_ERROR).take(args.show_errors)
+    for row in errors:
+        print(f"  {row[schema.PAIR_ID]}: {row[schema.ERROR]}")
+    return 0
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from pairaug_ray.text.label_io import label_file
+
+    n = label_file(args.input, args.out, column=args.column, id_column=args.id_column)
+    print(f"labelled {n} reports -> {args.out}")
+    return 0
+
+
+def cmd_manifest_show(args: argparse.Namespace) -> int:
+    from pairaug_ray import schema
+    from pairaug_ray.config import RayConfig
+    from pairaug_ray.manifest import read_info, read_manifest, summarize
+    from pairaug_ray.runtime import init_ray
+
+    init_ray(RayConfig(num_cpus=args.num_cpus, progress_bars=False))
+    ds = read_manifest(args.root)
+    print(json.dumps({"dataset": read_info(args.root), "summary": summarize(ds)}, indent=2, default=str))
+    for row in ds.take(args.head):
+        print(f"\n{row[schema.PAIR_ID]}  {row[schema.SPLIT]}  {row[schema.ORIGIN]}  {row[schema.STATUS]}  {row[schema.IMAGE_URI]}")
+        print(textwrap.fill(row[schema.REPORT] or f"(no report: {row[schema.ERROR]})", 100, initial_indent="  ", subsequent_indent="  "))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pairaug",
+        description="PairAug on Ray: expand a radiology image-report corpus with synthetic pairs "
+        "(LLM rewrites, InterAug text-to-image, IntraAug prompt-to-prompt edits, CLIP pruning) "
+        "and pretrain a CheXzero-style CLIP on real plus synthetic pairs.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"pairaug-ray {__version__}")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, fn: Callable[[argparse.Namespace], int], help: str, description: str | None = None):
+        p = sub.add_parser(name, help=help, description=description or help)
+        p.set_defaults(fn=fn)
+        return p
+
+    p = command(
+        "run",
+        cmd_run,
+        "run the job described by a config file",
+        "Run a job end to end. Today: build or import the corpus, build/resolve the models, read the "
+        "manifest back and print a summary (also written to <run.output_dir>/summary.json). "
+        "Completed parts are reused on a rerun.",
+    )
+    _add_config_args(p)
+
+    p = command("config", lambda a: a.config_parser.print_help() or 2, "show or check a job config")
+    p.set_defaults(config_parser=p)
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION")
+    show = csub.add_parser("show", help="print the validated config with every default filled in")
+    show.set_defaults(fn=cmd_config_show)
+    _add_config_args(show)
+
+    p = command(
+        "make-phantom",
+        cmd_make_phantom,
+        "build the phantom chest X-ray corpus",
+        "Render synthetic patients (persistent anatomy, findings that change between studies) with "
+        "MIMIC-style reports and consistent CheXpert labels, as a pair dataset under OUT.",
+    )
+    p.add_argument("out", metavar="OUT", help="dataset root to write (local or s3://)")
+    p.add_argument("--patients", type=int, default=100)
+    p.add_argument("--studies", type=int, nargs=2, default=(2, 4), metavar=("MIN", "MAX"), help="studies per patient")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=256, help="image side in pixels")
+    p.add_argument("--bit-depth", type=int, choices=(8, 16), default=8)
+    p.add_argument("--text", choices=("sections", "pairaug", "chexzero"), default="sections", help="report text to train on")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
+
+    p = command(
+        "make-tiny-models",
+        cmd_make_tiny_models,
+        "save tiny random-weight Stable Diffusion and CLIP models",
+        "Save a tiny StableDiffusionPipeline and a tiny CLIP (random weights, real CLIP vocabulary) "
+        "under OUT/tiny-sd and OUT/tiny-clip, loadable with from_pretrained like real checkpoints.",
+    )
+    p.add_argument("out", metavar="OUT", help="local folder to write")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = command(
+        "import-mimic",
+        cmd_import_mimic,
+        "convert MIMIC-CXR-JPG into a pair dataset",
+        "Read MIMIC-CXR-JPG v2.0.0 (metadata/split/chexpert CSVs, files/pXX/... images, report .txt files) "
+        "into a pair manifest under OUT. Images stay where they are.",
+    )
+    p.add_argument("root", metavar="ROOT", help="the MIMIC-CXR-JPG folder (local or s3://)")
+    p.add_argument("out", metavar="OUT", help="dataset root to write")
+    p.add_argument("--reports-root", default=None, help="folder holding files/pXX/pSUBJECT/sSTUDY.txt (default: ROOT)")
+    p.add_argument("--text", choices=("pairaug", "chexzero", "sections"), default="pairaug")
+    p.add_argument("--labels", choices=("chexpert", "labeler"), default="chexpert")
+    p.add_argument("--views", nargs="+", default=["PA", "AP"])
+    p.add_argument("--limit", type=int, default=None, help="only the first N studies")
+    p.add_argument("--num-cpus", type=int, default=None)
+
+    p = command(
+        "ingest",
+        cmd_ingest,
+        "decode every image of a pair dataset; record unreadable ones",
+        "Read each image (PNG/JPEG 8/16-bit, DICOM) of the dataset INPUT and write the dataset OUT in which "
+        "unreadable images are row errors naming the file. With --to-png, images are converted to PNG "
+        "(DICOM inverted/windowed as needed) under OUT/images with content-hash names.",
+    )
+    p.add_argument("input", metavar="INPUT", help="dataset root to read")
+    p.add_argument("out", metavar="OUT", help="dataset root to write")
+    p.add_argument("--to-png", action="store_true", help="convert images to PNG under OUT/images")
+    p.add_argument("--show-errors", type=int, default=20, metavar="N", help="print up to N row errors")
+    p.add_argument("--num-cpus", type=int, default=None)
+
+    p = command(
+        "label",
+        cmd_label,
+        "label reports with the 14 CheXpert observations",
+        "Label a file of reports with the rule-based CheXpert-style labeler: INPUT is a text file "
+        "(one report per line), JSONL with a 'report' field, or CSV; OUT is CSV, JSONL or Parquet "
+        "(by extension) with one row of 14 labels per report: 1 positive, 0 negative, -1 uncertain, "
+        "empty when not mentioned.",
+    )
+    p.add_argument("input", metavar="INPUT")
+    p.add_argument("--out", "-o", required=True, metavar="OUT")
+    p.add_argument("--column", default=None, help="JSONL field / CSV column holding the report (default: report)")
+    p.add_argument("--id-column", default=None, help="column to copy as the row id (default: row number)")
+
+    p = command("manifest", lambda a: a.manifest_parser.print_help() or 2, "inspect a pair dataset")
+    p.set_defaults(manifest_parser=p)
+    msub = p.add_subparsers(dest="manifest_command", metavar="ACTION")
+    show = msub.add_parser("show", help="print counts, label prevalence and the first rows of a pair dataset")
+    show.set_defaults(fn=cmd_manifest_show)
+    show.add_argument("root", metavar="ROOT", help="dataset root (local or s3://)")
+    show.add_argument("--head", type=int, default=3, metavar="N", help="rows to print")
+    show.add_argument("--num-cpus", type=int, default=None)
+    return parser
+
+
+# Errors a person can fix; anything else is a bug and keeps its traceback.
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from pairaug_ray.config import ConfigError
+    from pairaug_ray.corpora.mimic import MimicLayoutError
+    from pairaug_ray.images import ImageReadError
+    from pairaug_ray.manifest import ManifestNotFoundError
+    from pairaug_ray.models.refs import ModelNotFoundError
+    from pairaug_ray.schema import ManifestSchemaError
+
+    return (ConfigError, MimicLayoutError, ImageReadError, ManifestNotFoundError, ModelNotFoundError, ManifestSchemaError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("ray", "ray.data", "ray.train", "filelock", "urllib3", "botocore", "s3fs", "fsspec", "transformers", "diffusers"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    if args.log_level != "DEBUG":
+        import os
+
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    try:
+        return int(args.fn(args) or 0)
+    except _user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished work is kept and a rerun resumes from it", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""Job configuration: one YAML file per job, validated into typed, frozen models.
+
+Unknown keys and wrong types are rejected with the dotted key path and the reason, so a typo
+fails before any work starts. `--set a.b=c` overrides are applied to the raw YAML before
+validation, so they are checked exactly like the file. Each stage receives only its own slice
+(`cfg.corpus`, `cfg.ray`, ...), never the whole job.
+
+Paths may be local or `s3://` URIs. S3 endpoint and credentials come from the standard AWS
+environment variables; nothing secret belongs in a config file, and a few key names that look
+like secrets are refused outright.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid. The message is meant for a person."""
+
+
+def _check_uri(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    m = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", value)
+    if m and m.group(1).lower() not in ("s3", "file"):
+        raise ValueError(f"unsupported scheme {m.group(1)!r}: use a local path or an s3:// URI")
+    if m and m.group(1).lower() == "s3" and len(value) <= len("s3://"):
+        raise ValueError("an s3:// URI needs a bucket")
+    return value
+
+
+# A local path or s3:// URI.
+Uri = Annotated[str, AfterValidator(_check_uri)]
+
+# Which text of a report is trained on (see pairaug_ray.corpora.common.report_text).
+ReportText = Literal["pairaug", "chexzero", "sections"]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class RunConfig(StrictModel):
+    """Where a job writes and how it is named."""
+
+    name: str = Field("pairaug", min_length=1, description="Run name; used in output paths and logs.")
+    output_dir: Uri = Field("runs/pairaug", description="Root of everything the job writes (local or s3://).")
+    seed: int = Field(0, description="Base seed; every random choice in the job derives from it.")
+
+
+class RayConfig(StrictModel):
+    """How to reach Ray. `address: null` starts a private local Ray on 127.0.0.1."""
+
+    address: str | None = Field(None, description="'auto' inside a cluster/job, ray://host:10001, or null for local.")
+    num_cpus: int | None = Field(None, ge=1, description="Local Ray only: CPUs to offer (default: all).")
+    num_gpus: int | None = Field(None, ge=0, description="Local Ray only: GPUs to offer (default: detected).")
+    object_store_memory_mb: int | None = Field(
+        1024, ge=78, description="Local Ray only: object store cap; Ray's default (30% of RAM) is too greedy on laptops."
+    )
+    progress_bars: bool = Field(True, description="Ray Data progress bars.")
+
+
+class PhantomCorpusConfig(StrictModel):
+    """The built-in synthetic chest radiograph corpus (see pairaug_ray.corpora.phantom)."""
+
+    patients: int = Field(60, ge=1)
+    studies_per_patient: tuple[int, int] = Field((2, 4), description="Inclusive range of studies per patient.")
+    size: int = Field(256, ge=64, le=2048, description="Image side in pixels.")
+    seed: int = 0
+    split_fractions: tuple[float, float, float] = Field(
+        (0.8, 0.1, 0.1), description="Patient-disjoint train/validate/test fractions."
+    )
+    bit_depth: Literal[8, 16] = Field(8, description="PNG bit depth of the rendered radiographs.")
+    text: ReportText = Field("sections", description="Report text to train on: sections, pairaug or chexzero.")
+
+    @model_validator(mode="after")
+    def _check(self) -> PhantomCorpusConfig:
+        lo, hi = self.studies_per_patient
+        if not 1 <= lo <= hi:
+            raise ValueError(f"studies_per_patient must be (min, max) with 1 <= min <= max, got {lo, hi}")
+        if abs(sum(self.split_fractions) - 1.0) > 1e-6 or min(self.split_fractions) < 0:
+            raise ValueError(f"split_fractions must be non-negative and sum to 1, got {self.split_fractions}")
+        return self
+
+
+class MimicCorpusConfig(StrictModel):
+    """MIMIC-CXR-JPG v2 in its published layout (see pairaug_ray.corpora.mimic)."""
+
+    root: Uri = Field(description="Folder holding mimic-cxr-2.0.0-*.csv.gz and files/pXX/...")
+    reports_root: Uri | None = Field(None, description="Folder holding files/pXX/pXXXXXXXX/sXXXXXXXX.txt (default: root).")
+    text: ReportText = Field(
+        "pairaug",
+        description="pairaug: impression+findings lower-cased, punctuation removed (PairAug); "
+        "chexzero: impression only (CheXzero); sections: 'FINDINGS: ... IMPRESSION: ...' as written.",
+    )
+    views: tuple[str, ...] = Field(("PA", "AP"), description="ViewPosition values to keep (frontal by default).")
+    splits: tuple[Literal["train", "validate", "test"], ...] = ("train", "validate", "test")
+    labels: Literal["chexpert", "labeler"] = Field(
+        "chexpert", description="chexpert: the published mimic-cxr-2.0.0-chexpert.csv.gz; labeler: this project's labeler."
+    )
+    limit: int | None = Field(None, ge=1, description="Keep only the first N studies (for trials).")
+
+
+class CorpusConfig(StrictModel):
+    """Which real corpus the job starts from; only the section named by `kind` is used."""
+
+    kind: Literal["phantom", "mimic", "manifest"] = "phantom"
+    out: Uri | None = Field(None, description="Where a built corpus is written (default: <run.output_dir>/corpus).")
+    phantom: PhantomCorpusConfig = PhantomCorpusConfig()
+    mimic: MimicCorpusConfig | None = None
+    manifest: Uri | None = Field(None, description="kind=manifest: an existing pair dataset root.")
+
+    @model_validator(mode="after")
+    def _check(self) -> CorpusConfig:
+        if self.kind == "mimic" and self.mimic is None:
+            raise ValueError("kind is 'mimic' but the corpus.mimic section is missing (it needs at least 'root')")
+        if self.kind == "manifest" and self.manifest is None:
+            raise ValueError("kind is 'manifest' but corpus.manifest (a pair dataset root) is not set")
+        return self
+
+
+class ModelsConfig(StrictModel):
+    """Model references: a local folder, an s3:// prefix (downloaded once per node) or a hub id."""
+
+    cache_dir: str = Field("~/.cache/pairaug/models", description="Node-local cache for models fetched from s3://.")
+    build_tiny: bool = Field(False, description="Build the tiny random-weight models into tiny_dir before the job.")
+    tiny_dir: Uri | None = Field(None, description="Default: <run.output_dir>/models.")
+    diffusion: str | None = Field(None, description="Text-to-image pipeline (RoentGen or any SD 1.x/2.x).")
+    scorer: str | None = Field(None, description="CLIP-family dual encoder used to score pairs.")
+
+
+class JobConfig(StrictModel):
+    run: RunConfig = RunConfig()
+    ray: RayConfig = RayConfig()
+    corpus: CorpusConfig = CorpusConfig()
+    models: ModelsConfig = ModelsConfig()
+
+    def corpus_dir(self) -> str:
+        from pairaug_ray.storage import join
+
+        if self.corpus.kind == "manifest":
+            return self.corpus.manifest  # type: ignore[return-value]
+        return self.corpus.out or join(self.run.output_dir, "corpus")
+
+    def tiny_models_dir(self) -> str:
+        from pairaug_ray.storage import join
+
+        return self.models.tiny_dir or join(self.run.output_dir, "models")
+
+
+# Key names that would only ever hold a secret. Secrets come from the environment or a mounted
+# Kubernetes Secret; refusing them here keeps them out of repos, ConfigMaps and provenance.
+_SECRET_KEY = re.compile(r"(^|_)(api_?key|secret|password|token|secret_access_key|access_key_id)$", re.I)
+
+
+def _refuse_secrets(data: Any, path: str = "") -> None:
+    if isinstance(data, dict):
+        for k, v in data.items():
+            p = f"{path}.{k}" if path else str(k)
+            if _SECRET_KEY.search(str(k)) and v not in (None, ""):
+                raise ConfigError(
+                    f"config key {p!r} looks like a secret; secrets are read from environment variables "
+                    "(or a Kubernetes Secret mounted as one), never from config files"
+                )
+            _refuse_secrets(v, p)
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            _refuse_secrets(v, f"{path}[{i}]")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` overrides; the value is parsed as YAML (`3` is an int, `[1, 2]` a list)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. corpus.phantom.patients=10")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML: {e}") from e
+        node = data
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[: i + 1])!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class that owns the last key of `loc`, for 'did you mean' hints."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        nxt = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if nxt is None:
+            return None
+        model = nxt
+    return model
+
+
+def format_validation_error(err: ValidationError, source: str, model: type[BaseModel] = JobConfig) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            owner = _model_at(model, loc)
+            known = sorted(owner.model_fields) if owner else []
+            hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            msg = "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            if known:
+                msg += f"; allowed here: {', '.join(known)}"
+        else:
+            msg = e["msg"]
+            if "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict):
+                msg += f" (got {e['input']!r})"
+        lines.append(f"  - {key}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<config>", overrides: list[str] | None = None) -> JobConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid configuration in {source}: the top level must be a mapping, got {type(data).__name__}")
+    data = apply_overrides(data, list(overrides or []))
+    _refuse_secrets(data)
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None
+
+
+def load_config(uri: str | Path | None, overrides: list[str] | None = None) -> JobConfig:
+    """Read a YAML job file (local or s3://), apply overrides, and validate it."""
+    if uri is None:
+        return parse_config({}, "<defaults>", overrides)
+    from pairaug_ray.storage import read_text
+
+    source = str(uri)
+    try:
+        text = read_text(source)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {source}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {source} is not valid YAML: {e}") from None
+    return parse_config(data, source, overrides)
+
+
+def dump_config(cfg: BaseModel) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+__all__ = [
+    "ConfigError",
+    "CorpusConfig",
+    "JobConfig",
+    "MimicCorpusConfig",
+    "ModelsConfig",
+    "PhantomCorpusConfig",
+    "RayConfig",
+    "RunConfig",
+    "apply_overrides",
+    "dump_config",
+    "load_config",
+    "parse_config",
+]

@@ -1,0 +1,1 @@
+"""Jobs that chain stages: prepare (corpus + models), and later augment, train, evaluate."""

@@ -1,0 +1,136 @@
+"""The `prepare` job: make the real corpus and the models a run needs, and check them.
+
+1. Corpus: build the phantom corpus, import MIMIC-CXR-JPG, or take an existing pair dataset.
+   A corpus whose dataset.json records the same parameters is complete and is reused, so a rerun
+   after a crash rebuilds only what did not finish.
+2. Models: build the tiny random-weight models if asked, and resolve every configured model
+   reference (local folder, s3:// prefix, hub id), failing early with a clear message.
+3. Read the manifest back through Ray Data, check it against the pair schema, and summarise it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pairaug_ray import schema, storage
+from pairaug_ray.config import JobConfig, dump_config
+from pairaug_ray.manifest import read_info, read_manifest, summarize
+from pairaug_ray.models.refs import resolve_model
+from pairaug_ray.runtime import init_ray
+
+log = logging.getLogger(__name__)
+
+TINY_MARKER = "pairaug_tiny.json"
+
+
+def prepare_corpus(cfg: JobConfig) -> str:
+    root = cfg.corpus_dir()
+    kind = cfg.corpus.kind
+    if kind == "manifest":
+        return root
+    params = (cfg.corpus.phantom if kind == "phantom" else cfg.corpus.mimic).model_dump(mode="json")  # type: ignore[union-attr]
+    if read_info(root).get(kind) == params:
+        log.info("corpus at %s is complete with these parameters; reusing it", root)
+        return root
+    if kind == "phantom":
+        from pairaug_ray.corpora.phantom import build_phantom
+
+        log.info("building the phantom corpus (%d patients) into %s", cfg.corpus.phantom.patients, root)
+        build_phantom(cfg.corpus.phantom, root)
+    else:
+        from pairaug_ray.corpora.mimic import import_mimic
+
+        log.info("importing MIMIC-CXR-JPG from %s into %s", cfg.corpus.mimic.root, root)  # type: ignore[union-attr]
+        import_mimic(cfg.corpus.mimic, root)  # type: ignore[arg-type]
+    return root
+
+
+def prepare_tiny_models(cfg: JobConfig) -> dict[str, str]:
+    from pairaug_ray.models.tiny import TINY_CLIP_DIR, TINY_SD_DIR, make_tiny_models
+
+    out = cfg.tiny_models_dir()
+    paths = {"diffusion": storage.join(out, TINY_SD_DIR), "scorer": storage.join(out, TINY_CLIP_DIR)}
+    if all(storage.exists(storage.join(p, TINY_MARKER)) for p in paths.values()):
+        return paths
+    log.info("building tiny random-weight models into %s", out)
+    if storage.is_local(out):
+        make_tiny_models(storage.absolute(out), seed=cfg.run.seed)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            make_tiny_models(tmp, seed=cfg.run.seed)
+            storage.upload_tree(tmp, out)
+    return paths
+
+
+def model_refs(cfg: JobConfig) -> dict[str, str]:
+    """The model references of the run: configured ones win over the tiny defaults."""
+    refs = prepare_tiny_models(cfg) if cfg.models.build_tiny else {}
+    for role in ("diffusion", "scorer"):
+        if ref := getattr(cfg.models, role):
+            refs[role] = ref
+    return refs
+
+
+def prepare(cfg: JobConfig) -> dict[str, Any]:
+    init_ray(cfg.ray)
+    root = prepare_corpus(cfg)
+    refs = model_refs(cfg)
+    resolved = {role: resolve_model(ref, cfg.models.cache_dir) for role, ref in refs.items()}
+
+    ds = read_manifest(root)
+    missing = [c for c in schema.CORE_COLUMNS if c not in ds.columns()]
+    if missing:
+        raise ValueError(f"manifest at {root} lacks core column(s) {missing}")
+    summary: dict[str, Any] = {
+        "run": cfg.run.name,
+        "corpus": {"kind": cfg.corpus.kind, "root": root, **summarize(ds)},
+        "models": {role: {"ref": r.ref, "path": r.path, "source": r.source} for role, r in resolved.items()},
+    }
+    for role, r in resolved.items():
+        if r.source != "hub":
+            summary["models"][role]["components"] = describe_model(r.path)
+    out = cfg.run.output_dir
+    storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=2, default=str))
+    storage.write_text(storage.join(out, "config.yaml"), dump_config(cfg))
+    return summary
+
+
+def describe_model(path: str) -> dict[str, Any]:
+    """Parameter counts per component of a saved model folder, read from its safetensors headers."""
+    from safetensors import safe_open
+
+    out: dict[str, Any] = {}
+    for f in sorted(Path(path).rglob("*.safetensors")):
+        n = 0
+        with safe_open(str(f), framework="pt") as st:
+            for key in st.keys():  # noqa: SIM118 (safe_open is not a dict)
+                shape = st.get_slice(key).get_shape()
+                count = 1
+                for d in shape:
+                    count *= d
+                n += count
+        component = f.parent.name if f.parent != Path(path) else "model"
+        out[component] = out.get(component, 0) + n
+    return {"parameters": out}
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    c = summary["corpus"]
+    lines = [f"run {summary['run']}: corpus ({c['kind']}) at {c['root']}"]
+    lines.append(
+        f"  {c['rows']} pairs, {c.get('patients', '?')} patients, {c.get('studies', '?')} studies; "
+        f"splits {c.get('split')}; status {c.get('status')}"
+    )
+    if labels := c.get("labels"):
+        lines.append(f"  {'observation':<28}{'pos':>6}{'neg':>6}{'unc':>6}{'null':>6}")
+        for obs, n in labels.items():
+            lines.append(f"  {obs:<28}{n['positive']:>6}{n['negative']:>6}{n['uncertain']:>6}{n['unmentioned']:>6}")
+    for role, m in summary["models"].items():
+        params = m.get("components", {}).get("parameters", {})
+        sizes = ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in params.items())
+        lines.append(f"  model {role}: {m['path']} ({m['source']}){': ' + sizes if sizes else ''}")
+    return "\n".join(lines)

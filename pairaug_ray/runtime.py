@@ -1,0 +1,47 @@
+"""Connecting to Ray: a private local Ray on 127.0.0.1, or an existing cluster.
+
+Inside `ray job submit` (or a RayJob) the driver finds its cluster through RAY_ADDRESS, so
+`address: null` joins it; on a laptop it starts a local Ray that binds loopback only, sends no
+usage stats and caps the object store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+from ray.data import DataContext
+
+from pairaug_ray.config import RayConfig
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(cfg: RayConfig) -> None:
+    if not ray.is_initialized():
+        address = cfg.address or os.environ.get("RAY_ADDRESS")
+        if address:
+            log.info("connecting to Ray at %s", address)
+            ray.init(address=address, log_to_driver=True)
+        else:
+            # Keep a laptop/CI Ray on loopback and quiet; these only take effect for a new local Ray.
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            log.info("starting a local Ray (num_cpus=%s, num_gpus=%s)", cfg.num_cpus, cfg.num_gpus)
+            ray.init(
+                num_cpus=cfg.num_cpus,
+                num_gpus=cfg.num_gpus,
+                object_store_memory=cfg.object_store_memory_mb * 1024**2 if cfg.object_store_memory_mb else None,
+                include_dashboard=False,
+                log_to_driver=True,
+                configure_logging=True,
+                logging_level=logging.WARNING,
+            )
+    if not log.isEnabledFor(logging.DEBUG):
+        # Ray Data logs every finished dataset at INFO; progress bars already say that.
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = cfg.progress_bars
+    ctx.enable_operator_progress_bars = cfg.progress_bars
+    ctx.print_on_execution_start = False

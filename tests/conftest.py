@@ -1,0 +1,118 @@
+"""Shared fixtures. Everything stays on 127.0.0.1: a local Ray, a moto S3 server, tiny models.
+
+The S3 server starts before Ray so that Ray's workers inherit AWS_ENDPOINT_URL; each server
+stops at the end of the session.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports Ray or transformers: loopback only, no telemetry, no hub access.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+import uuid  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if not has_cuda:
+        skip = pytest.mark.skip(reason="needs a CUDA device: torch.cuda.is_available() is False on this machine")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on 127.0.0.1 with the standard AWS variables pointing at it."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env["AWS_ENDPOINT_URL"]
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def s3_bucket(s3_server) -> str:
+    """A fresh, empty bucket; returns its s3:// URI."""
+    import s3fs
+
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    s3fs.S3FileSystem(skip_instance_cache=True).mkdir(name)
+    return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_server):
+    import ray
+
+    from pairaug_ray.config import RayConfig
+    from pairaug_ray.runtime import init_ray
+
+    init_ray(RayConfig(num_cpus=2, num_gpus=0, object_store_memory_mb=300, progress_bars=False))
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, str]:
+    from pairaug_ray.models.tiny import make_tiny_models
+
+    return make_tiny_models(tmp_path_factory.mktemp("models"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def phantom_cfg():
+    from pairaug_ray.config import PhantomCorpusConfig
+
+    return PhantomCorpusConfig(patients=24, studies_per_patient=(2, 4), size=128, seed=7)
+
+
+@pytest.fixture(scope="session")
+def phantom_root(ray_local, phantom_cfg, tmp_path_factory) -> str:
+    from pairaug_ray.corpora.phantom import build_phantom
+
+    root = str(tmp_path_factory.mktemp("phantom"))
+    build_phantom(phantom_cfg, root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def real_dicom_path() -> Path:
+    """The real PA chest radiograph of the pydicom-data wheel (CR, 15-bit, MONOCHROME1)."""
+    pydicom_data = pytest.importorskip("pydicom.data", reason="pydicom is not installed")
+    try:
+        return Path(pydicom_data.get_testdata_file("RG1_UNCR.dcm"))
+    except Exception as e:  # the file comes from the pydicom-data wheel, installed by `make setup`
+        pytest.skip(f"RG1_UNCR.dcm not available (install the pydicom-data wheel): {e}")

@@ -1,0 +1,77 @@
+"""Config validation: unknown keys, wrong types, overrides, secrets, the shipped configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pairaug_ray.config import ConfigError, JobConfig, apply_overrides, load_config, parse_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "mimic-cxr.yaml"])
+def test_shipped_configs_validate(name):
+    cfg = load_config(REPO / "configs" / name)
+    assert isinstance(cfg, JobConfig)
+
+
+def test_demo_config_values():
+    cfg = load_config(REPO / "configs" / "demo.yaml")
+    assert cfg.corpus.kind == "phantom" and cfg.models.build_tiny
+    assert cfg.corpus_dir() == "runs/demo/corpus"
+
+
+def test_unknown_key_names_path_and_suggests():
+    with pytest.raises(ConfigError) as e:
+        parse_config({"corpus": {"phantom": {"patiens": 3}}}, "job.yaml")
+    msg = str(e.value)
+    assert "job.yaml" in msg and "corpus.phantom.patiens: unknown key" in msg
+    assert "did you mean 'patients'" in msg
+
+
+def test_wrong_types_name_key_and_value():
+    with pytest.raises(ConfigError) as e:
+        parse_config({"ray": {"num_cpus": "two"}, "corpus": {"phantom": {"size": 10}}})
+    msg = str(e.value)
+    assert "ray.num_cpus" in msg and "'two'" in msg
+    assert "corpus.phantom.size" in msg and "greater than or equal to 64" in msg
+
+
+def test_cross_field_rules():
+    with pytest.raises(ConfigError, match="corpus.mimic section is missing"):
+        parse_config({"corpus": {"kind": "mimic"}})
+    with pytest.raises(ConfigError, match="sum to 1"):
+        parse_config({"corpus": {"phantom": {"split_fractions": [0.5, 0.5, 0.5]}}})
+    with pytest.raises(ConfigError, match="unsupported scheme 'gs'"):
+        parse_config({"run": {"output_dir": "gs://bucket/x"}})
+
+
+def test_overrides_are_yaml_typed_and_validated():
+    cfg = parse_config({}, overrides=["corpus.phantom.patients=7", "corpus.phantom.studies_per_patient=[1, 2]"])
+    assert cfg.corpus.phantom.patients == 7 and cfg.corpus.phantom.studies_per_patient == (1, 2)
+    with pytest.raises(ConfigError, match="corpus.phantom.patients"):
+        parse_config({}, overrides=["corpus.phantom.patients=-1"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_config({}, overrides=["corpus.phantom.patients"])
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        apply_overrides({"run": {"name": "x"}}, ["run.name.first=y"])
+
+
+def test_secrets_are_refused_and_not_echoed():
+    with pytest.raises(ConfigError) as e:
+        parse_config({"run": {"api_key": "sk-live-123456"}})
+    assert "run.api_key" in str(e.value) and "sk-live-123456" not in str(e.value)
+
+
+def test_frozen_and_yaml_errors(tmp_path):
+    cfg = parse_config({})
+    with pytest.raises(Exception):
+        cfg.run.name = "other"  # type: ignore[misc]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")

@@ -1,0 +1,154 @@
+"""The phantom corpus: determinism, patient-disjoint splits, and image/report/label consistency."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pairaug_ray import images, schema
+from pairaug_ray.config import PhantomCorpusConfig
+from pairaug_ray.corpora import phantom_anatomy as anatomy
+from pairaug_ray.corpora.phantom import render_batch, render_patient
+from pairaug_ray.manifest import read_manifest
+
+SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict]:
+    """150 patients rendered in-process (no Ray): enough studies for statistics on findings."""
+    cfg = PhantomCorpusConfig(patients=150, size=SIZE, seed=3)
+    grid = anatomy.Grid(SIZE)
+    rows = []
+    for i in range(cfg.patients):
+        for row in render_patient(cfg, i, grid):
+            row["state"] = json.loads(row[schema.PHANTOM_STATE])
+            row["anatomy"] = anatomy.Anatomy(**row["state"]["anatomy"])
+            rows.append(row)
+    return rows
+
+
+def test_render_is_deterministic_per_seed():
+    cfg = PhantomCorpusConfig(patients=4, size=64, seed=11)
+    a, b = render_patient(cfg, 2), render_patient(cfg, 2)
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert np.array_equal(x["pixels"], y["pixels"]) and x["raw_report"] == y["raw_report"]
+    other = render_patient(cfg.model_copy(update={"seed": 12}), 2)
+    assert not np.array_equal(a[0]["pixels"], other[0]["pixels"])
+
+
+def test_batching_does_not_change_the_corpus(tmp_path):
+    """Rows depend on (seed, patient) only, so any Ray parallelism yields the same pairs and files."""
+    cfg = PhantomCorpusConfig(patients=4, size=64, seed=5)
+    whole = render_batch({"id": np.arange(4)}, cfg, str(tmp_path / "a"))
+    parts = [render_batch({"id": np.array(ids)}, cfg, str(tmp_path / "b")) for ids in ([2, 0], [3], [1])]
+    ids_whole = sorted(whole.column(schema.PAIR_ID).to_pylist())
+    ids_parts = sorted(sum((p.column(schema.PAIR_ID).to_pylist() for p in parts), []))
+    assert ids_whole == ids_parts
+    files_a = sorted(p.name for p in (tmp_path / "a").rglob("*.png"))
+    files_b = sorted(p.name for p in (tmp_path / "b").rglob("*.png"))
+    assert files_a == files_b and len(files_a) == whole.num_rows
+
+
+def test_corpus_manifest(phantom_root, phantom_cfg):
+    rows = read_manifest(phantom_root).take_all()
+    assert len({r[schema.PATIENT_ID] for r in rows}) == phantom_cfg.patients
+    assert all(r[schema.STATUS] == schema.STATUS_OK and r[schema.ORIGIN] == schema.ORIGIN_REAL for r in rows)
+    assert len({r[schema.PAIR_ID] for r in rows}) == len(rows)
+    # Patient-disjoint splits, in the configured proportions.
+    split_of: dict[str, set[str]] = {}
+    for r in rows:
+        split_of.setdefault(r[schema.PATIENT_ID], set()).add(r[schema.SPLIT])
+    assert all(len(s) == 1 for s in split_of.values())
+    counts = {k: sum(1 for s in split_of.values() if k in s) for k in schema.SPLITS}
+    assert counts == {"train": round(0.8 * 24), "validate": round(0.1 * 24), "test": 24 - 19 - 2}
+    # Images exist, decode, and have the configured size; studies per patient within the range.
+    first = rows[0]
+    img = images.read_image(first[schema.IMAGE_URI])
+    assert img.shape == (phantom_cfg.size, phantom_cfg.size) and img.dtype == np.uint8
+    per_patient = {p: sum(1 for r in rows if r[schema.PATIENT_ID] == p) for p in split_of}
+    assert min(per_patient.values()) >= 2 and max(per_patient.values()) <= 4
+    prov = first[schema.PROVENANCE]
+    assert prov["stage"] == "corpus" and prov["seed"] == phantom_cfg.seed and json.loads(prov["params"])["size"] == SIZE
+
+
+def test_same_patient_same_anatomy(rendered):
+    """Two studies of one patient look far more alike than studies of different patients."""
+    by_patient: dict[str, list[np.ndarray]] = {}
+    for r in rendered:
+        if not r["state"]["findings"]:
+            by_patient.setdefault(r[schema.PATIENT_ID], []).append(r["pixels"].ravel())
+    pairs = [v[:2] for v in by_patient.values() if len(v) >= 2]
+    assert len(pairs) >= 5
+    same = np.mean([np.corrcoef(a, b)[0, 1] for a, b in pairs])
+    cross = np.mean([np.corrcoef(pairs[i][0], pairs[i + 1][0])[0, 1] for i in range(len(pairs) - 1)])
+    assert same > 0.97 and same - cross > 0.03
+
+
+def test_findings_change_over_time(rendered):
+    changes = [c for r in rendered if r["state"]["changes"] for c in r["state"]["changes"].values()]
+    assert {"new", "resolved", "unchanged"} <= set(changes)
+    assert {"increased", "decreased"} & set(changes)
+
+
+def test_effusion_blunts_the_costophrenic_angle_on_its_side(rendered):
+    diffs, baseline = [], []
+    for r in rendered:
+        an, eff = r["anatomy"], r["state"]["findings"].get("pleural effusion")
+        roi = {s: r["pixels"][anatomy.cp_angle_roi(an, s, SIZE)].mean() for s in anatomy.SIDES}
+        if eff and eff["side"] != "bilateral":
+            other = "left" if eff["side"] == "right" else "right"
+            diffs.append(roi[eff["side"]] - roi[other])
+            # The report names the same side as the image shows.
+            assert f"{eff['side']} pleural effusion" in r["raw_report"].lower()
+        elif not eff:
+            baseline.append(abs(roi["left"] - roi["right"]))
+    assert len(diffs) >= 10
+    assert min(diffs) > 0.08 and np.mean(diffs) > 4 * np.mean(baseline)
+
+
+def _measured_ctr(img: np.ndarray, an: anatomy.Anatomy, ctr: float) -> float:
+    """Width of the bright cardiac silhouette along its central row over the thoracic width."""
+    hcx, hcy, _, _ = anatomy.heart_geometry(an, ctr)
+    line, c = img[int(hcy * SIZE)], int(hcx * SIZE)
+    left = right = c
+    while left > 0 and line[left - 1] > 0.45:
+        left -= 1
+    while right < SIZE - 1 and line[right + 1] > 0.45:
+        right += 1
+    return (right - left + 1) / SIZE / (2 * an.half_width)
+
+
+def test_cardiomegaly_raises_the_cardiothoracic_ratio(rendered):
+    clean = [r for r in rendered if not set(r["state"]["findings"]) & {"pleural effusion", "edema", "consolidation", "atelectasis"}]
+    measured = {1: [], 0: []}
+    errors = []
+    for r in clean:
+        m = _measured_ctr(r["pixels"], r["anatomy"], r["state"]["ctr"])
+        errors.append(abs(m - r["state"]["ctr"]))
+        label = r[schema.label_column("Cardiomegaly")]
+        if label in measured:
+            measured[label].append(m)
+    assert np.median(errors) < 0.03
+    assert len(measured[1]) >= 10 and len(measured[0]) >= 10
+    assert min(measured[1]) > 0.5 and max(measured[0]) < 0.52
+
+
+def test_labels_follow_the_report(rendered):
+    for r in rendered:
+        report = r["raw_report"].lower()
+        labels = {o: r[schema.label_column(o)] for o in schema.CHEXPERT_OBSERVATIONS}
+        findings = r["state"]["findings"]
+        if labels["Pleural Effusion"] == 1:
+            assert "effusion" in report and "pleural effusion" in findings
+        if labels["Pleural Effusion"] == 0:
+            assert "no pleural effusion" in report or "resolved" in report or "resolution" in report
+        if labels["No Finding"] == 1:
+            pathologic = [f for f in findings if f != "support devices"]
+            assert not pathologic, (pathologic, report)
+        if labels["Support Devices"] == 1:
+            assert "support devices" in findings
+        assert "findings:" in report and "impression:" in report and "___" in report
