@@ -29,7 +29,9 @@ environment variables. Docs: README.md and docs/.
 
 
 def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--config", "-c", required=required, metavar="YAML", help="job config file (local or s3://)")
+    p.add_argument(
+        "--config", "-c", required=required, metavar="YAML", help="job config file (local or s3://)"
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -120,7 +122,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     init_ray(RayConfig(num_cpus=args.num_cpus))
     ds = read_manifest(args.input).map_batches(
-        ingest_images, fn_kwargs={"out_root": args.out if args.to_png else None}, batch_format="pyarrow", batch_size=64
+        ingest_images,
+        fn_kwargs={"out_root": args.out if args.to_png else None},
+        batch_format="pyarrow",
+        batch_size=64,
     )
     write_manifest(ds, args.out, info={"ingested_from": args.input})
     out = read_manifest(args.out)
@@ -151,9 +156,22 @@ def cmd_manifest_show(args: argparse.Namespace) -> int:
     init_ray(RayConfig(num_cpus=args.num_cpus, progress_bars=False))
     ds = read_manifest(args.root)
     print(json.dumps({"dataset": read_info(args.root), "summary": summarize(ds)}, indent=2, default=str))
+    if args.grid:
+        from pairaug_ray.viz import pair_grid
+
+        print(f"image grid: {pair_grid(ds.take(args.grid_rows), args.grid)}")
     for row in ds.take(args.head):
-        print(f"\n{row[schema.PAIR_ID]}  {row[schema.SPLIT]}  {row[schema.ORIGIN]}  {row[schema.STATUS]}  {row[schema.IMAGE_URI]}")
-        print(textwrap.fill(row[schema.REPORT] or f"(no report: {row[schema.ERROR]})", 100, initial_indent="  ", subsequent_indent="  "))
+        print(
+            f"\n{row[schema.PAIR_ID]}  {row[schema.SPLIT]}  {row[schema.ORIGIN]}  {row[schema.STATUS]}  {row[schema.IMAGE_URI]}"
+        )
+        print(
+            textwrap.fill(
+                row[schema.REPORT] or f"(no report: {row[schema.ERROR]})",
+                100,
+                initial_indent="  ",
+                subsequent_indent="  ",
+            )
+        )
     return 0
 
 
@@ -170,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, fn: Callable[[argparse.Namespace], int], help: str, description: str | None = None):
+    def command(
+        name: str, fn: Callable[[argparse.Namespace], int], help: str, description: str | None = None
+    ):
         p = sub.add_parser(name, help=help, description=description or help)
         p.set_defaults(fn=fn)
         return p
@@ -201,11 +221,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("out", metavar="OUT", help="dataset root to write (local or s3://)")
     p.add_argument("--patients", type=int, default=100)
-    p.add_argument("--studies", type=int, nargs=2, default=(2, 4), metavar=("MIN", "MAX"), help="studies per patient")
+    p.add_argument(
+        "--studies", type=int, nargs=2, default=(2, 4), metavar=("MIN", "MAX"), help="studies per patient"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=256, help="image side in pixels")
     p.add_argument("--bit-depth", type=int, choices=(8, 16), default=8)
-    p.add_argument("--text", choices=("sections", "pairaug", "chexzero"), default="sections", help="report text to train on")
+    p.add_argument(
+        "--text",
+        choices=("sections", "pairaug", "chexzero"),
+        default="sections",
+        help="report text to train on",
+    )
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
 
     p = command(
@@ -227,7 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("root", metavar="ROOT", help="the MIMIC-CXR-JPG folder (local or s3://)")
     p.add_argument("out", metavar="OUT", help="dataset root to write")
-    p.add_argument("--reports-root", default=None, help="folder holding files/pXX/pSUBJECT/sSTUDY.txt (default: ROOT)")
+    p.add_argument(
+        "--reports-root", default=None, help="folder holding files/pXX/pSUBJECT/sSTUDY.txt (default: ROOT)"
+    )
     p.add_argument("--text", choices=("pairaug", "chexzero", "sections"), default="pairaug")
     p.add_argument("--labels", choices=("chexpert", "labeler"), default="chexpert")
     p.add_argument("--views", nargs="+", default=["PA", "AP"])
@@ -259,7 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("input", metavar="INPUT")
     p.add_argument("--out", "-o", required=True, metavar="OUT")
-    p.add_argument("--column", default=None, help="JSONL field / CSV column holding the report (default: report)")
+    p.add_argument(
+        "--column", default=None, help="JSONL field / CSV column holding the report (default: report)"
+    )
     p.add_argument("--id-column", default=None, help="column to copy as the row id (default: row number)")
 
     p = command("manifest", lambda a: a.manifest_parser.print_help() or 2, "inspect a pair dataset")
@@ -269,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(fn=cmd_manifest_show)
     show.add_argument("root", metavar="ROOT", help="dataset root (local or s3://)")
     show.add_argument("--head", type=int, default=3, metavar="N", help="rows to print")
+    show.add_argument(
+        "--grid", metavar="PNG", default=None, help="also save an image grid of the first pairs"
+    )
+    show.add_argument("--grid-rows", type=int, default=8, metavar="N", help="pairs in the grid")
     show.add_argument("--num-cpus", type=int, default=None)
     return parser
 
@@ -282,14 +317,32 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from pairaug_ray.models.refs import ModelNotFoundError
     from pairaug_ray.schema import ManifestSchemaError
 
-    return (ConfigError, MimicLayoutError, ImageReadError, ManifestNotFoundError, ModelNotFoundError, ManifestSchemaError)
+    return (
+        ConfigError,
+        MimicLayoutError,
+        ImageReadError,
+        ManifestNotFoundError,
+        ModelNotFoundError,
+        ManifestSchemaError,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("ray", "ray.data", "ray.train", "filelock", "urllib3", "botocore", "s3fs", "fsspec", "transformers", "diffusers"):
+    for noisy in (
+        "ray",
+        "ray.data",
+        "ray.train",
+        "filelock",
+        "urllib3",
+        "botocore",
+        "s3fs",
+        "fsspec",
+        "transformers",
+        "diffusers",
+    ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     if args.log_level != "DEBUG":
         import os

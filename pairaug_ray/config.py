@@ -59,11 +59,15 @@ class RunConfig(StrictModel):
 class RayConfig(StrictModel):
     """How to reach Ray. `address: null` starts a private local Ray on 127.0.0.1."""
 
-    address: str | None = Field(None, description="'auto' inside a cluster/job, ray://host:10001, or null for local.")
+    address: str | None = Field(
+        None, description="'auto' inside a cluster/job, ray://host:10001, or null for local."
+    )
     num_cpus: int | None = Field(None, ge=1, description="Local Ray only: CPUs to offer (default: all).")
     num_gpus: int | None = Field(None, ge=0, description="Local Ray only: GPUs to offer (default: detected).")
     object_store_memory_mb: int | None = Field(
-        1024, ge=78, description="Local Ray only: object store cap; Ray's default (30% of RAM) is too greedy on laptops."
+        1024,
+        ge=78,
+        description="Local Ray only: object store cap; Ray's default (30% of RAM) is too greedy on laptops.",
     )
     progress_bars: bool = Field(True, description="Ray Data progress bars.")
 
@@ -72,14 +76,18 @@ class PhantomCorpusConfig(StrictModel):
     """The built-in synthetic chest radiograph corpus (see pairaug_ray.corpora.phantom)."""
 
     patients: int = Field(60, ge=1)
-    studies_per_patient: tuple[int, int] = Field((2, 4), description="Inclusive range of studies per patient.")
+    studies_per_patient: tuple[int, int] = Field(
+        (2, 4), description="Inclusive range of studies per patient."
+    )
     size: int = Field(256, ge=64, le=2048, description="Image side in pixels.")
     seed: int = 0
     split_fractions: tuple[float, float, float] = Field(
         (0.8, 0.1, 0.1), description="Patient-disjoint train/validate/test fractions."
     )
     bit_depth: Literal[8, 16] = Field(8, description="PNG bit depth of the rendered radiographs.")
-    text: ReportText = Field("sections", description="Report text to train on: sections, pairaug or chexzero.")
+    text: ReportText = Field(
+        "sections", description="Report text to train on: sections, pairaug or chexzero."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> PhantomCorpusConfig:
@@ -95,16 +103,21 @@ class MimicCorpusConfig(StrictModel):
     """MIMIC-CXR-JPG v2 in its published layout (see pairaug_ray.corpora.mimic)."""
 
     root: Uri = Field(description="Folder holding mimic-cxr-2.0.0-*.csv.gz and files/pXX/...")
-    reports_root: Uri | None = Field(None, description="Folder holding files/pXX/pXXXXXXXX/sXXXXXXXX.txt (default: root).")
+    reports_root: Uri | None = Field(
+        None, description="Folder holding files/pXX/pXXXXXXXX/sXXXXXXXX.txt (default: root)."
+    )
     text: ReportText = Field(
         "pairaug",
         description="pairaug: impression+findings lower-cased, punctuation removed (PairAug); "
         "chexzero: impression only (CheXzero); sections: 'FINDINGS: ... IMPRESSION: ...' as written.",
     )
-    views: tuple[str, ...] = Field(("PA", "AP"), description="ViewPosition values to keep (frontal by default).")
+    views: tuple[str, ...] = Field(
+        ("PA", "AP"), description="ViewPosition values to keep (frontal by default)."
+    )
     splits: tuple[Literal["train", "validate", "test"], ...] = ("train", "validate", "test")
     labels: Literal["chexpert", "labeler"] = Field(
-        "chexpert", description="chexpert: the published mimic-cxr-2.0.0-chexpert.csv.gz; labeler: this project's labeler."
+        "chexpert",
+        description="chexpert: the published mimic-cxr-2.0.0-chexpert.csv.gz; labeler: this project's labeler.",
     )
     limit: int | None = Field(None, ge=1, description="Keep only the first N studies (for trials).")
 
@@ -113,7 +126,9 @@ class CorpusConfig(StrictModel):
     """Which real corpus the job starts from; only the section named by `kind` is used."""
 
     kind: Literal["phantom", "mimic", "manifest"] = "phantom"
-    out: Uri | None = Field(None, description="Where a built corpus is written (default: <run.output_dir>/corpus).")
+    out: Uri | None = Field(
+        None, description="Where a built corpus is written (default: <run.output_dir>/corpus)."
+    )
     phantom: PhantomCorpusConfig = PhantomCorpusConfig()
     mimic: MimicCorpusConfig | None = None
     manifest: Uri | None = Field(None, description="kind=manifest: an existing pair dataset root.")
@@ -121,7 +136,9 @@ class CorpusConfig(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> CorpusConfig:
         if self.kind == "mimic" and self.mimic is None:
-            raise ValueError("kind is 'mimic' but the corpus.mimic section is missing (it needs at least 'root')")
+            raise ValueError(
+                "kind is 'mimic' but the corpus.mimic section is missing (it needs at least 'root')"
+            )
         if self.kind == "manifest" and self.manifest is None:
             raise ValueError("kind is 'manifest' but corpus.manifest (a pair dataset root) is not set")
         return self
@@ -130,8 +147,12 @@ class CorpusConfig(StrictModel):
 class ModelsConfig(StrictModel):
     """Model references: a local folder, an s3:// prefix (downloaded once per node) or a hub id."""
 
-    cache_dir: str = Field("~/.cache/pairaug/models", description="Node-local cache for models fetched from s3://.")
-    build_tiny: bool = Field(False, description="Build the tiny random-weight models into tiny_dir before the job.")
+    cache_dir: str = Field(
+        "~/.cache/pairaug/models", description="Node-local cache for models fetched from s3://."
+    )
+    build_tiny: bool = Field(
+        False, description="Build the tiny random-weight models into tiny_dir before the job."
+    )
     tiny_dir: Uri | None = Field(None, description="Default: <run.output_dir>/models.")
     diffusion: str | None = Field(None, description="Text-to-image pipeline (RoentGen or any SD 1.x/2.x).")
     scorer: str | None = Field(None, description="CLIP-family dual encoder used to score pairs.")
@@ -182,7 +203,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. corpus.phantom.patients=10")
+            raise ConfigError(
+                f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. corpus.phantom.patients=10"
+            )
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as e:
@@ -239,7 +262,9 @@ def parse_config(data: Any, source: str = "<config>", overrides: list[str] | Non
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"invalid configuration in {source}: the top level must be a mapping, got {type(data).__name__}")
+        raise ConfigError(
+            f"invalid configuration in {source}: the top level must be a mapping, got {type(data).__name__}"
+        )
     data = apply_overrides(data, list(overrides or []))
     _refuse_secrets(data)
     try:

@@ -67,7 +67,9 @@ def _decode_raster(data: bytes, name: str) -> np.ndarray:
         # 16-bit PNGs often open as 32-bit "I"; the values still fit 16 bits.
         arr = np.asarray(img, dtype=np.int64)
         if arr.min() < 0 or arr.max() > 65535:
-            raise ImageReadError(name, f"32-bit integer pixels outside the 16-bit range [{arr.min()}, {arr.max()}]")
+            raise ImageReadError(
+                name, f"32-bit integer pixels outside the 16-bit range [{arr.min()}, {arr.max()}]"
+            )
         arr = arr.astype(np.uint16)
     elif img.mode == "F":
         raise ImageReadError(name, "floating-point images are not supported; store radiographs as 8/16-bit")

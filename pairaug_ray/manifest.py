@@ -82,7 +82,9 @@ def write_info(root: str, info: Mapping[str, Any] | None = None) -> None:
         "columns": list(schema.CORE_COLUMNS),
         **dict(info or {}),
     }
-    storage.write_text(storage.join(storage.absolute(root), DATASET_INFO), json.dumps(doc, indent=2, default=str))
+    storage.write_text(
+        storage.join(storage.absolute(root), DATASET_INFO), json.dumps(doc, indent=2, default=str)
+    )
 
 
 def read_info(root: str) -> dict[str, Any]:
@@ -98,7 +100,9 @@ def _resolve_image_uris(table: pa.Table, root: str) -> pa.Table:
     return table.set_column(table.column_names.index(schema.IMAGE_URI), schema.IMAGE_URI, resolved)
 
 
-def read_manifest(root: str, *, columns: list[str] | None = None, resolve_images: bool = True) -> ray.data.Dataset:
+def read_manifest(
+    root: str, *, columns: list[str] | None = None, resolve_images: bool = True
+) -> ray.data.Dataset:
     """The pairs of the dataset at `root` as a Ray Dataset (lazy, streaming)."""
     uri = manifest_uri(root)
     if not storage.list_files(uri, ".parquet"):
@@ -112,7 +116,14 @@ def read_manifest(root: str, *, columns: list[str] | None = None, resolve_images
 
 def summarize(ds: ray.data.Dataset) -> dict[str, Any]:
     """Counts a person wants to see about a manifest: rows, patients, splits, origins, statuses, labels."""
-    wanted = [schema.PATIENT_ID, schema.STUDY_ID, schema.SPLIT, schema.ORIGIN, schema.STATUS, *schema.LABEL_COLUMNS]
+    wanted = [
+        schema.PATIENT_ID,
+        schema.STUDY_ID,
+        schema.SPLIT,
+        schema.ORIGIN,
+        schema.STATUS,
+        *schema.LABEL_COLUMNS,
+    ]
     present = [c for c in wanted if c in ds.columns()]
     table = pa.concat_tables(ray.get(ds.select_columns(present).to_arrow_refs()))
     out: dict[str, Any] = {"rows": table.num_rows}
@@ -126,7 +137,12 @@ def summarize(ds: ray.data.Dataset) -> dict[str, Any]:
     for obs, col in zip(schema.CHEXPERT_OBSERVATIONS, schema.LABEL_COLUMNS, strict=True):
         if col in present:
             counts = Counter(table.column(col).to_pylist())
-            labels[obs] = {"positive": counts[1], "negative": counts[0], "uncertain": counts[-1], "unmentioned": counts[None]}
+            labels[obs] = {
+                "positive": counts[1],
+                "negative": counts[0],
+                "uncertain": counts[-1],
+                "unmentioned": counts[None],
+            }
     if labels:
         out["labels"] = labels
     return out

@@ -32,7 +32,9 @@ def init_ray(cfg: RayConfig) -> None:
             ray.init(
                 num_cpus=cfg.num_cpus,
                 num_gpus=cfg.num_gpus,
-                object_store_memory=cfg.object_store_memory_mb * 1024**2 if cfg.object_store_memory_mb else None,
+                object_store_memory=cfg.object_store_memory_mb * 1024**2
+                if cfg.object_store_memory_mb
+                else None,
                 include_dashboard=False,
                 log_to_driver=True,
                 configure_logging=True,

@@ -81,7 +81,9 @@ LABEL_POSITIVE, LABEL_NEGATIVE, LABEL_UNCERTAIN = 1, 0, -1  # null: not mentione
 def label_column(observation: str) -> str:
     """`"Pleural Effusion"` -> `"label_pleural_effusion"`."""
     if observation not in CHEXPERT_OBSERVATIONS:
-        raise KeyError(f"unknown CheXpert observation {observation!r}; known: {', '.join(CHEXPERT_OBSERVATIONS)}")
+        raise KeyError(
+            f"unknown CheXpert observation {observation!r}; known: {', '.join(CHEXPERT_OBSERVATIONS)}"
+        )
     return "label_" + re.sub(r"[^a-z0-9]+", "_", observation.lower()).strip("_")
 
 

@@ -30,7 +30,9 @@ def pytest_collection_modifyitems(config, items):
     except ImportError:
         has_cuda = False
     if not has_cuda:
-        skip = pytest.mark.skip(reason="needs a CUDA device: torch.cuda.is_available() is False on this machine")
+        skip = pytest.mark.skip(
+            reason="needs a CUDA device: torch.cuda.is_available() is False on this machine"
+        )
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)

@@ -13,7 +13,16 @@ import pytest
 from pairaug_ray import schema
 from pairaug_ray.cli import build_parser, main
 
-COMMANDS = ["run", "config show", "make-phantom", "make-tiny-models", "import-mimic", "ingest", "label", "manifest show"]
+COMMANDS = [
+    "run",
+    "config show",
+    "make-phantom",
+    "make-tiny-models",
+    "import-mimic",
+    "ingest",
+    "label",
+    "manifest show",
+]
 
 
 def test_console_script_help():

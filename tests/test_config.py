@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from pairaug_ray.config import ConfigError, JobConfig, apply_overrides, load_config, parse_config
 
@@ -49,7 +50,9 @@ def test_cross_field_rules():
 
 
 def test_overrides_are_yaml_typed_and_validated():
-    cfg = parse_config({}, overrides=["corpus.phantom.patients=7", "corpus.phantom.studies_per_patient=[1, 2]"])
+    cfg = parse_config(
+        {}, overrides=["corpus.phantom.patients=7", "corpus.phantom.studies_per_patient=[1, 2]"]
+    )
     assert cfg.corpus.phantom.patients == 7 and cfg.corpus.phantom.studies_per_patient == (1, 2)
     with pytest.raises(ConfigError, match="corpus.phantom.patients"):
         parse_config({}, overrides=["corpus.phantom.patients=-1"])
@@ -67,7 +70,7 @@ def test_secrets_are_refused_and_not_echoed():
 
 def test_frozen_and_yaml_errors(tmp_path):
     cfg = parse_config({})
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.run.name = "other"  # type: ignore[misc]
     bad = tmp_path / "bad.yaml"
     bad.write_text("run: [unclosed\n")

@@ -50,9 +50,10 @@ def test_real_dicom_is_inverted_and_windowed(real_dicom_path):
     lung = arr[int(0.3 * h) : int(0.5 * h), int(0.25 * w) : int(0.35 * w)].mean()
     assert centre > lung * 1.2
     raw = ds.pixel_array.astype(float)
-    assert raw[int(0.3 * h) : int(0.5 * h), int(0.47 * w) : int(0.53 * w)].mean() < raw[
-        int(0.3 * h) : int(0.5 * h), int(0.25 * w) : int(0.35 * w)
-    ].mean()
+    assert (
+        raw[int(0.3 * h) : int(0.5 * h), int(0.47 * w) : int(0.53 * w)].mean()
+        < raw[int(0.3 * h) : int(0.5 * h), int(0.25 * w) : int(0.35 * w)].mean()
+    )
 
 
 def test_dicom_monochrome2_8bit_without_window(tmp_path, real_dicom_path):

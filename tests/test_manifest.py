@@ -27,7 +27,9 @@ def _rows(n: int = 5) -> list[dict]:
                 schema.SPLIT: "train" if i < 4 else "test",
                 schema.ORIGIN: schema.ORIGIN_REAL if i < 3 else schema.ORIGIN_INTER,
                 schema.PARENT_ID: None if i < 3 else "abc",
-                schema.PROVENANCE: schema.make_provenance("test", model_id="m", prompt="p", seed=i, params={"k": i}),
+                schema.PROVENANCE: schema.make_provenance(
+                    "test", model_id="m", prompt="p", seed=i, params={"k": i}
+                ),
                 schema.STATUS: schema.STATUS_OK if i != 4 else schema.STATUS_ERROR,
                 schema.ERROR: None if i != 4 else "row 4: image unreadable",
                 "user_note": f"note {i}",
@@ -84,7 +86,15 @@ def _round_trip(root: str) -> None:
     back = sorted(ds.take_all(), key=lambda r: r[schema.STUDY_ID])
     assert len(back) == len(rows)
     for orig, got in zip(rows, back, strict=True):
-        for key in (schema.PAIR_ID, schema.REPORT, schema.SPLIT, schema.ORIGIN, schema.PARENT_ID, schema.ERROR, "user_note"):
+        for key in (
+            schema.PAIR_ID,
+            schema.REPORT,
+            schema.SPLIT,
+            schema.ORIGIN,
+            schema.PARENT_ID,
+            schema.ERROR,
+            "user_note",
+        ):
             assert got[key] == orig[key], key
         assert got[schema.label_column("Pleural Effusion")] == 1
         assert got[schema.label_column("Pneumothorax")] == orig[schema.label_column("Pneumothorax")]
@@ -123,7 +133,10 @@ def test_schema_is_identical_across_files(ray_local, tmp_path):
     import ray
 
     write_manifest(ray.data.from_arrow([a, b]), root)
-    schemas = {pq.read_schema(f).remove_metadata() for f in storage.list_files(storage.join(root, "manifest"), ".parquet")}
+    schemas = {
+        pq.read_schema(f).remove_metadata()
+        for f in storage.list_files(storage.join(root, "manifest"), ".parquet")
+    }
     assert len(schemas) == 1
     assert next(iter(schemas)).field(schema.label_column("Edema")).type == pa.int8()
 

@@ -72,7 +72,9 @@ def mimic_tree(tmp_path):
         study_dir.mkdir(parents=True)
         for dicom, view, sp in imgs:
             buf = io.BytesIO()
-            Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)).save(buf, "JPEG")
+            Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)).save(
+                buf, "JPEG"
+            )
             (study_dir / f"{dicom}.jpg").write_bytes(buf.getvalue())
             meta.append([dicom, subject, study, "CHEST (PA AND LAT)", view, 3056, 2544, 21800506, 213014.531,
                          "CHEST (PA AND LAT)", "postero-anterior", "Erect"])  # fmt: skip
@@ -83,7 +85,10 @@ def mimic_tree(tmp_path):
         labels.append([subject, study, np.nan, 0.0, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan,
                        effusion, np.nan, np.nan, 0.0 if report == REPORT_EFFUSION else np.nan, np.nan])  # fmt: skip
     _write_csv_gz(root / "mimic-cxr-2.0.0-metadata.csv.gz", pd.DataFrame(meta, columns=METADATA_COLUMNS))
-    _write_csv_gz(root / "mimic-cxr-2.0.0-split.csv.gz", pd.DataFrame(split, columns=["dicom_id", "study_id", "subject_id", "split"]))
+    _write_csv_gz(
+        root / "mimic-cxr-2.0.0-split.csv.gz",
+        pd.DataFrame(split, columns=["dicom_id", "study_id", "subject_id", "split"]),
+    )
     _write_csv_gz(root / "mimic-cxr-2.0.0-chexpert.csv.gz", pd.DataFrame(labels, columns=CHEXPERT_COLUMNS))
     return root
 
@@ -102,16 +107,22 @@ def test_import_pairaug_text_and_chexpert_labels(ray_local, mimic_tree, tmp_path
     assert set(rows) == {"50414267", "53189527", "57375967", "50771383"}
     r = rows["50414267"]
     assert r[schema.PATIENT_ID] == "10000032" and r[schema.VIEW] == "PA" and r[schema.SPLIT] == "train"
-    assert r[schema.IMAGE_URI].endswith("files/p10/p10000032/s50414267/02aa804e-bde0afdd-112c0b34-7bc16630-4e384014.jpg")
+    assert r[schema.IMAGE_URI].endswith(
+        "files/p10/p10000032/s50414267/02aa804e-bde0afdd-112c0b34-7bc16630-4e384014.jpg"
+    )
     # PairAug preprocessing: impression first, lower case, no punctuation, sentences joined by ",".
-    assert r[schema.REPORT].startswith("moderate left pleural effusion,there is a moderate left pleural effusion")
+    assert r[schema.REPORT].startswith(
+        "moderate left pleural effusion,there is a moderate left pleural effusion"
+    )
     assert r[schema.FINDINGS].startswith("There is a moderate left pleural effusion")
     assert r[schema.IMPRESSION] == "Moderate left pleural effusion."
     assert r[schema.label_column("Pleural Effusion")] == 1 and r[schema.label_column("Cardiomegaly")] == 0
     assert r[schema.label_column("Edema")] is None
     assert rows["57375967"][schema.SPLIT] == "validate"
     missing = rows["50771383"]
-    assert missing[schema.STATUS] == schema.STATUS_ERROR and "s50771383.txt: not found" in missing[schema.ERROR]
+    assert (
+        missing[schema.STATUS] == schema.STATUS_ERROR and "s50771383.txt: not found" in missing[schema.ERROR]
+    )
     assert rows["53189527"][schema.STATUS] == schema.STATUS_OK
 
 

@@ -51,7 +51,9 @@ def test_tiny_clip_loads_as_a_scorer(tiny_models):
     model = CLIPModel.from_pretrained(tiny_models["scorer"]).eval()
     proc = CLIPProcessor.from_pretrained(tiny_models["scorer"])
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (100, 80), dtype=np.uint8)).convert("RGB")
-    batch = proc(text=["no pleural effusion", "large effusion"], images=[img], return_tensors="pt", padding=True)
+    batch = proc(
+        text=["no pleural effusion", "large effusion"], images=[img], return_tensors="pt", padding=True
+    )
     assert batch["pixel_values"].shape == (1, 3, 64, 64)
     with torch.no_grad():
         out = model(**batch)

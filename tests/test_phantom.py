@@ -72,7 +72,11 @@ def test_corpus_manifest(phantom_root, phantom_cfg):
     per_patient = {p: sum(1 for r in rows if r[schema.PATIENT_ID] == p) for p in split_of}
     assert min(per_patient.values()) >= 2 and max(per_patient.values()) <= 4
     prov = first[schema.PROVENANCE]
-    assert prov["stage"] == "corpus" and prov["seed"] == phantom_cfg.seed and json.loads(prov["params"])["size"] == SIZE
+    assert (
+        prov["stage"] == "corpus"
+        and prov["seed"] == phantom_cfg.seed
+        and json.loads(prov["params"])["size"] == SIZE
+    )
 
 
 def test_same_patient_same_anatomy(rendered):
@@ -123,7 +127,11 @@ def _measured_ctr(img: np.ndarray, an: anatomy.Anatomy, ctr: float) -> float:
 
 
 def test_cardiomegaly_raises_the_cardiothoracic_ratio(rendered):
-    clean = [r for r in rendered if not set(r["state"]["findings"]) & {"pleural effusion", "edema", "consolidation", "atelectasis"}]
+    clean = [
+        r
+        for r in rendered
+        if not set(r["state"]["findings"]) & {"pleural effusion", "edema", "consolidation", "atelectasis"}
+    ]
     measured = {1: [], 0: []}
     errors = []
     for r in clean:

@@ -18,7 +18,9 @@ def test_prepare_builds_then_reuses(ray_local, tmp_path):
         }
     )
     summary = prepare(cfg)
-    assert summary["corpus"]["patients"] == 5 and summary["corpus"]["status"] == {"ok": summary["corpus"]["rows"]}
+    assert summary["corpus"]["patients"] == 5 and summary["corpus"]["status"] == {
+        "ok": summary["corpus"]["rows"]
+    }
     assert set(summary["models"]) == {"diffusion", "scorer"}
     assert summary["models"]["diffusion"]["components"]["parameters"]["unet"] > 1_000_000
     on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -34,6 +36,10 @@ def test_prepare_builds_then_reuses(ray_local, tmp_path):
 
     # Changing the corpus parameters rebuilds it.
     bigger = cfg.model_copy(
-        update={"corpus": cfg.corpus.model_copy(update={"phantom": cfg.corpus.phantom.model_copy(update={"patients": 6})})}
+        update={
+            "corpus": cfg.corpus.model_copy(
+                update={"phantom": cfg.corpus.phantom.model_copy(update={"patients": 6})}
+            )
+        }
     )
     assert prepare(bigger)["corpus"]["patients"] == 6

@@ -41,7 +41,9 @@ def study_path(subject_id: str, study_id: str) -> str:
 def _read_csv(root: str, name: str, required: list[str]) -> pd.DataFrame:
     uri = storage.join(root, name)
     if not storage.exists(uri):
-        raise MimicLayoutError(f"{name} not found under {root}; is corpus.mimic.root the MIMIC-CXR-JPG folder?")
+        raise MimicLayoutError(
+            f"{name} not found under {root}; is corpus.mimic.root the MIMIC-CXR-JPG folder?"
+        )
     fs, path = storage.filesystem(uri)
     with fs.open(path, "rb") as f:
         df = pd.read_csv(f, compression="gzip", dtype={"dicom_id": str, "subject_id": str, "study_id": str})
@@ -72,7 +74,9 @@ def _labels_from_csv(row: dict) -> dict[str, int | None]:
     out = {}
     for obs in schema.CHEXPERT_OBSERVATIONS:
         v = row.get(obs)
-        out[schema.label_column(obs)] = None if v is None or (isinstance(v, float) and np.isnan(v)) else int(v)
+        out[schema.label_column(obs)] = (
+            None if v is None or (isinstance(v, float) and np.isnan(v)) else int(v)
+        )
     return out
 
 
@@ -101,7 +105,9 @@ def read_reports(batch: pd.DataFrame, cfg: MimicCorpusConfig) -> pa.Table:
             schema.IMAGE_URI: storage.join(root, rel, dicom + ".jpg"),
             schema.SPLIT: rec["split"],
             schema.ORIGIN: schema.ORIGIN_REAL,
-            schema.PROVENANCE: schema.make_provenance("corpus", model_id="mimic-cxr-jpg/2.0.0", params=params),
+            schema.PROVENANCE: schema.make_provenance(
+                "corpus", model_id="mimic-cxr-jpg/2.0.0", params=params
+            ),
         }
         if isinstance(raw, Exception):
             reason = "not found" if isinstance(raw, FileNotFoundError) else f"{type(raw).__name__}: {raw}"
@@ -110,13 +116,28 @@ def read_reports(batch: pd.DataFrame, cfg: MimicCorpusConfig) -> pa.Table:
         else:
             sections = extract_sections(raw)
             text = report_text(cfg.text, raw, sections.findings, sections.impression)
-            row.update({schema.FINDINGS: sections.findings, schema.IMPRESSION: sections.impression, schema.REPORT: text})
+            row.update(
+                {
+                    schema.FINDINGS: sections.findings,
+                    schema.IMPRESSION: sections.impression,
+                    schema.REPORT: text,
+                }
+            )
             if text:
                 row[schema.STATUS] = schema.STATUS_OK
             else:
-                row.update({schema.STATUS: schema.STATUS_SKIPPED, schema.ERROR: f"report has no usable text in {cfg.text!r} mode"})
+                row.update(
+                    {
+                        schema.STATUS: schema.STATUS_SKIPPED,
+                        schema.ERROR: f"report has no usable text in {cfg.text!r} mode",
+                    }
+                )
             if cfg.labels == "labeler":
-                row.update(label_report(" ".join(s for s in (sections.findings, sections.impression) if s) or raw).as_row())
+                row.update(
+                    label_report(
+                        " ".join(s for s in (sections.findings, sections.impression) if s) or raw
+                    ).as_row()
+                )
         if cfg.labels == "chexpert":
             row.update(_labels_from_csv(rec))
         row[schema.PAIR_ID] = schema.make_pair_id("mimic", subject, study, dicom, text)
@@ -128,8 +149,12 @@ def import_mimic(cfg: MimicCorpusConfig, out_root: str) -> str:
     """Convert MIMIC-CXR-JPG under `cfg.root` into the pair dataset at `out_root` (images stay in place)."""
     index = load_index(cfg)
     if index.empty:
-        raise MimicLayoutError(f"no images of views {list(cfg.views)} in splits {list(cfg.splits)} under {cfg.root}")
+        raise MimicLayoutError(
+            f"no images of views {list(cfg.views)} in splits {list(cfg.splits)} under {cfg.root}"
+        )
     blocks = max(1, min(len(index) // 2000 + 1, 200))
     ds = ray.data.from_pandas(index).repartition(blocks)
     ds = ds.map_batches(read_reports, fn_kwargs={"cfg": cfg}, batch_format="pandas", batch_size=2000)
-    return write_manifest(ds, out_root, info={"corpus": "mimic-cxr-jpg", "mimic": cfg.model_dump(mode="json")})
+    return write_manifest(
+        ds, out_root, info={"corpus": "mimic-cxr-jpg", "mimic": cfg.model_dump(mode="json")}
+    )

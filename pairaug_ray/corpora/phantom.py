@@ -56,7 +56,9 @@ def render_patient(cfg: PhantomCorpusConfig, index: int, grid: anatomy.Grid | No
             findings = reports.initial_findings(rng)
         else:
             findings, changes = reports.evolve(prev, rng)
-        raw, findings_text, impression_text, labels = reports.write_report(findings, changes, prev, rng, sex=sex)
+        raw, findings_text, impression_text, labels = reports.write_report(
+            findings, changes, prev, rng, sex=sex
+        )
         pixels, measured = anatomy.render_study(grid, an, base, findings, rng)
         rows.append(
             {
@@ -105,7 +107,9 @@ def render_batch(batch: dict[str, np.ndarray], cfg: PhantomCorpusConfig, root: s
             text = report_text(cfg.text, raw, row[schema.FINDINGS], row[schema.IMPRESSION])
             row.update(
                 {
-                    schema.PAIR_ID: schema.make_pair_id("phantom", PHANTOM_VERSION, row[schema.STUDY_ID], image_id, text),
+                    schema.PAIR_ID: schema.make_pair_id(
+                        "phantom", PHANTOM_VERSION, row[schema.STUDY_ID], image_id, text
+                    ),
                     schema.IMAGE_ID: image_id,
                     # Relative to the dataset root, so a phantom corpus can be moved or copied to S3.
                     schema.IMAGE_URI: storage.join(IMAGES_DIR, image_id[:2], image_id + ".png")

@@ -161,7 +161,9 @@ def vessel_map(g: Grid, an: Anatomy) -> np.ndarray:
                 segments.append((u0, v0, u1, v1, w))
                 if rng.random() < 0.6:
                     a2 = ang + rng.choice([-1, 1]) * rng.uniform(0.3, 0.7)
-                    segments.append((u1, v1, u1 + s * np.cos(a2) * length / 4, v1 + np.sin(a2) * length / 4, 0.5 * w))
+                    segments.append(
+                        (u1, v1, u1 + s * np.cos(a2) * length / 4, v1 + np.sin(a2) * length / 4, 0.5 * w)
+                    )
                 u0, v0, w = u1, v1, 0.7 * w
     canvas = _splat_lines(g.size, segments)
     canvas = ndimage.gaussian_filter(canvas, sigma=max(0.6, g.size / 300))
@@ -266,7 +268,9 @@ def draw_atelectasis(g: Grid, an: Anatomy, img: np.ndarray, side: str, severity:
         dens = np.maximum(dens, band * span)
     if severity == 3:
         wedge = _sig(g.v - (base - 0.12 + 0.2 * (du / an.half_width - 0.3) ** 2), 3 * g.edge)
-        dens = np.maximum(dens, 0.8 * wedge * _sig(du - an.mediastinum, g.edge) * _sig(base + 0.02 - g.v, g.edge))
+        dens = np.maximum(
+            dens, 0.8 * wedge * _sig(du - an.mediastinum, g.edge) * _sig(base + 0.02 - g.v, g.edge)
+        )
     return _opacify(img, 0.85 * dens * lung_mask(g, an, side))
 
 
@@ -295,7 +299,9 @@ def draw_edema(g: Grid, an: Anatomy, img, severity: int, rng) -> np.ndarray:
     for side in SIDES:
         s = side_sign(side)
         hu, hv = an.cx + s * (an.mediastinum + 0.06), an.heart_cy - 0.12
-        haze += np.exp(-(((g.u - hu) / (0.09 + 0.03 * severity)) ** 2 + ((g.v - hv) / (0.12 + 0.03 * severity)) ** 2))
+        haze += np.exp(
+            -(((g.u - hu) / (0.09 + 0.03 * severity)) ** 2 + ((g.v - hv) / (0.12 + 0.03 * severity)) ** 2)
+        )
     out = _opacify(img, (0.22 + 0.2 * severity) * haze * lungs)
     if severity >= 2:
         segs = []

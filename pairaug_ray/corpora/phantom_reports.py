@@ -85,7 +85,9 @@ def evolve(prev: dict[str, dict], rng: np.random.Generator) -> tuple[dict[str, d
             if "severity" in f and r < 0.5 and not persistent:
                 step = 1 if rng.random() < 0.5 else -1
                 new = min(3, max(1, f["severity"] + step))
-                changes[name] = "unchanged" if new == f["severity"] else ("increased" if step > 0 else "decreased")
+                changes[name] = (
+                    "unchanged" if new == f["severity"] else ("increased" if step > 0 else "decreased")
+                )
                 f["severity"] = new
                 if name == "cardiomegaly":
                     f["ctr"] = CTR_BY_SEVERITY[new]
@@ -120,7 +122,9 @@ def _positive_statement(name: str, f: dict, change: str | None, rng: np.random.G
     """One sentence stating a present finding; mild findings are sometimes hedged, like real reports."""
     hedge = f.get("severity", 2) == 1 and rng.random() < 0.2 and change in (None, "new")
     sev = _sev(name, f["severity"]) if "severity" in f else ""
-    ch = {"increased": "has increased", "decreased": "has decreased", "unchanged": "is unchanged"}.get(change or "")
+    ch = {"increased": "has increased", "decreased": "has decreased", "unchanged": "is unchanged"}.get(
+        change or ""
+    )
     if name == "pleural effusion":
         obs = "Pleural Effusion"
         what = f"{'bilateral pleural effusions' if f['side'] == 'bilateral' else f['side'] + ' pleural effusion'}"
@@ -128,7 +132,9 @@ def _positive_statement(name: str, f: dict, change: str | None, rng: np.random.G
             return Statement(_cap(f"possible {sev} {what}."), {obs: UNC})
         if ch:
             if f["side"] == "bilateral":  # plural subject
-                ch = {"has increased": "have increased", "has decreased": "have decreased"}.get(ch, "are unchanged")
+                ch = {"has increased": "have increased", "has decreased": "have decreased"}.get(
+                    ch, "are unchanged"
+                )
             return Statement(_cap(f"the {sev} {what} {ch}."), {obs: POS})
         opts = [f"there is a {sev} {what}." if f["side"] != "bilateral" else f"there are {sev} {what}.",
                 f"{'new ' if change == 'new' else ''}{sev} {what} with blunting of the costophrenic angle."]  # fmt: skip
@@ -143,7 +149,10 @@ def _positive_statement(name: str, f: dict, change: str | None, rng: np.random.G
         obs = "Atelectasis"
         where = f"{f['side']} base" if rng.random() < 0.5 else f"{f['side']} lung base"
         if hedge:
-            return Statement(_cap(f"minimal opacity at the {where} may reflect atelectasis."), {obs: UNC, "Lung Opacity": POS})
+            return Statement(
+                _cap(f"minimal opacity at the {where} may reflect atelectasis."),
+                {obs: UNC, "Lung Opacity": POS},
+            )
         kind = ("subsegmental", "plate-like", "lobar")[f["severity"] - 1]
         s = f"{kind} atelectasis at the {where}" + (f" {ch}" if ch else "") + "."
         return Statement(_cap(("new " if change == "new" else "") + s), {obs: POS})
@@ -154,10 +163,15 @@ def _positive_statement(name: str, f: dict, change: str | None, rng: np.random.G
                              {"Lung Opacity": POS, "Pneumonia": UNC})  # fmt: skip
         s = f"{sev} {lobe} consolidation" + (f" {ch}" if ch else "")
         if rng.random() < 0.4:
-            return Statement(_cap(s + ", concerning for pneumonia."), {"Consolidation": POS, "Pneumonia": UNC})
+            return Statement(
+                _cap(s + ", concerning for pneumonia."), {"Consolidation": POS, "Pneumonia": UNC}
+            )
         return Statement(_cap(("new " if change == "new" else "") + s + "."), {"Consolidation": POS})
     if name == "edema":
-        opts = [f"{sev} pulmonary edema{' ' + ch if ch else ''}.", f"there is {sev} interstitial pulmonary edema."]
+        opts = [
+            f"{sev} pulmonary edema{' ' + ch if ch else ''}.",
+            f"there is {sev} interstitial pulmonary edema.",
+        ]
         return Statement(_cap(str(rng.choice(opts))), {"Edema": POS})
     if name == "pneumothorax":
         s = f"{sev} {f['side']} apical pneumothorax" + (f" {ch}" if ch else "") + "."
@@ -232,14 +246,18 @@ def write_report(
     # Negatives: a radiologist states most, not all, pertinent negatives.
     absent = [n for n in NEGATIVES if n not in findings and not (changes and changes.get(n) == "resolved")]
     if "pleural effusion" in absent and "pneumothorax" in absent and rng.random() < 0.6:
-        statements.append(Statement("No pleural effusion or pneumothorax.", {"Pleural Effusion": NEG, "Pneumothorax": NEG}))
+        statements.append(
+            Statement("No pleural effusion or pneumothorax.", {"Pleural Effusion": NEG, "Pneumothorax": NEG})
+        )
         absent = [n for n in absent if n not in ("pleural effusion", "pneumothorax")]
     for name in absent:
         if rng.random() < 0.75:
             text, asserts = NEGATIVES[name][int(rng.integers(len(NEGATIVES[name])))]
             statements.append(Statement(text, dict(asserts)))
     if "cardiomegaly" not in findings and rng.random() < 0.4:
-        statements.append(Statement("The mediastinal contours are normal.", {"Enlarged Cardiomediastinum": NEG}))
+        statements.append(
+            Statement("The mediastinal contours are normal.", {"Enlarged Cardiomediastinum": NEG})
+        )
     findings_text = " ".join(s.text for s in statements)
 
     impression = _impression(findings, changes, positives, rng)
@@ -270,7 +288,9 @@ def _impression(findings, changes, positives: dict[str, Statement], rng) -> list
         side = _side_phrase(f["side"]) if "side" in f else ""
         noun = {
             "pleural effusion": "pleural effusions" if side == "bilateral" else "pleural effusion",
-            "consolidation": f"{LOBE[(f['side'], f['zone'])]} consolidation" if "zone" in f else "consolidation",
+            "consolidation": f"{LOBE[(f['side'], f['zone'])]} consolidation"
+            if "zone" in f
+            else "consolidation",
             "edema": "pulmonary edema",
             "lung lesion": "pulmonary nodule",
             "pneumothorax": "pneumothorax",
@@ -296,9 +316,7 @@ def aggregate(statements: list[Statement]) -> dict[str, int | None]:
             cur = labels[obs]
             if cur is None or rank[value] > rank[cur]:
                 labels[obs] = value
-    abnormal = any(
-        v in (POS, UNC) for o, v in labels.items() if o not in ("No Finding", "Support Devices")
-    )
+    abnormal = any(v in (POS, UNC) for o, v in labels.items() if o not in ("No Finding", "Support Devices"))
     labels["No Finding"] = None if abnormal else POS
     return labels
 

@@ -48,7 +48,9 @@ def resolve_model(ref: str, cache_dir: str = "~/.cache/pairaug/models") -> Resol
     if local.is_dir():
         return ResolvedModel(ref, str(local.resolve()))
     if local.exists():
-        raise ModelNotFoundError(f"model {ref!r} is a file; a model reference must be a folder saved by save_pretrained")
+        raise ModelNotFoundError(
+            f"model {ref!r} is a file; a model reference must be a folder saved by save_pretrained"
+        )
     looks_local = ref.startswith((".", "/", "~", "file://")) or ref.count("/") != 1
     if not looks_local and _HUB_ID.match(ref):
         name, _, revision = ref.partition("@")

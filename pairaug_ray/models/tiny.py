@@ -21,7 +21,14 @@ from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTextConfig, CLIPTextModel
+from transformers import (
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPModel,
+    CLIPProcessor,
+    CLIPTextConfig,
+    CLIPTextModel,
+)
 
 from pairaug_ray.models.tokenizer import BOS_ID, CONTEXT_LENGTH, EOS_ID, VOCAB_SIZE, build_clip_tokenizer
 

@@ -43,7 +43,11 @@ def find_bpe_file() -> Path:
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible byte -> printable character table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -70,7 +74,9 @@ def write_tokenizer_files(out_dir: str | Path, bpe_file: Path | None = None) -> 
     out.mkdir(parents=True, exist_ok=True)
     vocab_path, merges_path = out / "vocab.json", out / "merges.txt"
     vocab_path.write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}, ensure_ascii=False))
-    merges_path.write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8")
+    merges_path.write_text(
+        "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8"
+    )
     return vocab_path, merges_path
 
 
@@ -80,4 +86,6 @@ def build_clip_tokenizer(work_dir: str | Path, bpe_file: Path | None = None) -> 
     Loaded from the written files through `from_pretrained`, the path real checkpoints take, which
     works across transformers 4.x (slow/fast classes) and 5.x (tokenizers backend)."""
     write_tokenizer_files(work_dir, bpe_file)
-    return CLIPTokenizer.from_pretrained(str(work_dir), model_max_length=CONTEXT_LENGTH, pad_token="<|endoftext|>")
+    return CLIPTokenizer.from_pretrained(
+        str(work_dir), model_max_length=CONTEXT_LENGTH, pad_token="<|endoftext|>"
+    )

@@ -128,7 +128,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     if labels := c.get("labels"):
         lines.append(f"  {'observation':<28}{'pos':>6}{'neg':>6}{'unc':>6}{'null':>6}")
         for obs, n in labels.items():
-            lines.append(f"  {obs:<28}{n['positive']:>6}{n['negative']:>6}{n['uncertain']:>6}{n['unmentioned']:>6}")
+            lines.append(
+                f"  {obs:<28}{n['positive']:>6}{n['negative']:>6}{n['uncertain']:>6}{n['unmentioned']:>6}"
+            )
     for role, m in summary["models"].items():
         params = m.get("components", {}).get("parameters", {})
         sizes = ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in params.items())

@@ -22,7 +22,10 @@ def ingest_images(batch: pa.Table, *, out_root: str | None = None) -> pa.Table:
             continue  # an earlier failure stays recorded as it was
         uri = row.get(schema.IMAGE_URI)
         if not uri:
-            row[schema.STATUS], row[schema.ERROR] = schema.STATUS_ERROR, f"row {row[schema.PAIR_ID]}: image_uri is empty"
+            row[schema.STATUS], row[schema.ERROR] = (
+                schema.STATUS_ERROR,
+                f"row {row[schema.PAIR_ID]}: image_uri is empty",
+            )
             continue
         try:
             pixels = images.read_image(uri)

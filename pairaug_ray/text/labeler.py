@@ -380,6 +380,7 @@ _EXCLUDE: dict[str, list[str]] = {
     "Support Devices": [
         r"(?:eustachian|fallopian|bronchial|neural) tubes?",
         r"(?:sternotomy|sternal) (?:wires?|sutures?)",
+        r"plate[- ]?like",
     ],
     # A broken catheter or screw is a device problem, not a bone fracture.
     "Fracture": [
@@ -493,7 +494,7 @@ _CUES: dict[str, list[str]] = {
         r"age[- ]indeterminate",
     ],
     "ovr_pre": [
-        rf"(?:cannot|can not|can't|could not|couldn't) (?:be )?{_DEGREE}(?:exclude|rule out)d?",
+        rf"(?:cannot|can not|can't|could not|couldn't) {_DEGREE}(?:exclude|rule out)",
         rf"difficult to {_DEGREE}(?:exclude|rule out)",
         r"(?:not (?:possible|able) to|unable to) (?:exclude|rule out)",
         r"no evidence to (?:rule out|exclude)",
@@ -551,7 +552,7 @@ _CUES: dict[str, list[str]] = {
         r"(?:fails?|failed|did not|does not|do not) (?:to )?(?:show|demonstrate|reveal|see|identify)",
         r"(?:i|we) (?:do not|don't|did not) see",
     ],
-    "neg_pre_near": [r"not"],
+    "neg_pre_near": [r"not"],  # "not" negates only what directly follows ("this is not pneumonia")
     # "no opacity to suggest pneumonia" negates pneumonia, "opacity suggestive of pneumonia" does not.
     "inherit": [
         r"to suggest",
@@ -560,7 +561,7 @@ _CUES: dict[str, list[str]] = {
         r"(?:concerning|suspicious|worrisome) (?:for|of)",
         r"characteristic of",
         r"typical of",
-    ],  # "not" negates only what directly follows ("this is not pneumonia")
+    ],
     "unc_pre": [
         r"may|might|could",
         r"possibly",
@@ -707,7 +708,12 @@ def _certainties(low: str, raws: list[_Raw]) -> list[Certainty]:
         return bisect.bisect_right(term_ends, pos)
 
     cues = [
-        _Cue("unc_both" if m.lastgroup == "qmark" else m.lastgroup or "", m.start(), m.end(), clause_of(m.start()))
+        _Cue(
+            "unc_both" if m.lastgroup == "qmark" else m.lastgroup or "",
+            m.start(),
+            m.end(),
+            clause_of(m.start()),
+        )
         for m in _CUE.finditer(low)
         if not any(s <= m.start() < e for s, e in terminators)
     ]
@@ -726,12 +732,18 @@ def _certainties(low: str, raws: list[_Raw]) -> list[Certainty]:
         before = [c for c in cues if c.clause == clause_of(a.start) and c.end <= a.start]
         if before and before[-1].kind == "pseudo":
             continue
-        if out[i] == POSITIVE and out[i + 1] in (POSITIVE, UNCERTAIN) and _OR_BETWEEN.match(low[a.end : b.start]):
+        if (
+            out[i] == POSITIVE
+            and out[i + 1] in (POSITIVE, UNCERTAIN)
+            and _OR_BETWEEN.match(low[a.end : b.start])
+        ):
             out[i] = out[i + 1] = UNCERTAIN
     return out
 
 
-def _certainty(r: _Raw, low: str, cues: list[_Cue], clause: int, words: Callable[[int, int], int]) -> Certainty:
+def _certainty(
+    r: _Raw, low: str, cues: list[_Cue], clause: int, words: Callable[[int, int], int]
+) -> Certainty:
     if r.intrinsic == NEGATIVE:
         return NEGATIVE
     same = [c for c in cues if c.clause == clause]
@@ -743,7 +755,11 @@ def _certainty(r: _Raw, low: str, cues: list[_Cue], clause: int, words: Callable
         if pre.kind == "inherit":
             # Takes the polarity of the cue before it ("no X to suggest Y"), else is uncertain.
             earlier = before[-2] if len(before) > 1 else None
-            if earlier and _EFFECT.get(earlier.kind) == "neg" and words(earlier.end, r.start) <= _INHERIT_REACH:
+            if (
+                earlier
+                and _EFFECT.get(earlier.kind) == "neg"
+                and words(earlier.end, r.start) <= _INHERIT_REACH
+            ):
                 effects.add("neg")
             elif words(pre.end, r.start) <= _PRE_REACH["unc_pre"]:
                 effects.add("unc")

@@ -259,10 +259,11 @@ class Sentence(NamedTuple):
 
 # Words that end in a period without ending a sentence (compared lower-case, without the final dot).
 _ABBREVIATIONS = frozenset(
-    "dr mr mrs ms prof sr jr st vs e.g i.e cf approx incl resp fig figs al eg ie viz".split()
+    ("dr", "mr", "mrs", "ms", "prof", "sr", "jr", "st", "vs", "e.g", "i.e", "eg", "ie", "cf", "viz")
+    + ("approx", "incl", "resp", "fig", "figs", "al")
 )
 # Abbreviations that often do end a sentence: a break only when the next word is capitalised.
-_SOFT_ABBREVIATIONS = frozenset("a.m p.m etc".split())
+_SOFT_ABBREVIATIONS = frozenset(("a.m", "p.m", "etc"))
 
 _TERMINAL = re.compile(r"[.!?]+[\"')\]]*(?=\s|$)")
 _WORD_BEFORE = re.compile(r"([A-Za-z][A-Za-z.]*)\.$")
