@@ -316,6 +316,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from pairaug_ray.manifest import ManifestNotFoundError
     from pairaug_ray.models.refs import ModelNotFoundError
     from pairaug_ray.schema import ManifestSchemaError
+    from pairaug_ray.text.label_io import LabelInputError
 
     return (
         ConfigError,
@@ -324,6 +325,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ManifestNotFoundError,
         ModelNotFoundError,
         ManifestSchemaError,
+        LabelInputError,
+        FileNotFoundError,
     )
 
 

@@ -99,3 +99,17 @@ def test_ingest_records_bad_images_and_converts_dicom(ray_local, tmp_path, real_
     converted = images.read_image(out["dicom"][schema.IMAGE_URI])
     assert converted.dtype == np.uint16 and converted.shape == (1955, 1841)
     assert "bad.png" in capsys.readouterr().out
+
+
+def test_label_command(tmp_path, capsys):
+    src = tmp_path / "reports.txt"
+    src.write_text("No pleural effusion. Small left pneumothorax.\nCardiomegaly.\n")
+    out = tmp_path / "labels.csv"
+    assert main(["label", str(src), "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    header = lines[0].split(",")
+    first = dict(zip(header, lines[1].split(","), strict=True))
+    assert first["Pleural Effusion"] == "0" and first["Pneumothorax"] == "1" and first["Cardiomegaly"] == ""
+    assert main(["label", str(src), "--out", str(out), "--column", "text"]) == 2
+    assert "plain-text input" in capsys.readouterr().err
+    assert main(["label", str(tmp_path / "absent.txt"), "--out", str(out)]) == 2

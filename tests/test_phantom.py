@@ -160,3 +160,16 @@ def test_labels_follow_the_report(rendered):
         if labels["Support Devices"] == 1:
             assert "support devices" in findings
         assert "findings:" in report and "impression:" in report and "___" in report
+
+
+def test_labeler_reads_the_reports_as_they_were_labelled(rendered):
+    """The rule labeler, run on the raw reports, reproduces the labels the generator assigned."""
+    from pairaug_ray.text.labeler import label_report
+    from pairaug_ray.text.sections import extract_sections
+
+    for r in rendered:
+        got = label_report(r["raw_report"]).as_row()
+        want = {c: r[c] for c in schema.LABEL_COLUMNS}
+        assert got == want, r["raw_report"]
+        sections = extract_sections(r["raw_report"])
+        assert (sections.findings, sections.impression) == (r[schema.FINDINGS], r[schema.IMPRESSION])

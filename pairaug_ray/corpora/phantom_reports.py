@@ -203,7 +203,7 @@ def _resolved_statement(name: str, prev: dict, rng: np.random.Generator) -> Stat
         "lung lesion": ("nodule", "Lung Lesion"),
     }
     if name == "support devices":
-        return Statement("Previously seen support devices have been removed.", {})
+        return Statement("Previously seen support devices have been removed.", {"Support Devices": NEG})
     phrase, obs = what[name]
     side = prev.get("side")
     label = f"{_side_phrase(side)} {phrase}" if side else phrase

@@ -36,6 +36,10 @@ _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4")
 _PARQUET_BATCH = 10_000
 
 
+class LabelInputError(ValueError):
+    """The input file as a whole cannot be read as asked (a missing column, columns for plain text)."""
+
+
 @dataclass(frozen=True)
 class _Record:
     id: Any
@@ -65,7 +69,9 @@ def _check_report(row: int, field: str, value: Any) -> tuple[str | None, str | N
 
 def _read_text(fh: Any, column: str | None, id_column: str | None) -> Iterator[_Record]:
     if column or id_column:
-        raise ValueError("a plain-text input has one report per line and no columns; drop column/id_column")
+        raise LabelInputError(
+            "a plain-text input has one report per line and no columns; drop column/id_column"
+        )
     for row, line in enumerate(fh):
         report, error = _check_report(row, DEFAULT_REPORT_FIELD, line.rstrip("\r\n"))
         yield _Record(row, report, error)
@@ -76,14 +82,17 @@ def _read_jsonl(fh: Any, column: str, id_column: str | None) -> Iterator[_Record
     for line in fh:
         if not line.strip():
             continue
+        # Without an id column the row number is the id; with one, an unreadable row has no id.
+        unreadable_id = row if id_column is None else None
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            yield _Record(row, None, f"row {row}: invalid JSON ({e.msg} at column {e.colno})")
+            yield _Record(unreadable_id, None, f"row {row}: invalid JSON ({e.msg} at column {e.colno})")
             row += 1
             continue
         if not isinstance(obj, dict):
-            yield _Record(row, None, f"row {row}: expected a JSON object, got {type(obj).__name__}")
+            error = f"row {row}: expected a JSON object, got {type(obj).__name__}"
+            yield _Record(unreadable_id, None, error)
             row += 1
             continue
         report, error = _check_report(row, column, obj.get(column))
@@ -103,7 +112,7 @@ def _read_csv(fh: Any, column: str, id_column: str | None, delimiter: str) -> It
     header = reader.fieldnames or []
     for needed in filter(None, (column, id_column)):
         if needed not in header:
-            raise ValueError(f"input has no column {needed!r}; columns: {header}")
+            raise LabelInputError(f"input has no column {needed!r}; columns: {header}")
     for row, rec in enumerate(reader):
         # An empty CSV cell is how a missing value is written, so it counts as missing.
         report, error = _check_report(row, column, rec.get(column) or None)
@@ -144,7 +153,7 @@ def label_file(
     """Label every report in `input_uri` and write the labels to `out_uri`.
 
     Returns the number of reports labelled (rows with an unusable report are written, with their
-    error, but not counted). Raises ValueError when the input as a whole cannot be read as asked
+    error, but not counted). Raises LabelInputError when the input as a whole cannot be read as asked
     (a named column absent from a CSV header, columns given for a plain-text file).
     """
     id_name = id_column or DEFAULT_ID_COLUMN
