@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
+import resource
 import tarfile
 import time
 import xml.etree.ElementTree as ET
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from pairaug_ray.schema import CHEXPERT_OBSERVATIONS
 from pairaug_ray.text.labeler import ReportLabels, label_report
+from pairaug_ray.text.phrases import PLAIN
 
 ARCHIVE_IN_WHEEL = Path("data") / "NLMCXR_reports.tgz"
 
@@ -172,6 +175,23 @@ def run(reports: list[IUReport]) -> tuple[list[ReportLabels], float]:
     return labels, len(reports) / (time.perf_counter() - start)
 
 
+def run_keyword_baseline(reports: list[IUReport]) -> tuple[list[ReportLabels], float]:
+    """The plain baseline: an observation is positive when any of its phrases occurs, with no
+    negation, uncertainty, scope or exclusion handling. Same vocabulary, same regex engine."""
+    rules = {obs: re.compile(rf"\b(?:{'|'.join(frags)})\b", re.I) for obs, frags in PLAIN.items()}
+    start = time.perf_counter()
+    out = []
+    for r in reports:
+        labels: dict[str, int | None] = dict.fromkeys(CHEXPERT_OBSERVATIONS)
+        for obs, rule in rules.items():
+            if rule.search(r.text):
+                labels[obs] = 1
+        if not any(v == 1 for o, v in labels.items() if o != "Support Devices"):
+            labels["No Finding"] = 1
+        out.append(ReportLabels(labels=labels, mentions=()))
+    return out, len(reports) / (time.perf_counter() - start)
+
+
 def format_table(scores: list[Score]) -> str:
     lines = [
         "| observation | MeSH support | labeled 1 | precision | recall | labeled 1 or -1 | precision | recall |",
@@ -219,12 +239,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("torchxrayvision is not installed (its wheel holds NLMCXR_reports.tgz); pass --archive")
     reports = load_iu_reports(archive)
     labels, throughput = run(reports)
+    baseline, baseline_throughput = run_keyword_baseline(reports)
     scored = sum(bool(r.text) and mesh_observations(r.mesh) is not None for r in reports)
     print(
         f"{len(reports)} reports, {scored} scored (with text and MeSH indexing); "
-        f"labelled at {throughput:,.0f} reports/s\n"
+        f"labelled at {throughput:,.0f} reports/s; keyword baseline {baseline_throughput:,.0f} reports/s "
+        f"(labeler/baseline throughput ratio {throughput / baseline_throughput:.2f})\n"
     )
     print(format_table(score(reports, labels)))
+    print("\nKeyword baseline (positive when a phrase occurs; no negation or uncertainty):\n")
+    print(format_table(score(reports, baseline)))
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    print(f"\npeak RSS of this process: {peak_mib:.0f} MiB")
     if args.show:
         show_disagreements(reports, labels, args.show, args.limit)
     return 0
