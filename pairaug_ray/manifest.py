@@ -107,7 +107,9 @@ def read_manifest(
     uri = manifest_uri(root)
     if not storage.list_files(uri, ".parquet"):
         raise ManifestNotFoundError(f"no pair manifest at {root} (expected Parquet files under {uri})")
-    ds = ray.data.read_parquet(uri, columns=columns)
+    ds = ray.data.read_parquet(uri)
+    if columns is not None:
+        ds = ds.select_columns(columns)
     if resolve_images and (columns is None or schema.IMAGE_URI in columns):
         base = storage.absolute(root)
         ds = ds.map_batches(_resolve_image_uris, fn_kwargs={"root": base}, batch_format="pyarrow")

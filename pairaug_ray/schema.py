@@ -41,6 +41,9 @@ ERROR = "error"  # why a row failed or was skipped; null when STATUS is ok
 
 # --- optional columns, added by the stage that knows them ------------------------------------------------
 PHANTOM_STATE = "phantom_state"  # JSON ground truth of a phantom study (findings, severity, side)
+SOURCE_REPORT = "source_report"  # synthetic rows: the parent's report the new one was rewritten from
+SOURCE_IMAGE_URI = "source_image_uri"  # synthetic rows: the parent's (real) image
+SAMPLE_INDEX = "sample_index"  # synthetic rows: which of the n samples drawn from one parent
 
 SPLITS = ("train", "validate", "test")
 
@@ -100,6 +103,11 @@ PROVENANCE_TYPE = pa.struct(
         pa.field("started_at", pa.timestamp("us", tz="UTC")),
         pa.field("finished_at", pa.timestamp("us", tz="UTC")),
         pa.field("code_version", pa.string()),
+        pa.field("backend", pa.string()),  # e.g. rules, openai, local, vllm
+        pa.field("attempts", pa.int32()),  # model calls made for this row, retries included
+        pa.field("tokens_in", pa.int64()),
+        pa.field("tokens_out", pa.int64()),
+        pa.field("latency_s", pa.float64()),  # wall time spent on this row's model calls
     ]
 )
 
@@ -127,6 +135,9 @@ CORE_COLUMNS = tuple(f.name for f in CORE_FIELDS)
 # that every writer casts them the same way.
 OPTIONAL_FIELDS: dict[str, pa.Field] = {
     PHANTOM_STATE: pa.field(PHANTOM_STATE, pa.string()),
+    SOURCE_REPORT: pa.field(SOURCE_REPORT, pa.string()),
+    SOURCE_IMAGE_URI: pa.field(SOURCE_IMAGE_URI, pa.string()),
+    SAMPLE_INDEX: pa.field(SAMPLE_INDEX, pa.int32()),
 }
 
 MANIFEST_SCHEMA = pa.schema(CORE_FIELDS)
@@ -164,19 +175,32 @@ def make_provenance(
     params: Mapping[str, Any] | None = None,
     started_at: datetime | None = None,
     finished_at: datetime | None = None,
+    backend: str | None = None,
+    attempts: int | None = None,
+    tokens_in: int | None = None,
+    tokens_out: int | None = None,
+    latency_s: float | None = None,
+    prompt_hash: str | None = None,
 ) -> dict[str, Any]:
-    """A provenance struct for one row. `params` must not contain secrets: it is written verbatim."""
+    """A provenance struct for one row. `params` must not contain secrets: it is written verbatim.
+
+    Pass the exact `prompt` text (it is hashed) or an already computed `prompt_hash`."""
     now = datetime.now(UTC)
     return {
         "stage": stage,
         "model_id": model_id,
         "model_revision": model_revision,
-        "prompt_hash": text_hash(prompt) if prompt is not None else None,
+        "prompt_hash": prompt_hash or (text_hash(prompt) if prompt is not None else None),
         "seed": seed,
         "params": json.dumps(dict(params), sort_keys=True, default=str) if params else None,
         "started_at": started_at or now,
         "finished_at": finished_at or now,
         "code_version": __version__,
+        "backend": backend,
+        "attempts": attempts,
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
+        "latency_s": latency_s,
     }
 
 

@@ -118,3 +118,9 @@ def real_dicom_path() -> Path:
         return Path(pydicom_data.get_testdata_file("RG1_UNCR.dcm"))
     except Exception as e:  # the file comes from the pydicom-data wheel, installed by `make setup`
         pytest.skip(f"RG1_UNCR.dcm not available (install the pydicom-data wheel): {e}")
+
+
+# An API key for tests of the openai back-end. It must be in the environment before Ray starts so
+# that Ray's workers inherit it, as pods inherit a Kubernetes Secret mounted as an env variable.
+TEST_API_KEY_ENV = "PAIRAUG_TEST_API_KEY"
+os.environ.setdefault(TEST_API_KEY_ENV, "sk-pairaug-test-0123456789abcdef")

@@ -1,0 +1,205 @@
+"""The `rewrite` job: new reports for the real pairs of a manifest, resumably.
+
+    read_manifest(corpus) -> keep ok rows of the configured splits
+      -> expand_tasks (one task per pair x mode x sample; skips what is done)
+      -> <back-end> on an actor pool (streaming, Ray Data progress bars)
+      -> append to <output>/manifest/ -> finalize (one row per pair_id) -> outcome counts
+
+The output is a pair dataset whose rows are the new (report, parent image) pairs: `origin` inter,
+intra or augtext, `parent_id` the real pair, `source_report`/`source_image_uri` what they came from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+from ray.data import ActorPoolStrategy
+from ray.data.expressions import col
+
+from pairaug_ray import schema, storage
+from pairaug_ray.config import ConfigError, JobConfig, RewriteConfig
+from pairaug_ray.manifest import read_info, read_manifest, write_info, write_manifest
+from pairaug_ray.resume import finalize, scan_output
+from pairaug_ray.runtime import init_ray
+from pairaug_ray.stages.rewrite import LocalRewriter, OpenAIRewriter, RulesRewriter, expand_tasks
+
+log = logging.getLogger(__name__)
+
+
+def output_identity(cfg: RewriteConfig) -> dict[str, Any]:
+    """The settings that shape each output row. A rerun into the same output must keep them; modes,
+    n, splits and resources may change (new tasks are simply added)."""
+    backend_cfg = getattr(cfg, cfg.backend)
+    return {
+        "backend": cfg.backend,
+        "backend_settings": {k: v for k, v in backend_cfg.model_dump(mode="json").items() if k in ("model", "base_url", "min_flips", "max_flips")},
+        "prompts": {m: cfg.prompt(m).digest() for m in ("inter", "intra", "paraphrase")},
+        "sampling": {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens},
+        "checks": {"min_words": cfg.min_words, "word_limit": cfg.word_limit, "word_tolerance": cfg.word_tolerance},
+    }
+
+
+def _check_output(out: str, identity: dict[str, Any]) -> None:
+    recorded = read_info(out).get("rewrite")
+    if recorded is not None and recorded != identity:
+        diff = sorted(k for k in identity if recorded.get(k) != identity[k])
+        raise ConfigError(
+            f"{out} holds rewrites made with other settings ({', '.join(diff)} differ); "
+            "set rewrite.output to a new location, or delete the old output to redo it"
+        )
+
+
+def _pool(size: int) -> ActorPoolStrategy:
+    return ActorPoolStrategy(min_size=1, max_size=size)
+
+
+def run_backend(tasks: ray.data.Dataset, cfg: JobConfig) -> ray.data.Dataset:
+    rc = cfg.rewrite
+    common = {"batch_size": rc.batch_size, "batch_format": "pyarrow"}
+    if rc.backend == "rules":
+        return tasks.map_batches(
+            RulesRewriter, fn_constructor_kwargs={"cfg": rc, "run_seed": cfg.run.seed}, compute=_pool(rc.rules.actors), **common
+        )
+    if rc.backend == "openai":
+        return tasks.map_batches(
+            OpenAIRewriter,
+            fn_constructor_kwargs={"cfg": rc, "run_seed": cfg.run.seed},
+            compute=_pool(rc.openai.actors),  # type: ignore[union-attr]
+            num_cpus=0.5,  # the actor mostly waits on the network
+            **common,
+        )
+    if rc.backend == "local":
+        lc = rc.local
+        assert lc is not None
+        return tasks.map_batches(
+            LocalRewriter,
+            fn_constructor_kwargs={"cfg": rc, "run_seed": cfg.run.seed, "cache_dir": cfg.models.cache_dir},
+            compute=_pool(lc.actors),
+            num_gpus=lc.num_gpus or None,
+            **common,
+        )
+    raise ValueError(f"back-end {rc.backend!r} is not an actor-pool back-end")
+
+
+def _tasks(cfg: JobConfig, src: str, out: str) -> ray.data.Dataset:
+    rc = cfg.rewrite
+    state = scan_output(out, retry_errors=rc.retry_errors)
+    if state.removed_files:
+        log.warning("removed %d partially written file(s) from %s", len(state.removed_files), out)
+    if state.done:
+        log.info("resuming: %d rows of %s are done and will be skipped", len(state.done), out)
+    ds = read_manifest(src).filter(expr=(col(schema.STATUS) == schema.STATUS_OK) & col(schema.SPLIT).is_in(list(rc.splits)))
+    tasks = ds.map_batches(expand_tasks, fn_kwargs={"cfg": rc, "done": state.done}, batch_format="pyarrow")
+    # Small blocks stream through the back-end and reach storage one file at a time, so a crash
+    # loses at most the blocks in flight (a big input file would otherwise be one block).
+    return tasks.repartition(target_num_rows_per_block=rc.rows_per_file)
+
+
+def rewrite_job(
+    cfg: JobConfig,
+    *,
+    input_root: str | None = None,
+    output_root: str | None = None,
+    vllm_processor_factory: Any = None,
+) -> dict[str, Any]:
+    """Rewrite the reports of `input_root` (default: the corpus) into `output_root` (default: the
+    rewrite output). Returns outcome counts; resumes when the output already holds rows."""
+    init_ray(cfg.ray)
+    rc = cfg.rewrite
+    src = storage.absolute(input_root or cfg.corpus_dir())
+    out = storage.absolute(output_root or cfg.rewrite_dir())
+    identity = output_identity(rc)
+    _check_output(out, identity)
+    write_info(out, {"rewrite": identity, "input": src, "complete": False})
+
+    if rc.backend == "vllm":
+        _run_vllm_passes(cfg, src, out, identity, vllm_processor_factory)
+    else:
+        write_manifest(run_backend(_tasks(cfg, src, out), cfg), out, mode="append", info={"rewrite": identity, "input": src})
+    report = finalize(out)
+    summary = outcome_summary(out)
+    summary["finalize"] = {"rows": report.rows, "duplicates_removed": report.duplicates_removed}
+    write_info(out, {"rewrite": identity, "input": src, "complete": True, "outcomes": summary})
+    return summary
+
+
+def _run_vllm_passes(cfg: JobConfig, src: str, out: str, identity: dict, factory: Any) -> None:
+    from pairaug_ray.models.refs import resolve_model
+    from pairaug_ray.stages import rewrite_vllm
+
+    rc = cfg.rewrite
+    assert rc.vllm is not None
+    model = resolve_model(rc.vllm.model, cfg.models.cache_dir)
+    config = rewrite_vllm.processor_config(rc, model.path)
+    build = factory or rewrite_vllm.build_processor
+    for attempt in range(1, rc.max_attempts + 1):
+        tasks = _tasks(cfg, src, out)
+        skipped = tasks.filter(expr=col(schema.STATUS) == schema.STATUS_SKIPPED)
+        todo = tasks.filter(expr=col(schema.STATUS).is_null())
+        processor = build(
+            config,
+            rewrite_vllm.Preprocess(rc, cfg.run.seed, attempt),
+            rewrite_vllm.Postprocess(rc, cfg.run.seed, attempt, model_id=rc.vllm.model),
+        )
+        done = processor(todo)
+        write_manifest(done.union(skipped) if attempt == 1 else done, out, mode="append", info={"rewrite": identity, "input": src})
+        finalize(out)
+        if not scan_output(out, retry_errors=True).errors:
+            break
+
+
+def outcome_summary(out: str) -> dict[str, Any]:
+    """Counts per origin and status, error reasons, model calls and tokens of a rewrite output."""
+    ds = read_manifest(out, columns=[schema.ORIGIN, schema.STATUS, schema.ERROR, schema.PROVENANCE], resolve_images=False)
+    refs = ds.to_arrow_refs()
+    table = pa.concat_tables(ray.get(refs)) if refs else None
+    if table is None or table.num_rows == 0:
+        return {"rows": 0}
+    origins = table.column(schema.ORIGIN).to_pylist()
+    statuses = table.column(schema.STATUS).to_pylist()
+    counts: dict[str, Counter] = {}
+    for o, s in zip(origins, statuses, strict=True):
+        counts.setdefault(o, Counter())[s] += 1
+    reasons = Counter(
+        _category(e) for e, s in zip(table.column(schema.ERROR).to_pylist(), statuses, strict=True) if s != schema.STATUS_OK and e
+    )
+    prov = table.column(schema.PROVENANCE)
+    attempts = [a for a in pc.struct_field(prov, "attempts").to_pylist() if a is not None]
+    latency = [x for x in pc.struct_field(prov, "latency_s").to_pylist() if x is not None]
+    return {
+        "rows": table.num_rows,
+        "by_origin": {o: dict(c) for o, c in sorted(counts.items())},
+        "reasons": dict(reasons.most_common()),
+        "model_calls": int(sum(attempts)),
+        "attempts_histogram": dict(sorted(Counter(attempts).items())),
+        "tokens_in": int(pc.sum(pc.struct_field(prov, "tokens_in")).as_py() or 0),
+        "tokens_out": int(pc.sum(pc.struct_field(prov, "tokens_out")).as_py() or 0),
+        "mean_latency_s": round(sum(latency) / len(latency), 4) if latency else None,
+    }
+
+
+def _category(error: str) -> str:
+    """'HTTP 500: internal error (after 7 attempts)' -> 'HTTP 500'; 'chatter: ...' -> 'chatter'."""
+    head = error.split(":", 1)[0].split("(", 1)[0].strip()
+    return head[:60]
+
+
+def format_outcomes(summary: dict[str, Any]) -> str:
+    if not summary.get("rows"):
+        return "no rows written"
+    lines = [f"{summary['rows']} rewrite rows"]
+    for origin, c in summary["by_origin"].items():
+        lines.append(f"  {origin:<8} " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())))
+    if summary["reasons"]:
+        lines.append("  not ok: " + ", ".join(f"{k} x{v}" for k, v in summary["reasons"].items()))
+    lines.append(
+        f"  model calls {summary['model_calls']} (per row: {json.dumps(summary['attempts_histogram'])}), "
+        f"tokens in/out {summary['tokens_in']}/{summary['tokens_out']}, mean latency {summary['mean_latency_s']} s"
+    )
+    return "\n".join(lines)

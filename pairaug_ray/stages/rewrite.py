@@ -1,0 +1,298 @@
+"""Report rewriting as Ray Data stages (PairAug step 1).
+
+`expand_tasks` turns each real pair into one task row per (mode, sample index), with the new row's
+`pair_id` already derived from (parent, mode, sample), so a rerun can skip what is done before any
+model is called. Reports under `min_words` become `skipped` rows here.
+
+A callable class per back-end then fills the report: `RulesRewriter` (no model), `OpenAIRewriter`
+(async, one HTTP client per actor) and `LocalRewriter` (a transformers causal LM per actor). Every
+candidate goes through the quality checks; a failing one is generated again up to
+`max_attempts` times, then recorded as an error with its reason. Transport failures (after the
+client's own retries) are recorded as errors at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import textwrap
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from pairaug_ray import schema
+from pairaug_ray.config import RewriteConfig, RewriteMode
+from pairaug_ray.text.labeler import label_report
+from pairaug_ray.text.quality import assess_rewrite, clean_output, word_count
+
+MODE_ORIGIN = {"inter": schema.ORIGIN_INTER, "intra": schema.ORIGIN_INTRA, "paraphrase": schema.ORIGIN_AUGTEXT}
+ORIGIN_MODE = {v: k for k, v in MODE_ORIGIN.items()}
+
+
+class MissingSecretError(RuntimeError):
+    pass
+
+
+def rewrite_pair_id(parent_id: str, mode: str, sample_index: int) -> str:
+    return schema.make_pair_id(parent_id, "rewrite", mode, sample_index)
+
+
+def row_seed(run_seed: int, pair_id: str, attempt: int) -> int:
+    """A per-row, per-attempt seed in [0, 2**31): reruns draw the same, retries draw anew."""
+    digest = hashlib.sha256(f"{run_seed}/{pair_id}/{attempt}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def expand_tasks(batch: pa.Table, *, cfg: RewriteConfig, done: frozenset[str] = frozenset()) -> pa.Table:
+    """One task row per (real pair, mode, sample index) that is not done yet."""
+    rows = []
+    for parent in batch.to_pylist():
+        report = parent.get(schema.REPORT) or ""
+        for mode in cfg.modes:
+            for k in range(cfg.n):
+                pid = rewrite_pair_id(parent[schema.PAIR_ID], mode, k)
+                if pid in done:
+                    continue
+                row = {
+                    schema.PAIR_ID: pid,
+                    schema.PATIENT_ID: parent.get(schema.PATIENT_ID),
+                    schema.STUDY_ID: parent.get(schema.STUDY_ID),
+                    schema.VIEW: parent.get(schema.VIEW),
+                    # A paraphrase keeps the real image (AugText); InterAug/IntraAug images come later.
+                    schema.IMAGE_URI: parent.get(schema.IMAGE_URI) if mode == "paraphrase" else None,
+                    schema.SPLIT: parent.get(schema.SPLIT),
+                    schema.ORIGIN: MODE_ORIGIN[mode],
+                    schema.PARENT_ID: parent[schema.PAIR_ID],
+                    schema.SOURCE_REPORT: report,
+                    schema.SOURCE_IMAGE_URI: parent.get(schema.IMAGE_URI),
+                    schema.SAMPLE_INDEX: k,
+                }
+                n = word_count(report) if report.strip() else 0
+                if n < cfg.min_words:
+                    row[schema.STATUS] = schema.STATUS_SKIPPED
+                    row[schema.ERROR] = f"skipped: the report has {n} words (< min_words {cfg.min_words})"
+                rows.append(row)
+    return schema.rows_to_table(rows)
+
+
+class _Rewriter:
+    """What all back-ends share: prompts, quality checks, and how a finished row is written."""
+
+    backend = "base"
+
+    def __init__(self, cfg: RewriteConfig, run_seed: int, model_id: str, model_revision: str | None = None):
+        self.cfg = cfg
+        self.run_seed = run_seed
+        self.model_id = model_id
+        self.model_revision = model_revision
+
+    def max_words(self, source: str) -> int:
+        # An LLM is asked for at most `word_limit` words. The rule rewriter keeps the input's sentence
+        # structure, so its natural limit is the input's length.
+        limit = self.cfg.word_limit if self.backend != "rules" else max(self.cfg.word_limit, len(source.split()))
+        return int(limit * self.cfg.word_tolerance)
+
+    def check(self, row: dict[str, Any], text: str) -> str | None:
+        """The quality verdict on `text` for this row; remembers the labels for `finish`."""
+        source = row[schema.SOURCE_REPORT]
+        if "_source_labels" not in row:
+            row["_source_labels"] = label_report(source)
+        reason, labels = assess_rewrite(
+            source, text, ORIGIN_MODE[row[schema.ORIGIN]], max_words=self.max_words(source), source_labels=row["_source_labels"]
+        )
+        row["_labels"] = (text, labels)
+        return reason
+
+    def finish(
+        self,
+        row: dict[str, Any],
+        *,
+        text: str | None,
+        reason: str | None,
+        attempts: int,
+        seed: int,
+        started: datetime,
+        tokens_in: int | None = None,
+        tokens_out: int | None = None,
+        latency_s: float | None = None,
+    ) -> dict[str, Any]:
+        mode: RewriteMode = ORIGIN_MODE[row[schema.ORIGIN]]  # type: ignore[assignment]
+        template = self.cfg.prompt(mode)
+        row.pop("_source_labels", None)
+        cached_text, labels = row.pop("_labels", (None, None))
+        if reason is None and text:
+            row[schema.REPORT] = text
+            row.update((labels if cached_text == text and labels is not None else label_report(text)).as_row())
+            row[schema.STATUS], row[schema.ERROR] = schema.STATUS_OK, None
+        else:
+            last = f"; last output: {textwrap.shorten(text, 160)!r}" if text else ""
+            row[schema.STATUS], row[schema.ERROR] = schema.STATUS_ERROR, f"{reason}{last}"
+        row[schema.PROVENANCE] = schema.make_provenance(
+            "rewrite",
+            model_id=self.model_id,
+            model_revision=self.model_revision,
+            prompt_hash=template.digest() if self.backend != "rules" else None,
+            seed=seed,
+            params={
+                "mode": mode,
+                "prompt_version": template.version if self.backend != "rules" else None,
+                "temperature": self.cfg.temperature,
+                "top_p": self.cfg.top_p,
+                "max_tokens": self.cfg.max_tokens,
+                "word_limit": self.cfg.word_limit,
+            },
+            started_at=started,
+            finished_at=datetime.now(UTC),
+            backend=self.backend,
+            attempts=attempts,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            latency_s=latency_s,
+        )
+        return row
+
+
+class RulesRewriter(_Rewriter):
+    """The deterministic rule-based rewriter (pairaug_ray.text.rules_rewriter)."""
+
+    backend = "rules"
+
+    def __init__(self, cfg: RewriteConfig, run_seed: int):
+        from pairaug_ray.text.rules_rewriter import RULES_VERSION
+
+        super().__init__(cfg, run_seed, model_id=f"rules/{RULES_VERSION}")
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from pairaug_ray.text.rules_rewriter import rewrite_report
+
+        out = []
+        for row in batch.to_pylist():
+            if row.get(schema.STATUS) == schema.STATUS_SKIPPED:
+                out.append(row)
+                continue
+            started, t0 = datetime.now(UTC), time.perf_counter()
+            mode = ORIGIN_MODE[row[schema.ORIGIN]]
+            text, reason, seed, attempt = None, "no attempt made", 0, 0
+            for attempt in range(1, self.cfg.max_attempts + 1):
+                seed = row_seed(self.run_seed, row[schema.PAIR_ID], attempt)
+                text = rewrite_report(
+                    row[schema.SOURCE_REPORT], mode, seed, min_flips=self.cfg.rules.min_flips, max_flips=self.cfg.rules.max_flips
+                ).text
+                if (reason := self.check(row, text)) is None:
+                    break
+            out.append(
+                self.finish(
+                    row, text=text, reason=reason, attempts=attempt, seed=seed, started=started,
+                    latency_s=time.perf_counter() - t0,
+                )
+            )  # fmt: skip
+        return schema.rows_to_table(out)
+
+
+class OpenAIRewriter(_Rewriter):
+    """An OpenAI-compatible endpoint through the `openai` client, many requests in flight per actor.
+
+    Ray Data runs an async `__call__` on the actor's event loop and overlaps several batches, so the
+    client's semaphore, not the batch boundary, decides how many requests are in flight."""
+
+    backend = "openai"
+
+    def __init__(self, cfg: RewriteConfig, run_seed: int):
+        from pairaug_ray.models.openai_chat import OpenAIChatClient
+
+        oc = cfg.openai
+        assert oc is not None
+        super().__init__(cfg, run_seed, model_id=oc.model)
+        key = None
+        if oc.api_key_env:
+            key = os.environ.get(oc.api_key_env)
+            if not key:
+                raise MissingSecretError(
+                    f"environment variable {oc.api_key_env} is not set: it must hold the API key for "
+                    f"{oc.base_url} (rewrite.openai.api_key_env; set it to null for servers without auth)"
+                )
+        self.client = OpenAIChatClient(oc, key, seed=run_seed)
+
+    async def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = await asyncio.gather(*(self._one(r) for r in batch.to_pylist()))
+        return schema.rows_to_table(list(rows))
+
+    async def _one(self, row: dict[str, Any]) -> dict[str, Any]:
+        if row.get(schema.STATUS) == schema.STATUS_SKIPPED:
+            return row
+        started = datetime.now(UTC)
+        mode = ORIGIN_MODE[row[schema.ORIGIN]]
+        system, user = self.cfg.prompt(mode).render(row[schema.SOURCE_REPORT])
+        calls = tokens_in = tokens_out = 0
+        latency, text, reason, seed = 0.0, None, "no attempt made", 0
+        for attempt in range(1, self.cfg.max_attempts + 1):
+            seed = row_seed(self.run_seed, row[schema.PAIR_ID], attempt)
+            res = await self.client.chat(
+                system, user, temperature=self.cfg.temperature, top_p=self.cfg.top_p, max_tokens=self.cfg.max_tokens, seed=seed
+            )
+            calls += res.attempts
+            tokens_in += res.tokens_in
+            tokens_out += res.tokens_out
+            latency += res.latency_s
+            if res.error is not None:
+                text, reason = None, res.error
+                break
+            text = clean_output(res.text)
+            if (reason := self.check(row, text)) is None:
+                break
+        return self.finish(
+            row, text=text, reason=reason, attempts=calls, seed=seed, started=started,
+            tokens_in=tokens_in, tokens_out=tokens_out, latency_s=latency,
+        )  # fmt: skip
+
+
+class LocalRewriter(_Rewriter):
+    """A Hugging Face causal LM (local folder, s3:// or hub id) generating in batches on one device."""
+
+    backend = "local"
+
+    def __init__(self, cfg: RewriteConfig, run_seed: int, cache_dir: str):
+        from pairaug_ray.models.local_lm import LocalChatModel
+        from pairaug_ray.models.refs import resolve_model
+
+        lc = cfg.local
+        assert lc is not None
+        resolved = resolve_model(lc.model, cache_dir)
+        super().__init__(cfg, run_seed, model_id=lc.model, model_revision=resolved.revision)
+        self.model = LocalChatModel(resolved.path, revision=resolved.revision, dtype=lc.dtype, use_gpu=lc.num_gpus > 0)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        state = {i: {"calls": 0, "tin": 0, "tout": 0, "lat": 0.0, "text": None, "reason": "no attempt made", "seed": 0}
+                 for i, r in enumerate(rows) if r.get(schema.STATUS) != schema.STATUS_SKIPPED}  # fmt: skip
+        started = datetime.now(UTC)
+        pending = list(state)
+        for attempt in range(1, self.cfg.max_attempts + 1):
+            if not pending:
+                break
+            for start in range(0, len(pending), self.cfg.local.batch_size):  # type: ignore[union-attr]
+                chunk = pending[start : start + self.cfg.local.batch_size]  # type: ignore[union-attr]
+                prompts = [self.cfg.prompt(ORIGIN_MODE[rows[i][schema.ORIGIN]]).render(rows[i][schema.SOURCE_REPORT]) for i in chunk]
+                # One seed per generate() call: sampling noise is shared by the rows generated together.
+                seed = row_seed(self.run_seed, rows[chunk[0]][schema.PAIR_ID], attempt)
+                outs = self.model.generate(
+                    prompts, temperature=self.cfg.temperature, top_p=self.cfg.top_p, max_new_tokens=self.cfg.max_tokens, seed=seed
+                )
+                for i, out in zip(chunk, outs, strict=True):
+                    s = state[i]
+                    text = clean_output(out.text)
+                    s.update(text=text, reason=self.check(rows[i], text), seed=seed)
+                    s["calls"] += 1
+                    s["tin"] += out.tokens_in
+                    s["tout"] += out.tokens_out
+                    s["lat"] += out.latency_s
+            pending = [i for i in pending if state[i]["reason"] is not None]
+        for i, s in state.items():
+            self.finish(
+                rows[i], text=s["text"], reason=s["reason"], attempts=s["calls"], seed=s["seed"], started=started,
+                tokens_in=s["tin"], tokens_out=s["tout"], latency_s=s["lat"],
+            )  # fmt: skip
+        return schema.rows_to_table(rows)
