@@ -53,12 +53,16 @@ def main() -> None:
             ray_s = time.perf_counter() - t1
 
     print(f"phantom corpus: {cfg.patients} patients, {studies} studies at {cfg.size} px")
-    print(f"  plain loop (1 process)      {plain_s:7.2f} s  {studies / plain_s:7.1f} studies/s  peak RSS {mem_plain.peak_mib:7.0f} MiB")
+    print(
+        f"  plain loop (1 process)      {plain_s:7.2f} s  {studies / plain_s:7.1f} studies/s  peak RSS {mem_plain.peak_mib:7.0f} MiB"
+    )
     print(
         f"  Ray Data ({args.num_cpus} CPUs)           {ray_s:7.2f} s  {studies / ray_s:7.1f} studies/s  "
         f"peak RSS {mem_ray.peak_mib:7.0f} MiB (+{startup_s:.1f} s Ray start-up)"
     )
-    print(f"  speed-up over the plain loop: {plain_s / ray_s:.2f}x (with start-up: {plain_s / (ray_s + startup_s):.2f}x)")
+    print(
+        f"  speed-up over the plain loop: {plain_s / ray_s:.2f}x (with start-up: {plain_s / (ray_s + startup_s):.2f}x)"
+    )
 
 
 if __name__ == "__main__":

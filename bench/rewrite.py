@@ -52,13 +52,17 @@ def task_rows(batch: dict[str, np.ndarray]) -> pa.Table:
             f"There is a {SIZES[i % 3]} {SIDES[i % 2]} pleural effusion. Heart size is normal. No pneumothorax. "
             f"No focal consolidation. No pulmonary edema. Study {i} compared with the prior examination."
         )
-        rows.append({schema.PAIR_ID: f"t{i:08d}", schema.ORIGIN: schema.ORIGIN_INTER, schema.SOURCE_REPORT: report})
+        rows.append(
+            {schema.PAIR_ID: f"t{i:08d}", schema.ORIGIN: schema.ORIGIN_INTER, schema.SOURCE_REPORT: report}
+        )
     return schema.rows_to_table(rows)
 
 
 def tasks(n: int) -> ray.data.Dataset:
     # Blocks of 256 rows, as the rewrite job makes them (rewrite.rows_per_file), so output streams.
-    return ray.data.range(n, override_num_blocks=max(1, n // 256)).map_batches(task_rows, batch_format="numpy")
+    return ray.data.range(n, override_num_blocks=max(1, n // 256)).map_batches(
+        task_rows, batch_format="numpy"
+    )
 
 
 def cheap_inter_rewrite(system: str, user: str, seed: int) -> str:
@@ -84,16 +88,16 @@ def drain(ds: ray.data.Dataset) -> tuple[int, float, float]:
     return rows, total, steady
 
 
-def ours(base_url: str, n: int, concurrency: int, batch_size: int) -> ray.data.Dataset:
+def ours(base_url: str, n: int, concurrency: int, batch_size: int, actors: int = 1) -> ray.data.Dataset:
     cfg = parse_config(
         {"rewrite": {"backend": "openai", "max_attempts": 1, "min_words": 0, "batch_size": batch_size,
-                     "openai": {"base_url": base_url, "api_key_env": None, "concurrency": concurrency, "model": "fake",
+                     "openai": {"base_url": base_url, "api_key_env": None, "concurrency": concurrency // actors, "model": "fake",
                                 "timeout_s": 30}}}
     ).rewrite  # fmt: skip
     return tasks(n).map_batches(
         OpenAIRewriter,
         fn_constructor_kwargs={"cfg": cfg, "run_seed": 0},
-        compute=ActorPoolStrategy(size=1),
+        compute=ActorPoolStrategy(size=actors, max_concurrent_calls_per_actor=4),
         batch_size=batch_size,
         batch_format="pyarrow",
         num_cpus=0.5,
@@ -116,7 +120,10 @@ def rays_http_processor(base_url: str, n: int, batch_size: int) -> ray.data.Data
         preprocess=lambda row: {
             "payload": {
                 "model": "fake",
-                "messages": [{"role": "system", "content": system}, {"role": "user", "content": row[schema.SOURCE_REPORT]}],
+                "messages": [
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": row[schema.SOURCE_REPORT]},
+                ],
                 "temperature": 0.5,
                 "max_tokens": 300,
             }
@@ -128,11 +135,19 @@ def rays_http_processor(base_url: str, n: int, batch_size: int) -> ray.data.Data
 
 def throughput(args: argparse.Namespace) -> None:
     ideal = args.concurrency / args.latency
-    print(f"server latency {args.latency * 1000:.0f} ms, concurrency {args.concurrency}: ideal {ideal:.0f} rows/s")
+    print(
+        f"server latency {args.latency * 1000:.0f} ms, concurrency {args.concurrency}: ideal {ideal:.0f} rows/s"
+    )
     with FakeOpenAIServer(FaultPlan(latency_s=args.latency), responder=cheap_inter_rewrite) as server:
         for name, make in (
-            ("pairaug openai back-end", lambda: ours(server.base_url, args.rows, args.concurrency, args.concurrency)),
-            ("ray.data.llm HTTP processor", lambda: rays_http_processor(server.base_url, args.ray_rows, args.concurrency)),
+            (
+                f"pairaug openai, {args.actors} actor(s)",
+                lambda: ours(server.base_url, args.rows, args.concurrency, args.concurrency, args.actors),
+            ),
+            (
+                "ray.data.llm HTTP processor",
+                lambda: rays_http_processor(server.base_url, args.ray_rows, args.concurrency),
+            ),
         ):
             with PeakMemory() as mem:
                 server.max_in_flight = 0
@@ -151,16 +166,23 @@ def memory(args: argparse.Namespace) -> None:
                 t0 = time.perf_counter()
                 write_manifest(ours(server.base_url, n, args.concurrency, 256), out)
                 elapsed = time.perf_counter() - t0
-            print(f"  streamed {n:>7} reports to Parquet in {elapsed:6.1f} s ({n / elapsed:6.0f} rows/s): peak RSS {mem.peak_mib:.0f} MiB")
+            print(
+                f"  streamed {n:>7} reports to Parquet in {elapsed:6.1f} s ({n / elapsed:6.0f} rows/s): peak RSS {mem.peak_mib:.0f} MiB"
+            )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=6400)
-    ap.add_argument("--ray-rows", type=int, default=1600, help="rows for Ray's HTTP processor (it is much slower)")
+    ap.add_argument(
+        "--ray-rows", type=int, default=1600, help="rows for Ray's HTTP processor (it is much slower)"
+    )
     ap.add_argument("--latency", type=float, default=0.2)
-    ap.add_argument("--concurrency", type=int, default=64)
-    ap.add_argument("--memory", type=int, nargs="*", default=None, metavar="N", help="run the memory part for these sizes")
+    ap.add_argument("--concurrency", type=int, default=64, help="requests in flight in total")
+    ap.add_argument("--actors", type=int, default=1, help="client actors sharing --concurrency")
+    ap.add_argument(
+        "--memory", type=int, nargs="*", default=None, metavar="N", help="run the memory part for these sizes"
+    )
     ap.add_argument("--num-cpus", type=int, default=2)
     args = ap.parse_args()
     init_ray(RayConfig(num_cpus=args.num_cpus, object_store_memory_mb=512, progress_bars=False))

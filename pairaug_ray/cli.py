@@ -50,9 +50,12 @@ def _load(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pairaug_ray.pipeline.prepare import format_summary, prepare
+    from pairaug_ray.pipeline.rewrite import format_outcomes, rewrite_job
 
-    summary = prepare(_load(args))
-    print(format_summary(summary))
+    cfg = _load(args)
+    print(format_summary(prepare(cfg)))
+    print(f"\nrewrite ({cfg.rewrite.backend}) -> {cfg.rewrite_dir()}")
+    print(format_outcomes(rewrite_job(cfg)))
     return 0
 
 
@@ -216,9 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         cmd_run,
         "run the job described by a config file",
-        "Run a job end to end. Today: build or import the corpus, build/resolve the models, read the "
-        "manifest back and print a summary (also written to <run.output_dir>/summary.json). "
-        "Completed parts are reused on a rerun.",
+        "Run a job end to end: build or import the corpus, build/resolve the models, rewrite the reports "
+        "(rewrite.*), and print a summary (also written to <run.output_dir>/summary.json and the stage "
+        "outputs' dataset.json). Completed parts are reused on a rerun.",
     )
     _add_config_args(p)
 
@@ -233,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
         "rows that errored are redone.",
     )
     _add_config_args(p)
-    p.add_argument("--input", default=None, metavar="ROOT", help="pair dataset to rewrite (default: the config's corpus)")
+    p.add_argument(
+        "--input", default=None, metavar="ROOT", help="pair dataset to rewrite (default: the config's corpus)"
+    )
     p.add_argument("--output", default=None, metavar="ROOT", help="where to write (default: rewrite.output)")
 
     p = command(

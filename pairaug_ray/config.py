@@ -181,7 +181,9 @@ PARAPHRASE_SYSTEM_PROMPT = (
 class PromptTemplate(StrictModel):
     """A versioned chat prompt: the instruction as the system message, the report as the user message."""
 
-    version: str = Field(min_length=1, description="Recorded with every output; change it when you change the text.")
+    version: str = Field(
+        min_length=1, description="Recorded with every output; change it when you change the text."
+    )
     system: str = Field(min_length=1)
     user: str = Field("{report}", description="Must contain {report}.")
 
@@ -203,7 +205,9 @@ class PromptTemplate(StrictModel):
 class RewritePrompts(StrictModel):
     inter: PromptTemplate = PromptTemplate(version="pairaug-inter-1", system=INTER_SYSTEM_PROMPT)
     intra: PromptTemplate = PromptTemplate(version="pairaug-intra-1", system=INTRA_SYSTEM_PROMPT)
-    paraphrase: PromptTemplate = PromptTemplate(version="augtext-paraphrase-1", system=PARAPHRASE_SYSTEM_PROMPT)
+    paraphrase: PromptTemplate = PromptTemplate(
+        version="augtext-paraphrase-1", system=PARAPHRASE_SYSTEM_PROMPT
+    )
 
 
 def _host_is_internal(host: str) -> bool:
@@ -248,22 +252,36 @@ def endpoint_refusal(url: str, allowed_hosts: tuple[str, ...], allow_external: b
 class OpenAIBackendConfig(StrictModel):
     """Any OpenAI-compatible chat-completions endpoint: OpenAI, Azure OpenAI, vLLM, Ray Serve, llm-katan."""
 
-    base_url: str = Field("http://127.0.0.1:8000/v1", description="Endpoint root, e.g. http://vllm.llm.svc:8000/v1")
-    model: str = Field("gpt-3.5-turbo", description="Model name sent with each request (PairAug used gpt-3.5-turbo).")
+    base_url: str = Field(
+        "http://127.0.0.1:8000/v1", description="Endpoint root, e.g. http://vllm.llm.svc:8000/v1"
+    )
+    model: str = Field(
+        "gpt-3.5-turbo", description="Model name sent with each request (PairAug used gpt-3.5-turbo)."
+    )
     api_key_env: str | None = Field(
         "OPENAI_API_KEY",
         description="NAME of the environment variable holding the API key (never the key); null for servers without auth.",
     )
-    azure_api_version: str | None = Field(None, description="Set to use Azure OpenAI (base_url is the Azure endpoint).")
+    azure_api_version: str | None = Field(
+        None, description="Set to use Azure OpenAI (base_url is the Azure endpoint)."
+    )
     concurrency: int = Field(64, ge=1, description="Requests in flight per client actor.")
-    actors: int = Field(1, ge=1, description="Client actors; total in-flight requests = actors x concurrency.")
+    actors: int = Field(
+        1, ge=1, description="Client actors; total in-flight requests = actors x concurrency."
+    )
     qps: float | None = Field(None, gt=0, description="Request rate limit per actor (null: unlimited).")
     timeout_s: float = Field(60.0, gt=0, description="Per-request timeout.")
-    max_retries: int = Field(6, ge=0, description="Retries after a 429, 5xx, timeout, connection or malformed response.")
+    max_retries: int = Field(
+        6, ge=0, description="Retries after a 429, 5xx, timeout, connection or malformed response."
+    )
     backoff_initial_s: float = Field(1.0, gt=0)
     backoff_max_s: float = Field(60.0, gt=0)
-    send_seed: bool = Field(True, description="Send a per-row seed (OpenAI and vLLM honour it for reproducibility).")
-    allowed_hosts: tuple[str, ...] = Field((), description="Extra hosts that may receive reports ('.example.org' = suffix).")
+    send_seed: bool = Field(
+        True, description="Send a per-row seed (OpenAI and vLLM honour it for reproducibility)."
+    )
+    allowed_hosts: tuple[str, ...] = Field(
+        (), description="Extra hosts that may receive reports ('.example.org' = suffix)."
+    )
     allow_external: bool = Field(False, description="Allow any host. Reports are medical data: think first.")
 
     @model_validator(mode="after")
@@ -292,7 +310,9 @@ class LocalBackendConfig(StrictModel):
     batch_size: int = Field(8, ge=1, description="Prompts generated together.")
     actors: int = Field(1, ge=1)
     num_gpus: float = Field(0.0, ge=0, description="GPUs per actor; 0 runs on CPU.")
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field("auto", description="auto: fp16 on CUDA, fp32 on CPU.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="auto: fp16 on CUDA, fp32 on CPU."
+    )
 
 
 class RulesBackendConfig(StrictModel):
@@ -316,8 +336,12 @@ class RewriteConfig(StrictModel):
     backend: Literal["rules", "openai", "vllm", "local"] = "rules"
     modes: tuple[RewriteMode, ...] = Field(("inter", "intra"), min_length=1)
     n: int = Field(1, ge=1, description="Rewrites per report and mode.")
-    splits: tuple[Literal["train", "validate", "test"], ...] = Field(("train",), description="Splits to rewrite.")
-    min_words: int = Field(20, ge=0, description="Reports with fewer words are recorded as skipped (PairAug: 20).")
+    splits: tuple[Literal["train", "validate", "test"], ...] = Field(
+        ("train",), description="Splits to rewrite."
+    )
+    min_words: int = Field(
+        20, ge=0, description="Reports with fewer words are recorded as skipped (PairAug: 20)."
+    )
     word_limit: int = Field(50, ge=1, description="The prompt's word limit (PairAug: 50).")
     word_tolerance: float = Field(1.5, ge=1.0, description="Outputs longer than word_limit x tolerance fail.")
     max_attempts: int = Field(3, ge=1, description="Generations per row until one passes the quality checks.")
@@ -326,11 +350,15 @@ class RewriteConfig(StrictModel):
     max_tokens: int = Field(300, ge=1)
     batch_size: int = Field(32, ge=1, description="Rows per Ray Data batch.")
     rows_per_file: int = Field(
-        512, ge=1, description="Finished rows reach storage in files of this many rows: less is redone after a crash."
+        512,
+        ge=1,
+        description="Finished rows reach storage in files of this many rows: less is redone after a crash.",
     )
     prompts: RewritePrompts = RewritePrompts()
     output: Uri | None = Field(None, description="Default: <run.output_dir>/rewrites.")
-    retry_errors: bool = Field(True, description="On a rerun, redo rows that ended in an error (done rows are kept).")
+    retry_errors: bool = Field(
+        True, description="On a rerun, redo rows that ended in an error (done rows are kept)."
+    )
     openai: OpenAIBackendConfig | None = None
     vllm: VLLMBackendConfig | None = None
     local: LocalBackendConfig | None = None
@@ -340,7 +368,9 @@ class RewriteConfig(StrictModel):
     def _check(self) -> RewriteConfig:
         if self.backend != "rules" and getattr(self, self.backend) is None:
             needs = "" if self.backend == "openai" else " (it needs at least 'model')"
-            raise ValueError(f"backend is {self.backend!r} but the rewrite.{self.backend} section is missing{needs}")
+            raise ValueError(
+                f"backend is {self.backend!r} but the rewrite.{self.backend} section is missing{needs}"
+            )
         return self
 
     def prompt(self, mode: RewriteMode) -> PromptTemplate:

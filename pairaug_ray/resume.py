@@ -50,7 +50,9 @@ def _read_keys(uri: str) -> pa.Table:
     fs, path = storage.filesystem(uri)
     table = pq.read_table(path, filesystem=fs, columns=[schema.PAIR_ID, schema.STATUS, schema.PROVENANCE])
     finished = pc.struct_field(table.column(schema.PROVENANCE), "finished_at")
-    return pa.table({"pair_id": table.column(schema.PAIR_ID), "status": table.column(schema.STATUS), "finished": finished})
+    return pa.table(
+        {"pair_id": table.column(schema.PAIR_ID), "status": table.column(schema.STATUS), "finished": finished}
+    )
 
 
 def _files(root: str) -> list[str]:
@@ -69,7 +71,9 @@ def scan_output(root: str, *, retry_errors: bool = True) -> OutputState:
             storage.remove(uri)
             state.removed_files.append(uri)
             continue
-        for pid, status in zip(keys.column("pair_id").to_pylist(), keys.column("status").to_pylist(), strict=True):
+        for pid, status in zip(
+            keys.column("pair_id").to_pylist(), keys.column("status").to_pylist(), strict=True
+        ):
             state.rows += 1
             if status == schema.STATUS_ERROR:
                 state.errors += 1
@@ -89,14 +93,19 @@ def finalize(root: str) -> FinalizeReport:
         keys = _read_keys(uri)
         per_file[uri] = keys
         finished = [t.timestamp() if t else 0.0 for t in keys.column("finished").to_pylist()]
-        for i, (pid, status) in enumerate(zip(keys.column("pair_id").to_pylist(), keys.column("status").to_pylist(), strict=True)):
+        for i, (pid, status) in enumerate(
+            zip(keys.column("pair_id").to_pylist(), keys.column("status").to_pylist(), strict=True)
+        ):
             candidate = (_RANK.get(status, 0), finished[i], uri, i)
             current = best.get(pid)
             if current is None or candidate[:2] > current[:2]:
                 best[pid] = candidate
     removed = rewritten = 0
     for uri, keys in per_file.items():
-        keep = [best[pid][2] == uri and best[pid][3] == i for i, pid in enumerate(keys.column("pair_id").to_pylist())]
+        keep = [
+            best[pid][2] == uri and best[pid][3] == i
+            for i, pid in enumerate(keys.column("pair_id").to_pylist())
+        ]
         if all(keep):
             continue
         removed += keep.count(False)
@@ -113,5 +122,7 @@ def finalize(root: str) -> FinalizeReport:
             pq.write_table(table, f)
         fs.mv(tmp, path)
     if removed:
-        log.info("finalize %s: removed %d superseded or duplicate rows from %d files", root, removed, rewritten)
+        log.info(
+            "finalize %s: removed %d superseded or duplicate rows from %d files", root, removed, rewritten
+        )
     return FinalizeReport(rows=len(best), duplicates_removed=removed, files_rewritten=rewritten)

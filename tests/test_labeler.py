@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-import time
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 
+from pairaug_ray.corpora.iu_reports import iu_archive, load_iu_reports, score
 from pairaug_ray.schema import CHEXPERT_OBSERVATIONS, label_column
 from pairaug_ray.text.labeler import (
     OTHER_FINDING,
@@ -281,30 +276,7 @@ def test_changed_observations() -> None:
     assert changed_observations(row, {"Edema": 0}) == ["Edema"]
 
 
-def test_speed() -> None:
-    text = (
-        "The heart is mildly enlarged. There is no focal consolidation, pleural effusion or "
-        "pneumothorax. Mild pulmonary vascular congestion. Right PICC tip in the SVC. "
-        "Degenerative changes of the thoracic spine.\n\n1. Mild cardiomegaly. 2. No acute process."
-    )
-    start = time.perf_counter()
-    for _ in range(400):
-        label_report(text)
-    # 4,000 such reports in a few seconds on a 2-core runner; 10x headroom for slow machines.
-    assert time.perf_counter() - start < 4.0
-
-
 # --- real reports ---------------------------------------------------------------------------------
-def _bench_module() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "bench" / "labeler_iu.py"
-    spec = importlib.util.spec_from_file_location("labeler_iu", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["labeler_iu"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 # Floors below the measured values (docs/labeler.md) with margin; MeSH indexing is not a gold
 # standard, so these guard against regressions rather than certify accuracy.
 IU_FLOORS = {  # observation: (precision, recall), labeler positive (1) vs MeSH term
@@ -317,14 +289,13 @@ IU_FLOORS = {  # observation: (precision, recall), labeler positive (1) vs MeSH 
 
 @pytest.mark.slow
 def test_iu_reports_precision_recall_floors() -> None:
-    bench = _bench_module()
-    archive = bench.iu_archive()
+    archive = iu_archive()
     if archive is None:
         pytest.skip("the torchxrayvision wheel (data/NLMCXR_reports.tgz) is not installed")
-    reports = bench.load_iu_reports(archive)
+    reports = load_iu_reports(archive)
     assert len(reports) > 3900
-    labelled, _ = bench.run(reports)
-    scores = {s.observation: s for s in bench.score(reports, labelled)}
+    labelled = [label_report(r.text) for r in reports]
+    scores = {s.observation: s for s in score(reports, labelled)}
     for obs, (precision, recall) in IU_FLOORS.items():
         s = scores[obs]
         assert s.precision >= precision and s.recall >= recall, s

@@ -103,7 +103,12 @@ def test_concurrency_and_qps_limits():
 
 def test_external_endpoint_refused_even_without_config_validation():
     cfg = OpenAIBackendConfig.model_construct(
-        **{**OpenAIBackendConfig.model_construct().__dict__, "base_url": "https://api.example.com/v1", "allowed_hosts": (), "allow_external": False}
+        **{
+            **OpenAIBackendConfig.model_construct().__dict__,
+            "base_url": "https://api.example.com/v1",
+            "allowed_hosts": (),
+            "allow_external": False,
+        }
     )
     with pytest.raises(PermissionError, match="refusing to send reports to api.example.com"):
         OpenAIChatClient(cfg, None)

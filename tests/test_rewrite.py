@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -42,18 +43,41 @@ def test_expand_tasks_ids_skips_and_done():
     cfg = parse_config({"rewrite": {"modes": ["inter", "paraphrase"], "n": 2}}).rewrite
     parents = schema.rows_to_table(
         [
-            {schema.PAIR_ID: "p1", schema.REPORT: LONG, schema.IMAGE_URI: "/img/1.png", schema.SPLIT: "train", schema.PATIENT_ID: "a"},
-            {schema.PAIR_ID: "p2", schema.REPORT: "No effusion.", schema.IMAGE_URI: "/img/2.png", schema.SPLIT: "train"},
+            {
+                schema.PAIR_ID: "p1",
+                schema.REPORT: LONG,
+                schema.IMAGE_URI: "/img/1.png",
+                schema.SPLIT: "train",
+                schema.PATIENT_ID: "a",
+            },
+            {
+                schema.PAIR_ID: "p2",
+                schema.REPORT: "No effusion.",
+                schema.IMAGE_URI: "/img/2.png",
+                schema.SPLIT: "train",
+            },
         ]
     )
     rows = expand_tasks(parents, cfg=cfg).to_pylist()
     assert len(rows) == 8
     by_id = {r[schema.PAIR_ID]: r for r in rows}
     first = by_id[rewrite_pair_id("p1", "inter", 0)]
-    assert first[schema.ORIGIN] == "inter" and first[schema.PARENT_ID] == "p1" and first[schema.IMAGE_URI] is None
-    assert first[schema.SOURCE_IMAGE_URI] == "/img/1.png" and first[schema.PATIENT_ID] == "a" and first[schema.STATUS] is None
+    assert (
+        first[schema.ORIGIN] == "inter"
+        and first[schema.PARENT_ID] == "p1"
+        and first[schema.IMAGE_URI] is None
+    )
+    assert (
+        first[schema.SOURCE_IMAGE_URI] == "/img/1.png"
+        and first[schema.PATIENT_ID] == "a"
+        and first[schema.STATUS] is None
+    )
     para = by_id[rewrite_pair_id("p1", "paraphrase", 1)]
-    assert para[schema.ORIGIN] == "augtext" and para[schema.IMAGE_URI] == "/img/1.png" and para[schema.SAMPLE_INDEX] == 1
+    assert (
+        para[schema.ORIGIN] == "augtext"
+        and para[schema.IMAGE_URI] == "/img/1.png"
+        and para[schema.SAMPLE_INDEX] == 1
+    )
     short = by_id[rewrite_pair_id("p2", "inter", 0)]
     assert short[schema.STATUS] == "skipped" and "2 words (< min_words 20)" in short[schema.ERROR]
     done = frozenset({rewrite_pair_id("p1", "inter", 0), rewrite_pair_id("p2", "paraphrase", 1)})
@@ -65,7 +89,9 @@ def _assert_rewrites_are_valid(rows: list[dict]) -> None:
         if r[schema.STATUS] != "ok":
             continue
         mode = {"inter": "inter", "intra": "intra", "augtext": "paraphrase"}[r[schema.ORIGIN]]
-        changed = changed_observations(label_report(r[schema.SOURCE_REPORT]).labels, label_report(r[schema.REPORT]).labels)
+        changed = changed_observations(
+            label_report(r[schema.SOURCE_REPORT]).labels, label_report(r[schema.REPORT]).labels
+        )
         assert bool(changed) == (mode != "paraphrase"), (mode, r[schema.SOURCE_REPORT], r[schema.REPORT])
         assert r[schema.REPORT].strip() and r[schema.REPORT] != r[schema.SOURCE_REPORT]
         # Labels of the new report are those the labeler reads in it.
@@ -84,13 +110,21 @@ def test_rules_job_writes_each_row_once_and_resumes(ray_local, phantom_root, tmp
     assert sum(r[schema.STATUS] == "ok" for r in rows) > 0.8 * len(rows)
     _assert_rewrites_are_valid(rows)
     prov = rows[0][schema.PROVENANCE]
-    assert prov["backend"] == "rules" and prov["stage"] == "rewrite" and prov["attempts"] >= 1 and prov["seed"] is not None
+    assert (
+        prov["backend"] == "rules"
+        and prov["stage"] == "rewrite"
+        and prov["attempts"] >= 1
+        and prov["seed"] is not None
+    )
     assert json.loads(prov["params"])["mode"] in ("inter", "intra", "paraphrase")
     assert summary["by_origin"]["inter"]["ok"] + summary["by_origin"]["inter"].get("skipped", 0) == len(train)
     # A rerun finds everything done: nothing is added, nothing duplicated, results identical.
     files = storage.list_files(storage.join(out, "manifest"), ".parquet")
     again = rewrite_job(cfg)
-    assert again["rows"] == summary["rows"] and storage.list_files(storage.join(out, "manifest"), ".parquet") == files
+    assert (
+        again["rows"] == summary["rows"]
+        and storage.list_files(storage.join(out, "manifest"), ".parquet") == files
+    )
     # Changing what shapes the rows is refused for the same output.
     other = _job(tmp_path, phantom_root, backend="rules", modes=["inter"], min_words=10, temperature=0.9)
     with pytest.raises(ConfigError, match="holds rewrites made with other settings"):
@@ -127,12 +161,17 @@ def test_openai_job_survives_faults_and_keeps_secrets(ray_local, phantom_root, t
     assert summary["tokens_in"] > 0 and summary["tokens_out"] > 0
     # The API key is nowhere in what was written.
     for f in storage.list_files(cfg.rewrite_dir()):
-        assert key.encode() not in open(f, "rb").read(), f
+        assert key.encode() not in Path(f).read_bytes(), f
 
 
 def test_missing_api_key_is_a_clear_error(ray_local, phantom_root, tmp_path):
     with FakeOpenAIServer() as server:
-        cfg = _job(tmp_path, phantom_root, backend="openai", openai={"base_url": server.base_url, "api_key_env": "PAIRAUG_NO_SUCH_KEY"})
+        cfg = _job(
+            tmp_path,
+            phantom_root,
+            backend="openai",
+            openai={"base_url": server.base_url, "api_key_env": "PAIRAUG_NO_SUCH_KEY"},
+        )
         with pytest.raises(Exception, match="PAIRAUG_NO_SUCH_KEY is not set"):
             rewrite_job(cfg)
 
@@ -184,7 +223,9 @@ def test_vllm_passes_retry_quality_failures(ray_local, phantom_root, tmp_path):
 
     model_dir = tmp_path / "fake-model"
     model_dir.mkdir()
-    cfg = _job(tmp_path, phantom_root, backend="vllm", modes=["inter"], min_words=10, vllm={"model": str(model_dir)})
+    cfg = _job(
+        tmp_path, phantom_root, backend="vllm", modes=["inter"], min_words=10, vllm={"model": str(model_dir)}
+    )
     summary = rewrite_job(cfg, vllm_processor_factory=factory)
     rows = _rows(cfg.rewrite_dir())
     assert len(rows) == len({r[schema.PAIR_ID] for r in rows}) == summary["rows"]

@@ -41,7 +41,10 @@ def smollm_dir(tmp_path_factory) -> str:
 @pytest.fixture
 def small_corpus(ray_local, tmp_path) -> str:
     root = str(tmp_path / "corpus")
-    rows = [{schema.PAIR_ID: f"r{i}", schema.REPORT: r, schema.SPLIT: "train", schema.STATUS: "ok"} for i, r in enumerate(REPORTS)]
+    rows = [
+        {schema.PAIR_ID: f"r{i}", schema.REPORT: r, schema.SPLIT: "train", schema.STATUS: "ok"}
+        for i, r in enumerate(REPORTS)
+    ]
     write_manifest(rows, root)
     return root
 
@@ -80,17 +83,19 @@ def test_openai_backend_against_llm_katan(small_corpus, smollm_dir, tmp_path):
         pytest.skip("llm-katan (dev extra) is not installed")
     port = _free_port()
     key = os.environ[TEST_API_KEY_ENV]  # the server validates it: the back-end must send it
-    log = open(tmp_path / "katan.log", "w")
-    server = subprocess.Popen(
-        [exe, "-m", smollm_dir, "-n", "smollm2", "-h", "127.0.0.1", "-p", str(port), "-d", "cpu", "--no-quantize",
-         "--max-tokens", "80", "--validate-keys", "--api-keys", f"openai={key}"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
+    with open(tmp_path / "katan.log", "w") as log:
+        server = subprocess.Popen(
+            [exe, "-m", smollm_dir, "-n", "smollm2", "-h", "127.0.0.1", "-p", str(port), "-d", "cpu", "--no-quantize",
+             "--max-tokens", "80", "--validate-keys", "--api-keys", f"openai={key}"],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )  # fmt: skip
     try:
         deadline = time.monotonic() + 180
         while True:
             try:
-                probe = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"})
+                probe = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"}
+                )
                 with urllib.request.urlopen(probe, timeout=2) as r:
                     if r.status == 200:
                         break

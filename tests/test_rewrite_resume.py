@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -21,10 +22,8 @@ from pairaug_ray.testing.fake_openai import FakeOpenAIServer, FaultPlan
 def _written_rows(out: str) -> int:
     n = 0
     for f in storage.list_files(storage.join(out, "manifest"), ".parquet"):
-        try:
+        with contextlib.suppress(Exception):  # a file cut short by the kill; the rerun removes it
             n += pq.read_metadata(f).num_rows
-        except Exception:  # a file cut short by the kill; the rerun removes it
-            pass
     return n
 
 
@@ -53,15 +52,17 @@ def test_kill_and_resume(ray_local, phantom_root, tmp_path):
         )  # fmt: skip
         cfg = load_config(cfg_path)
         out = cfg.rewrite_dir()
-        log = open(tmp_path / "job.log", "w")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pairaug_ray", "rewrite", "--config", str(cfg_path)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+        with open(tmp_path / "job.log", "w") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "pairaug_ray", "rewrite", "--config", str(cfg_path)],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
         deadline = time.monotonic() + 180
         while _written_rows(out) < 6 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)
-        assert proc.poll() is None, f"the job ended before it could be killed: {(tmp_path / 'job.log').read_text()[-2000:]}"
+        assert proc.poll() is None, (
+            f"the job ended before it could be killed: {(tmp_path / 'job.log').read_text()[-2000:]}"
+        )
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
         partial = _written_rows(out)

@@ -35,7 +35,11 @@ class LocalChatModel:
         self.tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, padding_side="left")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=torch_dtype).to(self.device).eval()
+        self.model = (
+            AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=torch_dtype)
+            .to(self.device)
+            .eval()
+        )
 
     def _render(self, system: str, user: str) -> str:
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
@@ -46,13 +50,25 @@ class LocalChatModel:
 
     @torch.inference_mode()
     def generate(
-        self, prompts: list[tuple[str, str]], *, temperature: float, top_p: float, max_new_tokens: int, seed: int
+        self,
+        prompts: list[tuple[str, str]],
+        *,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        seed: int,
     ) -> list[Generation]:
         texts = [self._render(s, u) for s, u in prompts]
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
+            self.device
+        )
         torch.manual_seed(seed)
         t0 = time.perf_counter()
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+        sampling = (
+            {"do_sample": True, "temperature": temperature, "top_p": top_p}
+            if temperature > 0
+            else {"do_sample": False}
+        )
         out = self.model.generate(
             **enc, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id, **sampling
         )

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from pairaug_ray.config import OpenAIBackendConfig, endpoint_refusal
 
@@ -98,10 +99,16 @@ class OpenAIChatClient:
         # honour Retry-After with jittered backoff. Its connection pool (1,000) exceeds any concurrency.
         if cfg.azure_api_version:
             self._client: openai.AsyncOpenAI = openai.AsyncAzureOpenAI(
-                azure_endpoint=cfg.base_url, api_version=cfg.azure_api_version, api_key=key, max_retries=0, timeout=cfg.timeout_s
+                azure_endpoint=cfg.base_url,
+                api_version=cfg.azure_api_version,
+                api_key=key,
+                max_retries=0,
+                timeout=cfg.timeout_s,
             )
         else:
-            self._client = openai.AsyncOpenAI(base_url=cfg.base_url, api_key=key, max_retries=0, timeout=cfg.timeout_s)
+            self._client = openai.AsyncOpenAI(
+                base_url=cfg.base_url, api_key=key, max_retries=0, timeout=cfg.timeout_s
+            )
 
     def _redact(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
@@ -141,7 +148,9 @@ class OpenAIChatClient:
             retry_after = None
             async with self._semaphore:
                 try:
-                    resp = await self._client.chat.completions.create(**request)
+                    # `post` sends the request body as given; `chat.completions.create` would first run
+                    # the SDK's typed-dict transform, about a third of the client's CPU per request.
+                    resp = await self._client.post("/chat/completions", body=request, cast_to=ChatCompletion)
                     choice = resp.choices[0] if resp.choices else None
                     text = choice.message.content if choice and choice.message else None
                     if not isinstance(text, str):
@@ -165,7 +174,13 @@ class OpenAIChatClient:
                     error = f"timeout after {self.cfg.timeout_s:g} s"
                 except openai.APIConnectionError as e:
                     error = f"connection error: {_short(str(e.__cause__ or e))}"
-                except (openai.APIResponseValidationError, ValueError, TypeError, KeyError, AttributeError) as e:
+                except (
+                    openai.APIResponseValidationError,
+                    ValueError,
+                    TypeError,
+                    KeyError,
+                    AttributeError,
+                ) as e:
                     # Includes JSON that does not parse: a broken proxy or an overloaded server.
                     error = f"malformed response: {_short(str(e))}"
             if attempt <= self.cfg.max_retries:

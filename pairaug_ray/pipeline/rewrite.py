@@ -38,10 +38,18 @@ def output_identity(cfg: RewriteConfig) -> dict[str, Any]:
     backend_cfg = getattr(cfg, cfg.backend)
     return {
         "backend": cfg.backend,
-        "backend_settings": {k: v for k, v in backend_cfg.model_dump(mode="json").items() if k in ("model", "base_url", "min_flips", "max_flips")},
+        "backend_settings": {
+            k: v
+            for k, v in backend_cfg.model_dump(mode="json").items()
+            if k in ("model", "base_url", "min_flips", "max_flips")
+        },
         "prompts": {m: cfg.prompt(m).digest() for m in ("inter", "intra", "paraphrase")},
         "sampling": {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens},
-        "checks": {"min_words": cfg.min_words, "word_limit": cfg.word_limit, "word_tolerance": cfg.word_tolerance},
+        "checks": {
+            "min_words": cfg.min_words,
+            "word_limit": cfg.word_limit,
+            "word_tolerance": cfg.word_tolerance,
+        },
     }
 
 
@@ -55,8 +63,8 @@ def _check_output(out: str, identity: dict[str, Any]) -> None:
         )
 
 
-def _pool(size: int) -> ActorPoolStrategy:
-    return ActorPoolStrategy(min_size=1, max_size=size)
+def _pool(size: int, calls_per_actor: int | None = None) -> ActorPoolStrategy:
+    return ActorPoolStrategy(min_size=1, max_size=size, max_concurrent_calls_per_actor=calls_per_actor)
 
 
 def run_backend(tasks: ray.data.Dataset, cfg: JobConfig) -> ray.data.Dataset:
@@ -64,13 +72,18 @@ def run_backend(tasks: ray.data.Dataset, cfg: JobConfig) -> ray.data.Dataset:
     common = {"batch_size": rc.batch_size, "batch_format": "pyarrow"}
     if rc.backend == "rules":
         return tasks.map_batches(
-            RulesRewriter, fn_constructor_kwargs={"cfg": rc, "run_seed": cfg.run.seed}, compute=_pool(rc.rules.actors), **common
+            RulesRewriter,
+            fn_constructor_kwargs={"cfg": rc, "run_seed": cfg.run.seed},
+            compute=_pool(rc.rules.actors),
+            **common,
         )
     if rc.backend == "openai":
         return tasks.map_batches(
             OpenAIRewriter,
             fn_constructor_kwargs={"cfg": rc, "run_seed": cfg.run.seed},
-            compute=_pool(rc.openai.actors),  # type: ignore[union-attr]
+            # Several blocks in flight per actor, so the client's semaphore stays full across block
+            # boundaries instead of draining to the slowest request of each block.
+            compute=_pool(rc.openai.actors, calls_per_actor=4),  # type: ignore[union-attr]
             num_cpus=0.5,  # the actor mostly waits on the network
             **common,
         )
@@ -94,7 +107,9 @@ def _tasks(cfg: JobConfig, src: str, out: str) -> ray.data.Dataset:
         log.warning("removed %d partially written file(s) from %s", len(state.removed_files), out)
     if state.done:
         log.info("resuming: %d rows of %s are done and will be skipped", len(state.done), out)
-    ds = read_manifest(src).filter(expr=(col(schema.STATUS) == schema.STATUS_OK) & col(schema.SPLIT).is_in(list(rc.splits)))
+    ds = read_manifest(src).filter(
+        expr=(col(schema.STATUS) == schema.STATUS_OK) & col(schema.SPLIT).is_in(list(rc.splits))
+    )
     tasks = ds.map_batches(expand_tasks, fn_kwargs={"cfg": rc, "done": state.done}, batch_format="pyarrow")
     # Small blocks stream through the back-end and reach storage one file at a time, so a crash
     # loses at most the blocks in flight (a big input file would otherwise be one block).
@@ -121,7 +136,12 @@ def rewrite_job(
     if rc.backend == "vllm":
         _run_vllm_passes(cfg, src, out, identity, vllm_processor_factory)
     else:
-        write_manifest(run_backend(_tasks(cfg, src, out), cfg), out, mode="append", info={"rewrite": identity, "input": src})
+        write_manifest(
+            run_backend(_tasks(cfg, src, out), cfg),
+            out,
+            mode="append",
+            info={"rewrite": identity, "input": src},
+        )
     report = finalize(out)
     summary = outcome_summary(out)
     summary["finalize"] = {"rows": report.rows, "duplicates_removed": report.duplicates_removed}
@@ -148,7 +168,12 @@ def _run_vllm_passes(cfg: JobConfig, src: str, out: str, identity: dict, factory
             rewrite_vllm.Postprocess(rc, cfg.run.seed, attempt, model_id=rc.vllm.model),
         )
         done = processor(todo)
-        write_manifest(done.union(skipped) if attempt == 1 else done, out, mode="append", info={"rewrite": identity, "input": src})
+        write_manifest(
+            done.union(skipped) if attempt == 1 else done,
+            out,
+            mode="append",
+            info={"rewrite": identity, "input": src},
+        )
         finalize(out)
         if not scan_output(out, retry_errors=True).errors:
             break
@@ -156,7 +181,9 @@ def _run_vllm_passes(cfg: JobConfig, src: str, out: str, identity: dict, factory
 
 def outcome_summary(out: str) -> dict[str, Any]:
     """Counts per origin and status, error reasons, model calls and tokens of a rewrite output."""
-    ds = read_manifest(out, columns=[schema.ORIGIN, schema.STATUS, schema.ERROR, schema.PROVENANCE], resolve_images=False)
+    ds = read_manifest(
+        out, columns=[schema.ORIGIN, schema.STATUS, schema.ERROR, schema.PROVENANCE], resolve_images=False
+    )
     refs = ds.to_arrow_refs()
     table = pa.concat_tables(ray.get(refs)) if refs else None
     if table is None or table.num_rows == 0:
@@ -167,7 +194,9 @@ def outcome_summary(out: str) -> dict[str, Any]:
     for o, s in zip(origins, statuses, strict=True):
         counts.setdefault(o, Counter())[s] += 1
     reasons = Counter(
-        _category(e) for e, s in zip(table.column(schema.ERROR).to_pylist(), statuses, strict=True) if s != schema.STATUS_OK and e
+        _category(e)
+        for e, s in zip(table.column(schema.ERROR).to_pylist(), statuses, strict=True)
+        if s != schema.STATUS_OK and e
     )
     prov = table.column(schema.PROVENANCE)
     attempts = [a for a in pc.struct_field(prov, "attempts").to_pylist() if a is not None]

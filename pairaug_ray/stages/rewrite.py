@@ -28,7 +28,11 @@ from pairaug_ray.config import RewriteConfig, RewriteMode
 from pairaug_ray.text.labeler import label_report
 from pairaug_ray.text.quality import assess_rewrite, clean_output, word_count
 
-MODE_ORIGIN = {"inter": schema.ORIGIN_INTER, "intra": schema.ORIGIN_INTRA, "paraphrase": schema.ORIGIN_AUGTEXT}
+MODE_ORIGIN = {
+    "inter": schema.ORIGIN_INTER,
+    "intra": schema.ORIGIN_INTRA,
+    "paraphrase": schema.ORIGIN_AUGTEXT,
+}
 ORIGIN_MODE = {v: k for k, v in MODE_ORIGIN.items()}
 
 
@@ -92,7 +96,9 @@ class _Rewriter:
     def max_words(self, source: str) -> int:
         # An LLM is asked for at most `word_limit` words. The rule rewriter keeps the input's sentence
         # structure, so its natural limit is the input's length.
-        limit = self.cfg.word_limit if self.backend != "rules" else max(self.cfg.word_limit, len(source.split()))
+        limit = (
+            self.cfg.word_limit if self.backend != "rules" else max(self.cfg.word_limit, len(source.split()))
+        )
         return int(limit * self.cfg.word_tolerance)
 
     def check(self, row: dict[str, Any], text: str) -> str | None:
@@ -101,7 +107,11 @@ class _Rewriter:
         if "_source_labels" not in row:
             row["_source_labels"] = label_report(source)
         reason, labels = assess_rewrite(
-            source, text, ORIGIN_MODE[row[schema.ORIGIN]], max_words=self.max_words(source), source_labels=row["_source_labels"]
+            source,
+            text,
+            ORIGIN_MODE[row[schema.ORIGIN]],
+            max_words=self.max_words(source),
+            source_labels=row["_source_labels"],
         )
         row["_labels"] = (text, labels)
         return reason
@@ -125,7 +135,9 @@ class _Rewriter:
         cached_text, labels = row.pop("_labels", (None, None))
         if reason is None and text:
             row[schema.REPORT] = text
-            row.update((labels if cached_text == text and labels is not None else label_report(text)).as_row())
+            row.update(
+                (labels if cached_text == text and labels is not None else label_report(text)).as_row()
+            )
             row[schema.STATUS], row[schema.ERROR] = schema.STATUS_OK, None
         else:
             last = f"; last output: {textwrap.shorten(text, 160)!r}" if text else ""
@@ -179,7 +191,11 @@ class RulesRewriter(_Rewriter):
             for attempt in range(1, self.cfg.max_attempts + 1):
                 seed = row_seed(self.run_seed, row[schema.PAIR_ID], attempt)
                 text = rewrite_report(
-                    row[schema.SOURCE_REPORT], mode, seed, min_flips=self.cfg.rules.min_flips, max_flips=self.cfg.rules.max_flips
+                    row[schema.SOURCE_REPORT],
+                    mode,
+                    seed,
+                    min_flips=self.cfg.rules.min_flips,
+                    max_flips=self.cfg.rules.max_flips,
                 ).text
                 if (reason := self.check(row, text)) is None:
                     break
@@ -231,7 +247,12 @@ class OpenAIRewriter(_Rewriter):
         for attempt in range(1, self.cfg.max_attempts + 1):
             seed = row_seed(self.run_seed, row[schema.PAIR_ID], attempt)
             res = await self.client.chat(
-                system, user, temperature=self.cfg.temperature, top_p=self.cfg.top_p, max_tokens=self.cfg.max_tokens, seed=seed
+                system,
+                user,
+                temperature=self.cfg.temperature,
+                top_p=self.cfg.top_p,
+                max_tokens=self.cfg.max_tokens,
+                seed=seed,
             )
             calls += res.attempts
             tokens_in += res.tokens_in
@@ -262,7 +283,9 @@ class LocalRewriter(_Rewriter):
         assert lc is not None
         resolved = resolve_model(lc.model, cache_dir)
         super().__init__(cfg, run_seed, model_id=lc.model, model_revision=resolved.revision)
-        self.model = LocalChatModel(resolved.path, revision=resolved.revision, dtype=lc.dtype, use_gpu=lc.num_gpus > 0)
+        self.model = LocalChatModel(
+            resolved.path, revision=resolved.revision, dtype=lc.dtype, use_gpu=lc.num_gpus > 0
+        )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
@@ -275,11 +298,18 @@ class LocalRewriter(_Rewriter):
                 break
             for start in range(0, len(pending), self.cfg.local.batch_size):  # type: ignore[union-attr]
                 chunk = pending[start : start + self.cfg.local.batch_size]  # type: ignore[union-attr]
-                prompts = [self.cfg.prompt(ORIGIN_MODE[rows[i][schema.ORIGIN]]).render(rows[i][schema.SOURCE_REPORT]) for i in chunk]
+                prompts = [
+                    self.cfg.prompt(ORIGIN_MODE[rows[i][schema.ORIGIN]]).render(rows[i][schema.SOURCE_REPORT])
+                    for i in chunk
+                ]
                 # One seed per generate() call: sampling noise is shared by the rows generated together.
                 seed = row_seed(self.run_seed, rows[chunk[0]][schema.PAIR_ID], attempt)
                 outs = self.model.generate(
-                    prompts, temperature=self.cfg.temperature, top_p=self.cfg.top_p, max_new_tokens=self.cfg.max_tokens, seed=seed
+                    prompts,
+                    temperature=self.cfg.temperature,
+                    top_p=self.cfg.top_p,
+                    max_new_tokens=self.cfg.max_tokens,
+                    seed=seed,
                 )
                 for i, out in zip(chunk, outs, strict=True):
                     s = state[i]

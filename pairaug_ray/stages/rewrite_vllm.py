@@ -44,7 +44,11 @@ def processor_config(cfg: RewriteConfig, model_path: str) -> Any:
     llm = _ray_llm()
     return llm.vLLMEngineProcessorConfig(
         model_source=model_path,
-        engine_kwargs={"tensor_parallel_size": v.tensor_parallel_size, "max_model_len": v.max_model_len, **v.engine_kwargs},
+        engine_kwargs={
+            "tensor_parallel_size": v.tensor_parallel_size,
+            "max_model_len": v.max_model_len,
+            **v.engine_kwargs,
+        },
         concurrency=v.replicas,
         batch_size=v.batch_size,
         accelerator_type=v.accelerator_type,

@@ -40,7 +40,9 @@ class FaultPlan:
     rate_malformed: float = 0.0
     rate_refusal: float = 0.0
     rate_long: float = 0.0
-    first: tuple[str, ...] = ()  # scripted outcomes of the first requests of every prompt, e.g. ("429", "500")
+    first: tuple[
+        str, ...
+    ] = ()  # scripted outcomes of the first requests of every prompt, e.g. ("429", "500")
     seed: int = 0
 
     def draw(self, key: str, nth: int) -> str:
@@ -113,7 +115,9 @@ class FakeOpenAIServer:
             system = next((m["content"] for m in messages if m["role"] == "system"), "")
             user = next(m["content"] for m in messages if m["role"] == "user")
         except (ValueError, KeyError, StopIteration, TypeError):
-            return web.json_response({"error": {"message": "bad request", "type": "invalid_request_error"}}, status=400)
+            return web.json_response(
+                {"error": {"message": "bad request", "type": "invalid_request_error"}}, status=400
+            )
         key = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:16]
         with self._lock:
             nth = self._seen[key]
@@ -123,7 +127,9 @@ class FakeOpenAIServer:
         if outcome == "401":
             # Echo what was received, as some proxies do: clients must not log it.
             got = request.headers.get("Authorization", "")
-            return web.json_response({"error": {"message": f"invalid api key: {got}", "type": "auth"}}, status=401)
+            return web.json_response(
+                {"error": {"message": f"invalid api key: {got}", "type": "auth"}}, status=401
+            )
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -131,7 +137,9 @@ class FakeOpenAIServer:
         finally:
             self.in_flight -= 1
 
-    async def _respond(self, outcome: str, key: str, nth: int, system: str, user: str, body: dict) -> web.Response:
+    async def _respond(
+        self, outcome: str, key: str, nth: int, system: str, user: str, body: dict
+    ) -> web.Response:
         if self.plan.latency_s:
             await asyncio.sleep(self.plan.latency_s)
         if outcome == "429":
@@ -145,7 +153,9 @@ class FakeOpenAIServer:
         if outcome == "slow":
             await asyncio.sleep(self.plan.slow_s)
         if outcome == "400":
-            return web.json_response({"error": {"message": "context length exceeded", "type": "invalid"}}, status=400)
+            return web.json_response(
+                {"error": {"message": "context length exceeded", "type": "invalid"}}, status=400
+            )
         if outcome == "malformed":
             return web.Response(text='{"id": "chatcmpl-x", "choices": [', content_type="application/json")
         if outcome == "refusal":
@@ -160,7 +170,9 @@ class FakeOpenAIServer:
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": body.get("model", "fake"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                ],
                 "usage": {
                     "prompt_tokens": len(system.split()) + len(user.split()),
                     "completion_tokens": len(text.split()),

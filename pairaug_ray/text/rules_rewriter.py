@@ -1,6 +1,6 @@
 """A deterministic, model-free report rewriter: the `rules` back-end of the rewriting stage.
 
-It does what PairAug asks an LLM to do (`/work/shared/notes/algorithms.md` §1.1), with rules built
+It does what PairAug asks an LLM to do (its public InterAug/IntraAug/AugText prompts), with rules built
 on the project's labeler (`labeler.py`) and sentence splitter (`sections.split_sentences`):
 
 - ``inter`` ("partial opposite meanings"): k in [min_flips, max_flips] observations change

@@ -296,7 +296,8 @@ def _list_markers(text: str) -> list[tuple[int, int]]:
 
 
 def _is_abbreviation(text: str, dot_end: int) -> bool:
-    m = _WORD_BEFORE.search(text, 0, dot_end)
+    # Look only at a short window before the dot: searching from 0 made splitting quadratic.
+    m = _WORD_BEFORE.search(text, max(0, dot_end - 64), dot_end)
     if not m:
         return False
     word = m.group(1).lower()
