@@ -47,3 +47,4 @@ def init_ray(cfg: RayConfig) -> None:
     ctx.enable_progress_bars = cfg.progress_bars
     ctx.enable_operator_progress_bars = cfg.progress_bars
     ctx.print_on_execution_start = False
+    ctx.enable_progress_bar_name_truncation = False  # stage names are short; the warning is noise

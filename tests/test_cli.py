@@ -22,6 +22,8 @@ COMMANDS = [
     "ingest",
     "label",
     "manifest show",
+    "rewrite",
+    "make-smollm",
 ]
 
 
@@ -113,3 +115,25 @@ def test_label_command(tmp_path, capsys):
     assert main(["label", str(src), "--out", str(out), "--column", "text"]) == 2
     assert "plain-text input" in capsys.readouterr().err
     assert main(["label", str(tmp_path / "absent.txt"), "--out", str(out)]) == 2
+
+
+def test_rewrite_command_with_rules(ray_local, phantom_root, tmp_path, capsys):
+    import yaml
+
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "run": {"output_dir": str(tmp_path / "run")},
+                "corpus": {"kind": "manifest", "manifest": phantom_root},
+                "rewrite": {"backend": "rules", "modes": ["inter"], "min_words": 10},
+            }
+        )
+    )
+    assert main(["rewrite", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "rewrite rows" in out and "inter" in out and "model calls" in out
+    # An external endpoint is refused before anything runs.
+    assert main(["rewrite", "--config", str(cfg), "--set", "rewrite.backend=openai",
+                 "--set", "rewrite.openai.base_url=https://api.openai.com/v1"]) == 2  # fmt: skip
+    assert "refusing to send reports to api.openai.com" in capsys.readouterr().err
