@@ -226,7 +226,9 @@ def format_outcomes(summary: dict[str, Any]) -> str:
     for origin, c in summary["by_origin"].items():
         lines.append(f"  {origin:<8} " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())))
     if summary["reasons"]:
-        lines.append("  skipped/failed because: " + ", ".join(f"{k} x{v}" for k, v in summary["reasons"].items()))
+        lines.append(
+            "  skipped/failed because: " + ", ".join(f"{k} x{v}" for k, v in summary["reasons"].items())
+        )
     lines.append(
         f"  model calls {summary['model_calls']} (per row: {json.dumps(summary['attempts_histogram'])}), "
         f"tokens in/out {summary['tokens_in']}/{summary['tokens_out']}, mean latency {summary['mean_latency_s']} s"
