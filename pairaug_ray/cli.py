@@ -49,8 +49,9 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from pairaug_ray.pipeline.common import format_outcomes
     from pairaug_ray.pipeline.prepare import format_summary, prepare
-    from pairaug_ray.pipeline.rewrite import format_outcomes, rewrite_job
+    from pairaug_ray.pipeline.rewrite import rewrite_job
 
     cfg = _load(args)
     print(format_summary(prepare(cfg)))
@@ -60,12 +61,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_rewrite(args: argparse.Namespace) -> int:
-    from pairaug_ray.pipeline.rewrite import format_outcomes, rewrite_job
+    from pairaug_ray.pipeline.common import format_outcomes
+    from pairaug_ray.pipeline.rewrite import rewrite_job
 
     cfg = _load(args)
     summary = rewrite_job(cfg, input_root=args.input, output_root=args.output)
     print(format_outcomes(summary))
     print(f"output: {args.output or cfg.rewrite_dir()}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from pairaug_ray.pipeline.common import format_outcomes
+    from pairaug_ray.pipeline.generate import generate_job
+
+    cfg = _load(args)
+    summary = generate_job(cfg, input_root=args.input, output_root=args.output)
+    print(format_outcomes(summary, noun="image"))
+    print(f"output: {args.output or cfg.generate_dir()}")
     return 0
 
 
@@ -240,6 +253,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--input", default=None, metavar="ROOT", help="pair dataset to rewrite (default: the config's corpus)"
     )
     p.add_argument("--output", default=None, metavar="ROOT", help="where to write (default: rewrite.output)")
+
+    p = command(
+        "generate",
+        cmd_generate,
+        "draw InterAug images and make IntraAug prompt-to-prompt edits (PairAug step 2)",
+        "For each rewritten report: InterAug draws it with Stable Diffusion (a new patient); IntraAug edits "
+        "the original report's image towards it with prompt-to-prompt attention control (the same patient). "
+        "Runs on actor pools with generate.num_gpus GPUs each; writes PNGs and a pair manifest; a rerun "
+        "skips finished images.",
+    )
+    _add_config_args(p)
+    p.add_argument("--input", default=None, metavar="ROOT", help="rewrite output to draw (default: rewrite.output)")
+    p.add_argument("--output", default=None, metavar="ROOT", help="where to write (default: generate.output)")
 
     p = command(
         "make-smollm",

@@ -44,6 +44,8 @@ PHANTOM_STATE = "phantom_state"  # JSON ground truth of a phantom study (finding
 SOURCE_REPORT = "source_report"  # synthetic rows: the parent's report the new one was rewritten from
 SOURCE_IMAGE_URI = "source_image_uri"  # synthetic rows: the parent's (real) image
 SAMPLE_INDEX = "sample_index"  # synthetic rows: which of the n samples drawn from one parent
+REWRITE_ID = "rewrite_id"  # generated rows: the rewrite row whose report the image was drawn for
+GENERATED_SOURCE_URI = "generated_source_uri"  # IntraAug rows: the image drawn for the original report
 
 SPLITS = ("train", "validate", "test")
 
@@ -138,6 +140,8 @@ OPTIONAL_FIELDS: dict[str, pa.Field] = {
     SOURCE_REPORT: pa.field(SOURCE_REPORT, pa.string()),
     SOURCE_IMAGE_URI: pa.field(SOURCE_IMAGE_URI, pa.string()),
     SAMPLE_INDEX: pa.field(SAMPLE_INDEX, pa.int32()),
+    REWRITE_ID: pa.field(REWRITE_ID, pa.string()),
+    GENERATED_SOURCE_URI: pa.field(GENERATED_SOURCE_URI, pa.string()),
 }
 
 MANIFEST_SCHEMA = pa.schema(CORE_FIELDS)

@@ -82,7 +82,9 @@ def ray_local(s3_server):
     from pairaug_ray.config import RayConfig
     from pairaug_ray.runtime import init_ray
 
-    init_ray(RayConfig(num_cpus=2, num_gpus=0, object_store_memory_mb=300, progress_bars=False))
+    # Two logical GPUs: GPU actor placement is scheduled as on a GPU node; the code itself runs on the
+    # CPU because torch sees no CUDA device.
+    init_ray(RayConfig(num_cpus=2, num_gpus=2, object_store_memory_mb=300, progress_bars=False))
     yield ray
     ray.shutdown()
 

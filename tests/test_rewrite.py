@@ -127,7 +127,7 @@ def test_rules_job_writes_each_row_once_and_resumes(ray_local, phantom_root, tmp
     )
     # Changing what shapes the rows is refused for the same output.
     other = _job(tmp_path, phantom_root, backend="rules", modes=["inter"], min_words=10, temperature=0.9)
-    with pytest.raises(ConfigError, match="holds rewrites made with other settings"):
+    with pytest.raises(ConfigError, match="holds rewrite output made with other settings"):
         rewrite_job(other)
 
 

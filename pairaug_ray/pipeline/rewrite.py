@@ -11,20 +11,17 @@ intra or augtext, `parent_id` the real pair, `source_report`/`source_image_uri` 
 
 from __future__ import annotations
 
-import json
 import logging
-from collections import Counter
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import ray
 from ray.data import ActorPoolStrategy
 from ray.data.expressions import col
 
 from pairaug_ray import schema, storage
-from pairaug_ray.config import ConfigError, JobConfig, RewriteConfig
-from pairaug_ray.manifest import read_info, read_manifest, write_info, write_manifest
+from pairaug_ray.config import JobConfig, RewriteConfig
+from pairaug_ray.manifest import read_manifest, write_info, write_manifest
+from pairaug_ray.pipeline.common import check_output_identity, outcome_summary
 from pairaug_ray.resume import finalize, scan_output
 from pairaug_ray.runtime import init_ray
 from pairaug_ray.stages.rewrite import LocalRewriter, OpenAIRewriter, RulesRewriter, expand_tasks
@@ -51,16 +48,6 @@ def output_identity(cfg: RewriteConfig) -> dict[str, Any]:
             "word_tolerance": cfg.word_tolerance,
         },
     }
-
-
-def _check_output(out: str, identity: dict[str, Any]) -> None:
-    recorded = read_info(out).get("rewrite")
-    if recorded is not None and recorded != identity:
-        diff = sorted(k for k in identity if recorded.get(k) != identity[k])
-        raise ConfigError(
-            f"{out} holds rewrites made with other settings ({', '.join(diff)} differ); "
-            "set rewrite.output to a new location, or delete the old output to redo it"
-        )
 
 
 def _pool(size: int, calls_per_actor: int | None = None) -> ActorPoolStrategy:
@@ -130,7 +117,7 @@ def rewrite_job(
     src = storage.absolute(input_root or cfg.corpus_dir())
     out = storage.absolute(output_root or cfg.rewrite_dir())
     identity = output_identity(rc)
-    _check_output(out, identity)
+    check_output_identity(out, "rewrite", identity)
     write_info(out, {"rewrite": identity, "input": src, "complete": False})
 
     if rc.backend == "vllm":
@@ -177,60 +164,3 @@ def _run_vllm_passes(cfg: JobConfig, src: str, out: str, identity: dict, factory
         finalize(out)
         if not scan_output(out, retry_errors=True).errors:
             break
-
-
-def outcome_summary(out: str) -> dict[str, Any]:
-    """Counts per origin and status, error reasons, model calls and tokens of a rewrite output."""
-    ds = read_manifest(
-        out, columns=[schema.ORIGIN, schema.STATUS, schema.ERROR, schema.PROVENANCE], resolve_images=False
-    )
-    refs = ds.to_arrow_refs()
-    table = pa.concat_tables(ray.get(refs)) if refs else None
-    if table is None or table.num_rows == 0:
-        return {"rows": 0}
-    origins = table.column(schema.ORIGIN).to_pylist()
-    statuses = table.column(schema.STATUS).to_pylist()
-    counts: dict[str, Counter] = {}
-    for o, s in zip(origins, statuses, strict=True):
-        counts.setdefault(o, Counter())[s] += 1
-    reasons = Counter(
-        _category(e)
-        for e, s in zip(table.column(schema.ERROR).to_pylist(), statuses, strict=True)
-        if s != schema.STATUS_OK and e
-    )
-    prov = table.column(schema.PROVENANCE)
-    attempts = [a for a in pc.struct_field(prov, "attempts").to_pylist() if a is not None]
-    latency = [x for x in pc.struct_field(prov, "latency_s").to_pylist() if x is not None]
-    return {
-        "rows": table.num_rows,
-        "by_origin": {o: dict(c) for o, c in sorted(counts.items())},
-        "reasons": dict(reasons.most_common()),
-        "model_calls": int(sum(attempts)),
-        "attempts_histogram": dict(sorted(Counter(attempts).items())),
-        "tokens_in": int(pc.sum(pc.struct_field(prov, "tokens_in")).as_py() or 0),
-        "tokens_out": int(pc.sum(pc.struct_field(prov, "tokens_out")).as_py() or 0),
-        "mean_latency_s": round(sum(latency) / len(latency), 4) if latency else None,
-    }
-
-
-def _category(error: str) -> str:
-    """'HTTP 500: internal error (after 7 attempts)' -> 'HTTP 500'; 'chatter: ...' -> 'chatter'."""
-    head = error.split(":", 1)[0].split("(", 1)[0].strip()
-    return head[:60]
-
-
-def format_outcomes(summary: dict[str, Any]) -> str:
-    if not summary.get("rows"):
-        return "no rows written"
-    lines = [f"{summary['rows']} rewrite rows"]
-    for origin, c in summary["by_origin"].items():
-        lines.append(f"  {origin:<8} " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())))
-    if summary["reasons"]:
-        lines.append(
-            "  skipped/failed because: " + ", ".join(f"{k} x{v}" for k, v in summary["reasons"].items())
-        )
-    lines.append(
-        f"  model calls {summary['model_calls']} (per row: {json.dumps(summary['attempts_histogram'])}), "
-        f"tokens in/out {summary['tokens_in']}/{summary['tokens_out']}, mean latency {summary['mean_latency_s']} s"
-    )
-    return "\n".join(lines)

@@ -1,0 +1,119 @@
+"""The `generate` job: InterAug and IntraAug images for the rewritten reports, resumably.
+
+    read_manifest(rewrites) -> ok rows of origin inter / intra
+      -> expand_image_tasks (one task per image; skips what is done)
+      -> inter: GenerateInter on its actor pool | intra: GenerateIntra on its actor pool
+      -> append to <output>/manifest/ (PNGs under <output>/images/) -> finalize -> outcome counts
+
+Each branch is an actor pool of `min_actors`..`max_actors` actors with `num_gpus` each, so the
+pool grows with the queue and, on KubeRay, the autoscaler adds GPU pods for the pending actors.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import ray
+from ray.data import ActorPoolStrategy
+from ray.data.expressions import col
+
+from pairaug_ray import schema, storage
+from pairaug_ray.config import ConfigError, JobConfig
+from pairaug_ray.manifest import read_manifest, write_info, write_manifest
+from pairaug_ray.pipeline.common import check_output_identity, outcome_summary
+from pairaug_ray.resume import finalize, scan_output
+from pairaug_ray.runtime import init_ray
+from pairaug_ray.stages.generate import GenerateInter, GenerateIntra, expand_image_tasks
+
+log = logging.getLogger(__name__)
+
+
+def model_ref(cfg: JobConfig) -> str:
+    """The pipeline to use: generate.model, else models.diffusion, else the tiny one if built."""
+    if cfg.generate.model:
+        return cfg.generate.model
+    if cfg.models.diffusion:
+        return cfg.models.diffusion
+    if cfg.models.build_tiny:
+        from pairaug_ray.pipeline.prepare import prepare_tiny_models
+
+        return prepare_tiny_models(cfg)["diffusion"]
+    raise ConfigError("no diffusion model configured: set generate.model or models.diffusion (or models.build_tiny)")
+
+
+def check_local_cpus(cfg: JobConfig) -> None:
+    """On a fixed-size (local) Ray, actor pools that take every CPU starve the read and write tasks and
+    the job hangs (Ray issue #44687); say so instead."""
+    if cfg.ray.address or not ray.is_initialized():
+        return
+    g = cfg.generate
+    total = ray.cluster_resources().get("CPU", 0)
+    reserved = len(g.branches) * g.min_actors * g.num_cpus
+    if reserved > total - 0.5:
+        raise ConfigError(
+            f"the generation actor pools reserve {reserved:g} of this Ray's {total:g} CPUs at start "
+            f"({len(g.branches)} branches x min_actors {g.min_actors} x num_cpus {g.num_cpus:g}), leaving none for "
+            "reading and writing: lower generate.num_cpus (e.g. 0.5) or min_actors, or give Ray more CPUs"
+        )
+
+
+def output_identity(cfg: JobConfig, model: str) -> dict[str, Any]:
+    g = cfg.generate
+    return {
+        "model": model,
+        "scheduler": g.scheduler,
+        "size": [g.height, g.width],
+        "dtype": g.dtype,
+        "inter": g.inter.model_dump(mode="json", exclude={"images_per_report", "batch_size"}),
+        "intra": g.intra.model_dump(mode="json", exclude={"samples"}),
+        "seed": cfg.run.seed,
+    }
+
+
+def generate_job(cfg: JobConfig, *, input_root: str | None = None, output_root: str | None = None) -> dict[str, Any]:
+    """Images for the rewrites under `input_root` (default: the rewrite output) into `output_root`."""
+    init_ray(cfg.ray)
+    check_local_cpus(cfg)
+    g = cfg.generate
+    src = storage.absolute(input_root or cfg.rewrite_dir())
+    out = storage.absolute(output_root or cfg.generate_dir())
+    model = model_ref(cfg)
+    identity = output_identity(cfg, model)
+    check_output_identity(out, "generate", identity)
+    write_info(out, {"generate": identity, "input": src, "complete": False})
+
+    state = scan_output(out, retry_errors=g.retry_errors)
+    if state.done:
+        log.info("resuming: %d images of %s are done and will be skipped", len(state.done), out)
+    rewrites = read_manifest(src).filter(
+        expr=(col(schema.STATUS) == schema.STATUS_OK) & col(schema.ORIGIN).is_in(list(g.branches))
+    )
+    tasks = rewrites.map_batches(expand_image_tasks, fn_kwargs={"cfg": g, "done": state.done}, batch_format="pyarrow")
+    tasks = tasks.repartition(target_num_rows_per_block=g.rows_per_file)
+    args = {"cfg": g, "model_ref": model, "cache_dir": cfg.models.cache_dir, "run_seed": cfg.run.seed, "out_root": out}
+    branches = []
+    for branch, cls, batch in (
+        (schema.ORIGIN_INTER, GenerateInter, g.inter.batch_size),
+        (schema.ORIGIN_INTRA, GenerateIntra, 1),
+    ):
+        if branch not in g.branches:
+            continue
+        branches.append(
+            tasks.filter(expr=col(schema.ORIGIN) == branch).map_batches(
+                cls,
+                fn_constructor_kwargs=args,
+                compute=ActorPoolStrategy(min_size=g.min_actors, max_size=g.max_actors),
+                num_gpus=g.num_gpus or None,
+                num_cpus=g.num_cpus,
+                batch_size=batch,
+                batch_format="pyarrow",
+            )
+        )
+    generated: ray.data.Dataset = branches[0] if len(branches) == 1 else branches[0].union(*branches[1:])
+    write_manifest(generated, out, mode="append", info={"generate": identity, "input": src})
+    report = finalize(out)
+    summary = outcome_summary(out)
+    summary["finalize"] = {"rows": report.rows, "duplicates_removed": report.duplicates_removed}
+    write_info(out, {"generate": identity, "input": src, "complete": True, "outcomes": summary})
+    return summary

@@ -1,0 +1,136 @@
+"""The generate job on the tiny pipeline: both branches, determinism, resume, errors, GPU placement."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pairaug_ray import images, schema, storage
+from pairaug_ray.config import ConfigError, parse_config
+from pairaug_ray.manifest import read_manifest, write_manifest
+from pairaug_ray.pipeline.generate import generate_job
+from pairaug_ray.pipeline.rewrite import rewrite_job
+
+SIZE, STEPS = 64, 5  # 5 steps: the self-replace window (0.2) covers one step
+LONG_REPORT = " ".join(["there is a small left pleural effusion with adjacent atelectasis."] * 12)
+
+
+@pytest.fixture(scope="module")
+def rewrites(ray_local, phantom_root, tmp_path_factory) -> str:
+    """Four InterAug and four IntraAug rewrites of phantom reports (one with an over-long report)."""
+    base = tmp_path_factory.mktemp("rw")
+    cfg = parse_config({"run": {"output_dir": str(base / "run")}, "corpus": {"kind": "manifest", "manifest": phantom_root},
+                        "rewrite": {"modes": ["inter", "intra"], "min_words": 10}})  # fmt: skip
+    rewrite_job(cfg)
+    rows = [r for r in read_manifest(cfg.rewrite_dir()).take_all() if r[schema.STATUS] == "ok"]
+    pick = [r for r in rows if r[schema.ORIGIN] == "inter"][:4] + [r for r in rows if r[schema.ORIGIN] == "intra"][:4]
+    pick[0] = {**pick[0], schema.REPORT: LONG_REPORT}
+    root = str(base / "subset")
+    write_manifest(pick, root)
+    return root
+
+
+def _cfg(tmp_path, tiny_models, **generate):
+    gen = {"height": SIZE, "width": SIZE, "num_gpus": 0, "num_cpus": 0.5, "max_actors": 1,
+           "inter": {"num_inference_steps": STEPS, "batch_size": 2}, "intra": {"num_inference_steps": STEPS}, **generate}  # fmt: skip
+    return parse_config({"run": {"output_dir": str(tmp_path / "run"), "seed": 5}, "models": {"diffusion": tiny_models["diffusion"]}, "generate": gen})
+
+
+def test_both_branches_write_images_and_provenance(rewrites, tiny_models, tmp_path):
+    cfg = _cfg(tmp_path, tiny_models)
+    summary = generate_job(cfg, input_root=rewrites)
+    rows = read_manifest(cfg.generate_dir()).take_all()
+    assert summary["rows"] == len(rows) == 8 and {r[schema.STATUS] for r in rows} == {"ok"}
+    by_origin = {o: [r for r in rows if r[schema.ORIGIN] == o] for o in ("inter", "intra")}
+    assert len(by_origin["inter"]) == len(by_origin["intra"]) == 4
+    for r in rows:
+        img = images.read_image(r[schema.IMAGE_URI])
+        assert img.shape == (SIZE, SIZE) and img.dtype == np.uint8
+        assert r[schema.REWRITE_ID] and r[schema.PARENT_ID] and r[schema.REPORT]
+        p = r[schema.PROVENANCE]
+        params = json.loads(p["params"])
+        assert p["stage"] == r[schema.ORIGIN] and p["backend"] == "diffusers" and p["seed"] is not None
+        assert params["scheduler"] == "pndm" and params["num_inference_steps"] == STEPS and params["guidance_scale"] == 4.0
+        assert params["device"] == "cpu" and params["dtype"] == "float32"
+    for r in by_origin["intra"]:
+        params = json.loads(r[schema.PROVENANCE]["params"])
+        # 64 px: latent 8x8, maps of 8x8, 4x4, 2x2: all 10 cross and all 10 self layers are selected.
+        assert params["hooked_layers"] == 20 and params["unet_calls"] == STEPS + 1
+        assert params["controller"] == "refine" and params["cross_replace"] == 0.5 and params["self_replace"] == 0.2
+        assert images.read_image(r[schema.GENERATED_SOURCE_URI]).shape == (SIZE, SIZE)
+        assert r[schema.GENERATED_SOURCE_URI] != r[schema.IMAGE_URI]
+    long_row = next(r for r in rows if r[schema.REPORT] == LONG_REPORT)
+    assert json.loads(long_row[schema.PROVENANCE]["params"])["truncated_tokens"] > 0  # recorded, not silent
+
+    # A rerun skips everything; the same job into another output reproduces every image bit for bit.
+    files = storage.list_files(storage.join(cfg.generate_dir(), "manifest"), ".parquet")
+    assert generate_job(cfg, input_root=rewrites)["rows"] == 8
+    assert storage.list_files(storage.join(cfg.generate_dir(), "manifest"), ".parquet") == files
+    again = generate_job(cfg, input_root=rewrites, output_root=str(tmp_path / "again"))
+    assert again["rows"] == 8
+    first = {r[schema.PAIR_ID]: r[schema.IMAGE_URI].rsplit("/", 1)[-1] for r in rows}
+    second = {r[schema.PAIR_ID]: r[schema.IMAGE_URI].rsplit("/", 1)[-1] for r in read_manifest(str(tmp_path / "again")).take_all()}
+    assert first == second  # content-hash names: identical bytes
+    with pytest.raises(ConfigError, match="holds generate output made with other settings"):
+        generate_job(_cfg(tmp_path, tiny_models, scheduler="ddim"), input_root=rewrites)
+
+
+def test_actors_are_placed_on_logical_gpus(rewrites, tiny_models, tmp_path):
+    cfg = _cfg(tmp_path, tiny_models, num_gpus=1, max_actors=2, branches=["inter", "intra"])
+    generate_job(cfg, input_root=rewrites)
+    rows = read_manifest(cfg.generate_dir()).take_all()
+    ids = {tuple(json.loads(r[schema.PROVENANCE]["params"])["gpu_ids"]) for r in rows}
+    assert ids and all(len(i) == 1 and i[0] in ("0", "1") for i in ids)  # one whole GPU per actor
+    assert all(json.loads(r[schema.PROVENANCE]["params"])["device"] == "cpu" for r in rows)  # no CUDA here
+
+
+def test_real_source_inverts_the_patient_image(rewrites, tiny_models, tmp_path):
+    cfg = _cfg(tmp_path, tiny_models, branches=["intra"], intra={"num_inference_steps": STEPS, "source": "real"})
+    generate_job(cfg, input_root=rewrites)
+    rows = read_manifest(cfg.generate_dir()).take_all()
+    assert len(rows) == 4 and {r[schema.STATUS] for r in rows} == {"ok"}
+    for r in rows:
+        params = json.loads(r[schema.PROVENANCE]["params"])
+        assert params["source"] == "real" and params["scheduler"] == "ddim" and params["unet_calls"] == STEPS
+        assert 0.0 <= params["inversion_reconstruction_error"] <= 1.0
+
+
+def test_oom_halves_the_batch_and_bad_rows_fail_alone(rewrites, tiny_models, tmp_path):
+    from pairaug_ray.stages.generate import GenerateInter, expand_image_tasks
+
+    cfg = _cfg(tmp_path, tiny_models, inter={"num_inference_steps": STEPS, "batch_size": 4})
+    stage = GenerateInter(cfg.generate, tiny_models["diffusion"], cfg.models.cache_dir, 0, str(tmp_path / "out"))
+    real_pipe, calls = stage.pipe, []
+
+    class FlakyPipe:
+        def __getattr__(self, name):
+            return getattr(real_pipe, name)
+
+        def __call__(self, prompts, **kw):
+            calls.append(len(prompts))
+            if len(prompts) > 1:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            if "POISON" in prompts[0]:
+                raise ValueError("cannot draw this one")
+            return real_pipe(prompts, **kw)
+
+    stage.pipe = FlakyPipe()
+    tasks = read_manifest(rewrites).filter(lambda r: r[schema.ORIGIN] == "inter").take_all()
+    tasks[2] = {**tasks[2], schema.REPORT: "POISON " + tasks[2][schema.REPORT]}
+    table = expand_image_tasks(pa.Table.from_pylist(tasks), cfg=cfg.generate)
+    out = {r[schema.REPORT]: r for r in stage(table).to_pylist()}
+    assert calls[:3] == [4, 2, 1]  # halved down to single images
+    bad = next(r for k, r in out.items() if k.startswith("POISON"))
+    assert bad[schema.STATUS] == "error" and "ValueError: cannot draw this one" in bad[schema.ERROR]
+    good = [r for k, r in out.items() if not k.startswith("POISON")]
+    assert len(good) == 3 and all(r[schema.STATUS] == "ok" for r in good)
+    assert all(r[schema.PROVENANCE]["attempts"] == 3 for r in good)  # batch of 4 -> 2 -> 1
+
+
+def test_too_many_cpus_reserved_is_refused(rewrites, tiny_models, tmp_path):
+    cfg = _cfg(tmp_path, tiny_models, num_cpus=1.0)
+    with pytest.raises(ConfigError, match="leaving none for reading and writing"):
+        generate_job(cfg, input_root=rewrites)
