@@ -50,6 +50,7 @@ def _load(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pairaug_ray.pipeline.common import format_outcomes
+    from pairaug_ray.pipeline.generate import generate_job
     from pairaug_ray.pipeline.prepare import format_summary, prepare
     from pairaug_ray.pipeline.rewrite import rewrite_job
 
@@ -57,6 +58,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(format_summary(prepare(cfg)))
     print(f"\nrewrite ({cfg.rewrite.backend}) -> {cfg.rewrite_dir()}")
     print(format_outcomes(rewrite_job(cfg)))
+    print(f"\ngenerate ({', '.join(cfg.generate.branches)}) -> {cfg.generate_dir()}")
+    print(format_outcomes(generate_job(cfg), noun="image"))
     return 0
 
 
@@ -233,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_run,
         "run the job described by a config file",
         "Run a job end to end: build or import the corpus, build/resolve the models, rewrite the reports "
-        "(rewrite.*), and print a summary (also written to <run.output_dir>/summary.json and the stage "
+        "(rewrite.*), draw InterAug/IntraAug images (generate.*), and print a summary (also written to <run.output_dir>/summary.json and the stage "
         "outputs' dataset.json). Completed parts are reused on a rerun.",
     )
     _add_config_args(p)
@@ -264,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
         "skips finished images.",
     )
     _add_config_args(p)
-    p.add_argument("--input", default=None, metavar="ROOT", help="rewrite output to draw (default: rewrite.output)")
+    p.add_argument(
+        "--input", default=None, metavar="ROOT", help="rewrite output to draw (default: rewrite.output)"
+    )
     p.add_argument("--output", default=None, metavar="ROOT", help="where to write (default: generate.output)")
 
     p = command(

@@ -384,7 +384,9 @@ class InterGenerateConfig(StrictModel):
     """InterAug: the rewritten report drawn from noise (a new patient)."""
 
     images_per_report: int = Field(1, ge=1)
-    num_inference_steps: int = Field(75, ge=1, description="The paper's 75 (PairAug's code used 50 for InterAug).")
+    num_inference_steps: int = Field(
+        75, ge=1, description="The paper's 75 (PairAug's code used 50 for InterAug)."
+    )
     guidance_scale: float = Field(4.0, ge=0.0)
     batch_size: int = Field(4, ge=1, description="Prompts per pipeline call (halved on out-of-memory).")
 
@@ -396,12 +398,22 @@ class IntraGenerateConfig(StrictModel):
     num_inference_steps: int = Field(75, ge=1)
     guidance_scale: float = Field(4.0, ge=0.0)
     controller: Literal["refine", "replace", "reweight"] = Field("refine", description="PairAug: refine.")
-    cross_replace: float = Field(0.5, ge=0.0, le=1.0, description="eta: fraction of steps with cross-attention replaced.")
-    self_replace: float = Field(0.2, ge=0.0, le=1.0, description="Fraction of steps with self-attention replaced.")
-    self_replace_max_tokens: int = Field(256, ge=1, description="Only maps with at most this many queries (16x16).")
-    local_blend_words: tuple[str, str] | None = Field(None, description="(source word, target word); off in PairAug.")
+    cross_replace: float = Field(
+        0.5, ge=0.0, le=1.0, description="eta: fraction of steps with cross-attention replaced."
+    )
+    self_replace: float = Field(
+        0.2, ge=0.0, le=1.0, description="Fraction of steps with self-attention replaced."
+    )
+    self_replace_max_tokens: int = Field(
+        256, ge=1, description="Only maps with at most this many queries (16x16)."
+    )
+    local_blend_words: tuple[str, str] | None = Field(
+        None, description="(source word, target word); off in PairAug."
+    )
     local_blend_threshold: float = Field(0.3, gt=0.0, lt=1.0)
-    reweight: dict[str, float] = Field(default_factory=dict, description="Word -> attention factor (reweight).")
+    reweight: dict[str, float] = Field(
+        default_factory=dict, description="Word -> attention factor (reweight)."
+    )
     source: Literal["generated", "real"] = Field(
         "generated",
         description="generated: the original is drawn from the original report (PairAug); real: the real image is "
@@ -414,14 +426,20 @@ class GenerateConfig(StrictModel):
 
     model: str | None = Field(None, description="Pipeline reference; default models.diffusion.")
     branches: tuple[Literal["inter", "intra"], ...] = Field(("inter", "intra"), min_length=1)
-    height: int | None = Field(512, ge=64, description="Pixels (multiple of 8); null: the model's default size.")
+    height: int | None = Field(
+        512, ge=64, description="Pixels (multiple of 8); null: the model's default size."
+    )
     width: int | None = Field(512, ge=64)
     scheduler: Literal["pndm", "ddim", "dpmsolver++"] = "pndm"
-    dtype: Literal["auto", "float16", "float32"] = Field("auto", description="auto: fp16 on CUDA, fp32 on CPU.")
+    dtype: Literal["auto", "float16", "float32"] = Field(
+        "auto", description="auto: fp16 on CUDA, fp32 on CPU."
+    )
     num_gpus: float = Field(1.0, ge=0.0, description="GPUs per actor (fractional allowed); 0 runs on CPU.")
     num_cpus: float = Field(1.0, gt=0.0, description="CPUs per actor (on CPU: the torch threads it uses).")
     min_actors: int = Field(1, ge=1)
-    max_actors: int = Field(8, ge=1, description="The pool grows to this with the queue; KubeRay adds GPU pods.")
+    max_actors: int = Field(
+        8, ge=1, description="The pool grows to this with the queue; KubeRay adds GPU pods."
+    )
     inter: InterGenerateConfig = InterGenerateConfig()
     intra: IntraGenerateConfig = IntraGenerateConfig()
     output: Uri | None = Field(None, description="Default: <run.output_dir>/generated.")

@@ -23,6 +23,7 @@ COMMANDS = [
     "label",
     "manifest show",
     "rewrite",
+    "generate",
     "make-smollm",
 ]
 

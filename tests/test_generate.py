@@ -26,7 +26,9 @@ def rewrites(ray_local, phantom_root, tmp_path_factory) -> str:
                         "rewrite": {"modes": ["inter", "intra"], "min_words": 10}})  # fmt: skip
     rewrite_job(cfg)
     rows = [r for r in read_manifest(cfg.rewrite_dir()).take_all() if r[schema.STATUS] == "ok"]
-    pick = [r for r in rows if r[schema.ORIGIN] == "inter"][:4] + [r for r in rows if r[schema.ORIGIN] == "intra"][:4]
+    pick = [r for r in rows if r[schema.ORIGIN] == "inter"][:4] + [
+        r for r in rows if r[schema.ORIGIN] == "intra"
+    ][:4]
     pick[0] = {**pick[0], schema.REPORT: LONG_REPORT}
     root = str(base / "subset")
     write_manifest(pick, root)
@@ -36,7 +38,13 @@ def rewrites(ray_local, phantom_root, tmp_path_factory) -> str:
 def _cfg(tmp_path, tiny_models, **generate):
     gen = {"height": SIZE, "width": SIZE, "num_gpus": 0, "num_cpus": 0.5, "max_actors": 1,
            "inter": {"num_inference_steps": STEPS, "batch_size": 2}, "intra": {"num_inference_steps": STEPS}, **generate}  # fmt: skip
-    return parse_config({"run": {"output_dir": str(tmp_path / "run"), "seed": 5}, "models": {"diffusion": tiny_models["diffusion"]}, "generate": gen})
+    return parse_config(
+        {
+            "run": {"output_dir": str(tmp_path / "run"), "seed": 5},
+            "models": {"diffusion": tiny_models["diffusion"]},
+            "generate": gen,
+        }
+    )
 
 
 def test_both_branches_write_images_and_provenance(rewrites, tiny_models, tmp_path):
@@ -53,13 +61,21 @@ def test_both_branches_write_images_and_provenance(rewrites, tiny_models, tmp_pa
         p = r[schema.PROVENANCE]
         params = json.loads(p["params"])
         assert p["stage"] == r[schema.ORIGIN] and p["backend"] == "diffusers" and p["seed"] is not None
-        assert params["scheduler"] == "pndm" and params["num_inference_steps"] == STEPS and params["guidance_scale"] == 4.0
+        assert (
+            params["scheduler"] == "pndm"
+            and params["num_inference_steps"] == STEPS
+            and params["guidance_scale"] == 4.0
+        )
         assert params["device"] == "cpu" and params["dtype"] == "float32"
     for r in by_origin["intra"]:
         params = json.loads(r[schema.PROVENANCE]["params"])
         # 64 px: latent 8x8, maps of 8x8, 4x4, 2x2: all 10 cross and all 10 self layers are selected.
         assert params["hooked_layers"] == 20 and params["unet_calls"] == STEPS + 1
-        assert params["controller"] == "refine" and params["cross_replace"] == 0.5 and params["self_replace"] == 0.2
+        assert (
+            params["controller"] == "refine"
+            and params["cross_replace"] == 0.5
+            and params["self_replace"] == 0.2
+        )
         assert images.read_image(r[schema.GENERATED_SOURCE_URI]).shape == (SIZE, SIZE)
         assert r[schema.GENERATED_SOURCE_URI] != r[schema.IMAGE_URI]
     long_row = next(r for r in rows if r[schema.REPORT] == LONG_REPORT)
@@ -72,7 +88,10 @@ def test_both_branches_write_images_and_provenance(rewrites, tiny_models, tmp_pa
     again = generate_job(cfg, input_root=rewrites, output_root=str(tmp_path / "again"))
     assert again["rows"] == 8
     first = {r[schema.PAIR_ID]: r[schema.IMAGE_URI].rsplit("/", 1)[-1] for r in rows}
-    second = {r[schema.PAIR_ID]: r[schema.IMAGE_URI].rsplit("/", 1)[-1] for r in read_manifest(str(tmp_path / "again")).take_all()}
+    second = {
+        r[schema.PAIR_ID]: r[schema.IMAGE_URI].rsplit("/", 1)[-1]
+        for r in read_manifest(str(tmp_path / "again")).take_all()
+    }
     assert first == second  # content-hash names: identical bytes
     with pytest.raises(ConfigError, match="holds generate output made with other settings"):
         generate_job(_cfg(tmp_path, tiny_models, scheduler="ddim"), input_root=rewrites)
@@ -88,7 +107,9 @@ def test_actors_are_placed_on_logical_gpus(rewrites, tiny_models, tmp_path):
 
 
 def test_real_source_inverts_the_patient_image(rewrites, tiny_models, tmp_path):
-    cfg = _cfg(tmp_path, tiny_models, branches=["intra"], intra={"num_inference_steps": STEPS, "source": "real"})
+    cfg = _cfg(
+        tmp_path, tiny_models, branches=["intra"], intra={"num_inference_steps": STEPS, "source": "real"}
+    )
     generate_job(cfg, input_root=rewrites)
     rows = read_manifest(cfg.generate_dir()).take_all()
     assert len(rows) == 4 and {r[schema.STATUS] for r in rows} == {"ok"}
@@ -102,7 +123,9 @@ def test_oom_halves_the_batch_and_bad_rows_fail_alone(rewrites, tiny_models, tmp
     from pairaug_ray.stages.generate import GenerateInter, expand_image_tasks
 
     cfg = _cfg(tmp_path, tiny_models, inter={"num_inference_steps": STEPS, "batch_size": 4})
-    stage = GenerateInter(cfg.generate, tiny_models["diffusion"], cfg.models.cache_dir, 0, str(tmp_path / "out"))
+    stage = GenerateInter(
+        cfg.generate, tiny_models["diffusion"], cfg.models.cache_dir, 0, str(tmp_path / "out")
+    )
     real_pipe, calls = stage.pipe, []
 
     class FlakyPipe:

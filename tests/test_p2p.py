@@ -271,3 +271,30 @@ def test_ddim_inversion_recovers_the_latent(pipe):
     # From an image: encoded by the VAE first, same shape out.
     image = (np.random.default_rng(0).random((100, 90)) * 255).astype(np.uint8)
     assert p2p.ddim_invert(ddim, image, SRC, num_inference_steps=4, height=128, width=128).shape == x_t.shape
+
+
+def test_sd15_architecture_hooks_22_layers_at_512px():
+    """SD 1.5's UNet (RoentGen's size, built without allocating weights): PairAug's settings hook its
+    16 cross-attention layers and the 6 self-attention layers at 16x16 and 8x8."""
+    accelerate = pytest.importorskip(
+        "accelerate", reason="accelerate (dev extra) builds the UNet without weights"
+    )
+    from diffusers import UNet2DConditionModel
+
+    from pairaug_ray.models.tiny import SD15_UNET
+
+    with accelerate.init_empty_weights():
+        unet = UNet2DConditionModel(**SD15_UNET)
+    assert len(unet.attn_processors) == 32
+
+    class Tok:  # the controller only needs token ids here; identical prompts align to the identity
+        def __call__(self, text, truncation=True, max_length=77, add_special_tokens=True):
+            class Out:
+                input_ids = [49406, 1, 49407]
+
+            return Out()
+
+    ctrl = p2p.AttentionRefine(["a", "a"], 75, Tok(), cross_replace=0.5, self_replace=0.2)
+    hooked, originals = p2p.register_attention_control(unet, ctrl, (64, 64))
+    assert hooked == 22
+    unet.set_attn_processor(originals)

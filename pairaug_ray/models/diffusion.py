@@ -7,6 +7,7 @@ fp32 on CPU; the scheduler is chosen in config (PNDM as RoentGen ships, DDIM, DP
 
 from __future__ import annotations
 
+import diffusers
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler, StableDiffusionPipeline
@@ -26,13 +27,24 @@ def make_scheduler(kind: str, config):
 
 
 def load_sd_pipeline(
-    path: str, *, revision: str | None = None, scheduler: str = "pndm", dtype: str = "auto", use_gpu: bool = False
+    path: str,
+    *,
+    revision: str | None = None,
+    scheduler: str = "pndm",
+    dtype: str = "auto",
+    use_gpu: bool = False,
 ) -> StableDiffusionPipeline:
     cuda = use_gpu and torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
-    torch_dtype = {"float16": torch.float16, "float32": torch.float32}.get(dtype, torch.float16 if cuda else torch.float32)
+    torch_dtype = {"float16": torch.float16, "float32": torch.float32}.get(
+        dtype, torch.float16 if cuda else torch.float32
+    )
     pipe = StableDiffusionPipeline.from_pretrained(
-        path, revision=revision, torch_dtype=torch_dtype, safety_checker=None, requires_safety_checker=False
+        path,
+        revision=revision,
+        safety_checker=None,
+        requires_safety_checker=False,
+        **_dtype_kwarg(torch_dtype),
     )
     pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     pipe = pipe.to(device)
@@ -41,6 +53,12 @@ def load_sd_pipeline(
         # Explicit, not left to defaults: fused scaled-dot-product attention on the GPU.
         pipe.unet.set_attn_processor(AttnProcessor2_0())
     return pipe
+
+
+def _dtype_kwarg(dtype: torch.dtype) -> dict:
+    # diffusers 0.42 renamed `torch_dtype` to `dtype` (the old name still works, with a warning).
+    major, minor = (int(x) for x in diffusers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (0, 42) else {"torch_dtype": dtype}
 
 
 def default_size(pipe: StableDiffusionPipeline) -> int:

@@ -92,20 +92,61 @@ TINY_CLIP: dict[str, Any] = {
         "num_channels": 3,
     },
 }
+# Stable Diffusion 1.5's architecture (the size of RoentGen), for benchmarks with random weights.
+SD15_UNET: dict[str, Any] = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "layers_per_block": 2,
+    "down_block_types": (
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
+}
+SD15_VAE: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "block_out_channels": (128, 256, 512, 512),
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "layers_per_block": 2,
+    "sample_size": 512,
+}
+SD15_TEXT: dict[str, Any] = {
+    **TINY_SD_TEXT,
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+}
+SD_ARCHITECTURES = {"tiny": (TINY_UNET, TINY_VAE, TINY_SD_TEXT), "sd15": (SD15_UNET, SD15_VAE, SD15_TEXT)}
+
 # CheXzero normalises grey radiographs with its dataset statistics (0-255 scale), not ImageNet's.
 CHEXZERO_MEAN = 101.48761 / 255
 CHEXZERO_STD = 83.43944 / 255
 
 
-def build_tiny_sd(seed: int = 0, tokenizer_dir: str | Path | None = None) -> StableDiffusionPipeline:
+def build_tiny_sd(
+    seed: int = 0, tokenizer_dir: str | Path | None = None, arch: str = "tiny"
+) -> StableDiffusionPipeline:
+    """A random-weight Stable Diffusion pipeline: `tiny` for tests, `sd15` (SD 1.5 / RoentGen sized)
+    for benchmarks."""
+    unet_cfg, vae_cfg, text_cfg = SD_ARCHITECTURES[arch]
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = build_clip_tokenizer(tokenizer_dir or tmp)
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**TINY_UNET)
+    unet = UNet2DConditionModel(**unet_cfg)
     torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(**TINY_VAE)
+    vae = AutoencoderKL(**vae_cfg)
     torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**TINY_SD_TEXT))
+    text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg))
     return StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,

@@ -39,7 +39,9 @@ def model_ref(cfg: JobConfig) -> str:
         from pairaug_ray.pipeline.prepare import prepare_tiny_models
 
         return prepare_tiny_models(cfg)["diffusion"]
-    raise ConfigError("no diffusion model configured: set generate.model or models.diffusion (or models.build_tiny)")
+    raise ConfigError(
+        "no diffusion model configured: set generate.model or models.diffusion (or models.build_tiny)"
+    )
 
 
 def check_local_cpus(cfg: JobConfig) -> None:
@@ -50,11 +52,17 @@ def check_local_cpus(cfg: JobConfig) -> None:
     g = cfg.generate
     total = ray.cluster_resources().get("CPU", 0)
     reserved = len(g.branches) * g.min_actors * g.num_cpus
-    if reserved > total - 0.5:
+    # Ray Data's read, repartition and write tasks each need one whole CPU.
+    if reserved > total - 1:
         raise ConfigError(
             f"the generation actor pools reserve {reserved:g} of this Ray's {total:g} CPUs at start "
             f"({len(g.branches)} branches x min_actors {g.min_actors} x num_cpus {g.num_cpus:g}), leaving none for "
             "reading and writing: lower generate.num_cpus (e.g. 0.5) or min_actors, or give Ray more CPUs"
+        )
+    if len(g.branches) * g.max_actors * g.num_cpus > total - 1:
+        log.warning(
+            "generate.max_actors x num_cpus can reserve all %g CPUs of this Ray; if the job stalls, lower them",
+            total,
         )
 
 
@@ -71,7 +79,9 @@ def output_identity(cfg: JobConfig, model: str) -> dict[str, Any]:
     }
 
 
-def generate_job(cfg: JobConfig, *, input_root: str | None = None, output_root: str | None = None) -> dict[str, Any]:
+def generate_job(
+    cfg: JobConfig, *, input_root: str | None = None, output_root: str | None = None
+) -> dict[str, Any]:
     """Images for the rewrites under `input_root` (default: the rewrite output) into `output_root`."""
     init_ray(cfg.ray)
     check_local_cpus(cfg)
@@ -89,9 +99,17 @@ def generate_job(cfg: JobConfig, *, input_root: str | None = None, output_root: 
     rewrites = read_manifest(src).filter(
         expr=(col(schema.STATUS) == schema.STATUS_OK) & col(schema.ORIGIN).is_in(list(g.branches))
     )
-    tasks = rewrites.map_batches(expand_image_tasks, fn_kwargs={"cfg": g, "done": state.done}, batch_format="pyarrow")
+    tasks = rewrites.map_batches(
+        expand_image_tasks, fn_kwargs={"cfg": g, "done": state.done}, batch_format="pyarrow"
+    )
     tasks = tasks.repartition(target_num_rows_per_block=g.rows_per_file)
-    args = {"cfg": g, "model_ref": model, "cache_dir": cfg.models.cache_dir, "run_seed": cfg.run.seed, "out_root": out}
+    args = {
+        "cfg": g,
+        "model_ref": model,
+        "cache_dir": cfg.models.cache_dir,
+        "run_seed": cfg.run.seed,
+        "out_root": out,
+    }
     branches = []
     for branch, cls, batch in (
         (schema.ORIGIN_INTER, GenerateInter, g.inter.batch_size),

@@ -50,7 +50,9 @@ def image_pair_id(rewrite_id: str, index: int) -> str:
     return schema.make_pair_id(rewrite_id, "image", index)
 
 
-def expand_image_tasks(batch: pa.Table, *, cfg: GenerateConfig, done: frozenset[str] = frozenset()) -> pa.Table:
+def expand_image_tasks(
+    batch: pa.Table, *, cfg: GenerateConfig, done: frozenset[str] = frozenset()
+) -> pa.Table:
     rows = []
     for r in batch.to_pylist():
         branch = r[schema.ORIGIN]
@@ -76,11 +78,23 @@ class _DiffusionStage:
 
     stage = "generate"
 
-    def __init__(self, cfg: GenerateConfig, model_ref: str, cache_dir: str, run_seed: int, out_root: str, scheduler: str | None = None):
+    def __init__(
+        self,
+        cfg: GenerateConfig,
+        model_ref: str,
+        cache_dir: str,
+        run_seed: int,
+        out_root: str,
+        scheduler: str | None = None,
+    ):
         from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
 
-        # Truncation and similar per-prompt warnings are recorded in provenance instead.
+        # Truncation and similar per-prompt warnings are recorded in provenance instead; loading bars
+        # from every actor would drown Ray Data's own progress bars.
         diffusers_logging.set_verbosity_error()
+        diffusers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()
         self.cfg = cfg
         self.run_seed = run_seed
         self.model = resolve_model(model_ref, cache_dir)
@@ -88,7 +102,11 @@ class _DiffusionStage:
         if cfg.num_gpus == 0:
             torch.set_num_threads(max(1, int(cfg.num_cpus)))
         self.pipe = load_sd_pipeline(
-            self.model.path, revision=self.model.revision, scheduler=self.scheduler, dtype=cfg.dtype, use_gpu=cfg.num_gpus > 0
+            self.model.path,
+            revision=self.model.revision,
+            scheduler=self.scheduler,
+            dtype=cfg.dtype,
+            use_gpu=cfg.num_gpus > 0,
         )
         self.height = cfg.height or default_size(self.pipe)
         self.width = cfg.width or default_size(self.pipe)
@@ -109,7 +127,9 @@ class _DiffusionStage:
         """How many tokens the text encoder drops from `prompt` (recorded, never silent)."""
         return max(0, prompt_tokens(self.pipe, prompt) - CLIP_CONTEXT)
 
-    def finish(self, row: dict[str, Any], *, error: str | None, attempts: int, started: float, params: dict[str, Any]) -> None:
+    def finish(
+        self, row: dict[str, Any], *, error: str | None, attempts: int, started: float, params: dict[str, Any]
+    ) -> None:
         row[schema.STATUS] = schema.STATUS_ERROR if error else schema.STATUS_OK
         row[schema.ERROR] = error
         if error:
@@ -149,12 +169,18 @@ class _DiffusionStage:
                 torch.cuda.empty_cache()
             if len(chunk) > 1:
                 # Out of memory: halve the batch. Any other failure: isolate the row that causes it.
-                parts = [chunk[: len(chunk) // 2], chunk[len(chunk) // 2 :]] if _is_oom(e) else [[r] for r in chunk]
+                parts = (
+                    [chunk[: len(chunk) // 2], chunk[len(chunk) // 2 :]]
+                    if _is_oom(e)
+                    else [[r] for r in chunk]
+                )
                 for part in parts:
                     self._attempt(part, fn, attempts + 1)
                 return
             kind = "out of memory" if _is_oom(e) else type(e).__name__
-            self.finish(chunk[0], error=f"{kind}: {str(e)[:300]}", attempts=attempts, started=started, params={})
+            self.finish(
+                chunk[0], error=f"{kind}: {str(e)[:300]}", attempts=attempts, started=started, params={}
+            )
 
 
 class GenerateInter(_DiffusionStage):
@@ -220,10 +246,17 @@ class GenerateIntra(_DiffusionStage):
         if c.source == "real":
             real = images.read_image(row[schema.SOURCE_IMAGE_URI])
             latent = p2p.ddim_invert(
-                self.pipe, real, prompts[0], num_inference_steps=c.num_inference_steps, height=self.height, width=self.width
+                self.pipe,
+                real,
+                prompts[0],
+                num_inference_steps=c.num_inference_steps,
+                height=self.height,
+                width=self.width,
             )
         else:
-            latent = p2p.initial_latent(self.pipe, self.height, self.width, torch.Generator("cpu").manual_seed(self.seed(row)))
+            latent = p2p.initial_latent(
+                self.pipe, self.height, self.width, torch.Generator("cpu").manual_seed(self.seed(row))
+            )
         result = p2p.run_with_controller(
             self.pipe, prompts, ctrl, num_inference_steps=c.num_inference_steps, guidance_scale=c.guidance_scale,
             height=self.height, width=self.width, latents=latent, output_type="np",
