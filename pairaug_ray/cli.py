@@ -16,7 +16,8 @@ from pairaug_ray import __version__
 
 EPILOG = """\
 examples:
-  pairaug run --config configs/demo.yaml              # the whole demo job on the phantom corpus
+  pairaug augment --config configs/demo.yaml          # the whole PairAug job on the phantom corpus
+  pairaug prune --config configs/demo.yaml --tau 0.2  # re-prune stored scores, no regeneration
   pairaug make-phantom runs/phantom --patients 200    # just the built-in corpus
   pairaug make-tiny-models runs/models                # tiny random-weight SD and CLIP
   pairaug manifest show runs/phantom                  # what is in a pair dataset
@@ -49,17 +50,40 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pairaug_ray.pipeline.common import format_outcomes
-    from pairaug_ray.pipeline.generate import generate_job
-    from pairaug_ray.pipeline.prepare import format_summary, prepare
-    from pairaug_ray.pipeline.rewrite import rewrite_job
+    """`run` is the whole augmentation job; kept as the name the demo and docs started with."""
+    return cmd_augment(args)
+
+
+def cmd_augment(args: argparse.Namespace) -> int:
+    from pairaug_ray.pipeline.augment import augment_job, format_augment
 
     cfg = _load(args)
-    print(format_summary(prepare(cfg)))
-    print(f"\nrewrite ({cfg.rewrite.backend}) -> {cfg.rewrite_dir()}")
-    print(format_outcomes(rewrite_job(cfg)))
-    print(f"\ngenerate ({', '.join(cfg.generate.branches)}) -> {cfg.generate_dir()}")
-    print(format_outcomes(generate_job(cfg), noun="image"))
+    print(format_augment(augment_job(cfg)))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from pairaug_ray.pipeline.augment import score_job
+    from pairaug_ray.pipeline.common import format_outcomes
+
+    cfg = _load(args)
+    print(format_outcomes(score_job(cfg, input_root=args.input, output_root=args.output), noun="scored"))
+    print(f"output: {args.output or cfg.score_dir()}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from pairaug_ray.pipeline.augment import format_prune, prune_job, write_report
+
+    cfg = _load(args)
+    summary = prune_job(
+        cfg, tau=args.tau, epsilon=args.epsilon, input_root=args.input, output_root=args.output
+    )
+    print(format_prune(summary))
+    if args.output is None:
+        for name, path in write_report(cfg).items():
+            print(f"{name}: {path}")
+    print(f"output: {args.output or cfg.synthetic_dir()}")
     return 0
 
 
@@ -231,15 +255,49 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
         return p
 
+    augment_description = (
+        "Run PairAug end to end: build or import the corpus (corpus.*), build/resolve the models, validate "
+        "every real row, rewrite the reports (rewrite.*), draw InterAug images and IntraAug edits "
+        "(generate.*), score the new pairs (score.*), prune them with tau and the hybrid consistency rule "
+        "(prune.*), and write the synthetic manifest, summary.json, score histograms and an example grid "
+        "under run.output_dir. Every stage checkpoints; a rerun after a crash or kill resumes. Works as a "
+        "Ray job: ray job submit --working-dir . -- pairaug augment --config s3://..."
+    )
     p = command(
-        "run",
-        cmd_run,
-        "run the job described by a config file",
-        "Run a job end to end: build or import the corpus, build/resolve the models, rewrite the reports "
-        "(rewrite.*), draw InterAug/IntraAug images (generate.*), and print a summary (also written to <run.output_dir>/summary.json and the stage "
-        "outputs' dataset.json). Completed parts are reused on a rerun.",
+        "augment", cmd_augment, "the PairAug job: rewrite -> generate -> score -> prune", augment_description
     )
     _add_config_args(p)
+    p = command("run", cmd_run, "same as augment (the demo's entry point)", augment_description)
+    _add_config_args(p)
+
+    p = command(
+        "score",
+        cmd_score,
+        "score generated pairs with a CLIP-family model (PairAug step 3)",
+        "Embed each generated pair with the scorer (score.model: a transformers CLIP folder, an OpenCLIP "
+        "model or a MedCLIP checkpoint) and store S_a (InterAug) or S1, S2, S3 (IntraAug) beside it. "
+        "Resumable: rows already scored are skipped.",
+    )
+    _add_config_args(p)
+    p.add_argument("--input", default=None, metavar="ROOT", help="generated pairs (default: generate.output)")
+    p.add_argument("--output", default=None, metavar="ROOT", help="where to write (default: score.output)")
+
+    p = command(
+        "prune",
+        cmd_prune,
+        "re-apply PairAug's pruning rules to stored scores, without regenerating",
+        "Keep InterAug pairs with S_a > tau, and IntraAug pairs whose S1, S2 and S3 each exceed their mean "
+        "over all IntraAug pairs of the run minus epsilon (global means: a first pass aggregates, a second "
+        "filters). Writes every pair with a `kept` flag and the thresholds used, and redraws the score "
+        "histograms.",
+    )
+    _add_config_args(p)
+    p.add_argument("--tau", type=float, default=None, help="InterAug threshold (default: prune.tau)")
+    p.add_argument(
+        "--epsilon", type=float, default=None, help="IntraAug margin below the means (default: prune.epsilon)"
+    )
+    p.add_argument("--input", default=None, metavar="ROOT", help="scored pairs (default: score.output)")
+    p.add_argument("--output", default=None, metavar="ROOT", help="where to write (default: prune.output)")
 
     p = command(
         "rewrite",
@@ -391,6 +449,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from pairaug_ray.images import ImageReadError
     from pairaug_ray.manifest import ManifestNotFoundError
     from pairaug_ray.models.refs import ModelNotFoundError
+    from pairaug_ray.models.scorers import ScorerUnavailableError
+    from pairaug_ray.pipeline.augment import ErrorBudgetExceeded
     from pairaug_ray.schema import ManifestSchemaError
     from pairaug_ray.stages.rewrite import MissingSecretError
     from pairaug_ray.text.label_io import LabelInputError
@@ -401,6 +461,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ImageReadError,
         ManifestNotFoundError,
         ModelNotFoundError,
+        ScorerUnavailableError,
+        ErrorBudgetExceeded,
         ManifestSchemaError,
         LabelInputError,
         MissingSecretError,

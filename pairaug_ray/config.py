@@ -457,6 +457,59 @@ class GenerateConfig(StrictModel):
         return self
 
 
+# --- scoring and pruning (PairAug step 3) --------------------------------------------------------------
+
+
+class ScoreConfig(StrictModel):
+    """Embed generated pairs with a CLIP-family scorer (MedCLIP in the paper)."""
+
+    model: str | None = Field(None, description="Scorer reference; default models.scorer.")
+    kind: Literal["auto", "hf-clip", "open-clip", "medclip"] = Field(
+        "auto", description="auto: from the folder's files."
+    )
+    mode: Literal["cosine", "scaled"] = Field(
+        "cosine",
+        description="InterAug's score: cosine (the paper) or the model's logit scale x cosine (PairAug's code).",
+    )
+    original: Literal["real", "generated"] = Field(
+        "real",
+        description="IntraAug's original image: the real one (PairAug's code) or the one drawn for the original report.",
+    )
+    batch_size: int = Field(32, ge=1)
+    num_gpus: float = Field(0.0, ge=0.0, description="GPUs per scoring actor (fractional allowed).")
+    num_cpus: float = Field(1.0, gt=0.0)
+    min_actors: int = Field(1, ge=1)
+    max_actors: int = Field(4, ge=1)
+    output: Uri | None = Field(None, description="Default: <run.output_dir>/scored.")
+    rows_per_file: int = Field(256, ge=1)
+
+
+class PruneConfig(StrictModel):
+    """PairAug's two pruning rules; re-run alone with `pairaug prune`."""
+
+    tau: float = Field(0.3, description="InterAug: keep when the score exceeds tau.")
+    epsilon: float = Field(
+        0.003, ge=0.0, description="IntraAug: keep when every S_k exceeds its global mean - epsilon."
+    )
+    output: Uri | None = Field(
+        None, description="Final synthetic manifest; default <run.output_dir>/synthetic."
+    )
+
+
+class AugmentConfig(StrictModel):
+    """The end-to-end `augment` job: validate -> rewrite -> generate -> score -> prune -> report."""
+
+    max_error_fraction: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="Fail the job when a stage errors on more than this fraction of its rows.",
+    )
+    max_report_chars: int = Field(20_000, ge=1, description="Longer reports are recorded as errors.")
+    check_images: bool = Field(True, description="Decode every real image before anything is generated.")
+    examples: int = Field(6, ge=0, description="Pairs in the example grid picture.")
+
+
 class JobConfig(StrictModel):
     run: RunConfig = RunConfig()
     ray: RayConfig = RayConfig()
@@ -464,6 +517,9 @@ class JobConfig(StrictModel):
     models: ModelsConfig = ModelsConfig()
     rewrite: RewriteConfig = RewriteConfig()
     generate: GenerateConfig = GenerateConfig()
+    score: ScoreConfig = ScoreConfig()
+    prune: PruneConfig = PruneConfig()
+    augment: AugmentConfig = AugmentConfig()
 
     def corpus_dir(self) -> str:
         from pairaug_ray.storage import join
@@ -481,6 +537,21 @@ class JobConfig(StrictModel):
         from pairaug_ray.storage import join
 
         return self.generate.output or join(self.run.output_dir, "generated")
+
+    def validated_dir(self) -> str:
+        from pairaug_ray.storage import join
+
+        return join(self.run.output_dir, "validated")
+
+    def score_dir(self) -> str:
+        from pairaug_ray.storage import join
+
+        return self.score.output or join(self.run.output_dir, "scored")
+
+    def synthetic_dir(self) -> str:
+        from pairaug_ray.storage import join
+
+        return self.prune.output or join(self.run.output_dir, "synthetic")
 
     def tiny_models_dir(self) -> str:
         from pairaug_ray.storage import join

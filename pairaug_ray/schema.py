@@ -46,6 +46,14 @@ SOURCE_IMAGE_URI = "source_image_uri"  # synthetic rows: the parent's (real) ima
 SAMPLE_INDEX = "sample_index"  # synthetic rows: which of the n samples drawn from one parent
 REWRITE_ID = "rewrite_id"  # generated rows: the rewrite row whose report the image was drawn for
 GENERATED_SOURCE_URI = "generated_source_uri"  # IntraAug rows: the image drawn for the original report
+SCORE_A = "score_a"  # InterAug: S_a(image, report)
+SCORE_S1 = "score_s1"  # IntraAug: sim(new image, new report)
+SCORE_S2 = "score_s2"  # IntraAug: cos(image change, report change)
+SCORE_S3 = "score_s3"  # IntraAug: sim(new image, original image)
+SCORING = "scoring"  # JSON: scorer model, kind, mode, logit scale, original image used
+KEPT = "kept"  # passed PairAug's pruning rule
+PRUNING = "pruning"  # JSON: the thresholds (tau, epsilon, the global means) the kept flag came from
+SCORE_COLUMNS = (SCORE_A, SCORE_S1, SCORE_S2, SCORE_S3)
 
 SPLITS = ("train", "validate", "test")
 
@@ -142,6 +150,10 @@ OPTIONAL_FIELDS: dict[str, pa.Field] = {
     SAMPLE_INDEX: pa.field(SAMPLE_INDEX, pa.int32()),
     REWRITE_ID: pa.field(REWRITE_ID, pa.string()),
     GENERATED_SOURCE_URI: pa.field(GENERATED_SOURCE_URI, pa.string()),
+    **{c: pa.field(c, pa.float64()) for c in SCORE_COLUMNS},
+    SCORING: pa.field(SCORING, pa.string()),
+    KEPT: pa.field(KEPT, pa.bool_()),
+    PRUNING: pa.field(PRUNING, pa.string()),
 }
 
 MANIFEST_SCHEMA = pa.schema(CORE_FIELDS)
@@ -217,11 +229,13 @@ def field_for(name: str) -> pa.Field | None:
         return None
 
 
-def conform(table: pa.Table) -> pa.Table:
+def conform(table: pa.Table, *, all_optional: bool = False) -> pa.Table:
     """Cast `table` to the pair schema: core columns in canonical order, missing ones filled with nulls.
 
     Known optional columns are cast to their registered type; columns this module does not know
-    are kept as they are, after the known ones, so user metadata survives a round trip.
+    are kept as they are, after the known ones, so user metadata survives a round trip. With
+    `all_optional`, every registered optional column is present (null where unknown), so that
+    tables from different stages share one schema and can be unioned.
     """
     n = table.num_rows
     names = set(table.column_names)
@@ -229,6 +243,8 @@ def conform(table: pa.Table) -> pa.Table:
         raise ManifestSchemaError(f"manifest has no {PAIR_ID!r} column; columns: {sorted(names)}")
     arrays, fields = [], []
     extra = [c for c in table.column_names if c not in CORE_COLUMNS]
+    if all_optional:
+        extra = [*OPTIONAL_FIELDS, *(c for c in extra if c not in OPTIONAL_FIELDS)]
     for f in (*CORE_FIELDS, *(field_for(c) or table.schema.field(c) for c in extra)):
         if f.name in names:
             col = table.column(f.name)

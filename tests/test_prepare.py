@@ -23,7 +23,7 @@ def test_prepare_builds_then_reuses(ray_local, tmp_path):
     }
     assert set(summary["models"]) == {"diffusion", "scorer"}
     assert summary["models"]["diffusion"]["components"]["parameters"]["unet"] > 1_000_000
-    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    on_disk = json.loads((tmp_path / "run" / "prepare.json").read_text())
     assert on_disk["corpus"]["rows"] == summary["corpus"]["rows"]
     assert "pleural effusion" in format_summary(summary).lower()
 

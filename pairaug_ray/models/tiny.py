@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import (
@@ -190,3 +191,107 @@ def make_tiny_models(out_dir: str | Path, seed: int = 0) -> dict[str, str]:
 
 def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+# A word list for the tiny MedCLIP's WordPiece vocabulary (the real one uses Bio_ClinicalBERT's).
+_REPORT_WORDS = [
+    "no",
+    "there",
+    "is",
+    "a",
+    "an",
+    "the",
+    "of",
+    "and",
+    "or",
+    "with",
+    "without",
+    "small",
+    "moderate",
+    "large",
+    "mild",
+    "severe",
+    "left",
+    "right",
+    "bilateral",
+    "pleural",
+    "effusion",
+    "effusions",
+    "pneumothorax",
+    "consolidation",
+    "edema",
+    "pulmonary",
+    "atelectasis",
+    "cardiomegaly",
+    "heart",
+    "size",
+    "normal",
+    "enlarged",
+    "lung",
+    "lungs",
+    "base",
+    "bases",
+    "lobe",
+    "upper",
+    "lower",
+    "middle",
+    "focal",
+    "opacity",
+    "nodule",
+    "clear",
+    "unchanged",
+    "new",
+    "increased",
+    "decreased",
+    "resolved",
+    "stable",
+    "silhouette",
+    "cardiac",
+    "mediastinal",
+    "contours",
+    "are",
+    "tube",
+    "catheter",
+    "line",
+    "acute",
+    "process",
+    "cardiopulmonary",
+    "findings",
+    "impression",
+    "interval",
+]
+
+
+def make_tiny_medclip(out_dir: str | Path, seed: int = 0) -> str:
+    """A random-weight MedCLIP-ViT in its released checkpoint layout (see models.scorers.MedCLIPScorer):
+    pytorch_model.bin with MedCLIP's key names, swin/config.json and bert/ (config + tokenizer)."""
+    from transformers import BertConfig, BertModel, BertTokenizer, SwinConfig, SwinModel
+
+    out = Path(out_dir)
+    (out / "swin").mkdir(parents=True, exist_ok=True)
+    (out / "bert").mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", *_REPORT_WORDS]
+    (out / "bert" / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizer(str(out / "bert" / "vocab.txt"), do_lower_case=True, model_max_length=512).save_pretrained(
+        out / "bert"
+    )
+    swin_cfg = SwinConfig(
+        image_size=224, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=7
+    )
+    bert_cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                          intermediate_size=64, max_position_embeddings=512)  # fmt: skip
+    swin_cfg.save_pretrained(out / "swin")
+    bert_cfg.save_pretrained(out / "bert")
+    torch.manual_seed(seed)
+    swin, bert = SwinModel(swin_cfg), BertModel(bert_cfg)
+    state = {f"vision_model.model.{k}": v for k, v in swin.state_dict().items()}
+    state |= {f"text_model.model.{k}": v for k, v in bert.state_dict().items()}
+    state["vision_model.projection_head.weight"] = torch.nn.Linear(
+        swin_cfg.hidden_size, 16, bias=False
+    ).weight.detach()
+    state["text_model.projection_head.weight"] = torch.nn.Linear(
+        bert_cfg.hidden_size, 16, bias=False
+    ).weight.detach()
+    state["logit_scale"] = torch.tensor(float(np.log(1 / 0.07)))
+    torch.save(state, out / "pytorch_model.bin")
+    return str(out)

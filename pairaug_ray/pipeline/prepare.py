@@ -94,7 +94,8 @@ def prepare(cfg: JobConfig) -> dict[str, Any]:
         if r.source != "hub":
             summary["models"][role]["components"] = describe_model(r.path)
     out = cfg.run.output_dir
-    storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=2, default=str))
+    # Not summary.json: that file is the finished augment job's, and its absence means "not finished".
+    storage.write_text(storage.join(out, "prepare.json"), json.dumps(summary, indent=2, default=str))
     storage.write_text(storage.join(out, "config.yaml"), dump_config(cfg))
     return summary
 

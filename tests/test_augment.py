@@ -1,0 +1,348 @@
+"""The `augment` job end to end: on S3, re-pruning, bad input, the error budget, kill-and-resume."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from pairaug_ray import schema, storage
+from pairaug_ray.config import PhantomCorpusConfig, load_config, parse_config
+from pairaug_ray.manifest import read_manifest
+from pairaug_ray.pipeline.augment import ErrorBudgetExceeded, augment_job, prune_job
+
+pytestmark = pytest.mark.slow
+
+
+def job_dict(output_dir: str, corpus: dict, tiny_models: dict, **sections) -> dict:
+    """A small, fast augment job: 64 px, 5 denoising steps, one CPU actor per stage."""
+    d = {
+        "run": {"name": "t", "output_dir": output_dir, "seed": 3},
+        "ray": {"progress_bars": False},
+        "corpus": corpus,
+        "models": {"diffusion": tiny_models["diffusion"], "scorer": tiny_models["scorer"]},
+        "rewrite": {"modes": ["inter", "intra", "paraphrase"], "min_words": 10, "rows_per_file": 8},
+        "generate": {"height": 64, "width": 64, "num_gpus": 0, "num_cpus": 0.5, "max_actors": 1, "rows_per_file": 8,
+                     "inter": {"num_inference_steps": 4, "batch_size": 4}, "intra": {"num_inference_steps": 4}},
+        "score": {"num_cpus": 0.5, "max_actors": 1, "rows_per_file": 8},
+        "prune": {"tau": -0.12},
+        "augment": {"examples": 2},
+    }  # fmt: skip
+    for k, v in sections.items():
+        d[k] = {**d.get(k, {}), **v}
+    return d
+
+
+def _pairs(root: str) -> list[dict]:
+    return read_manifest(root, resolve_images=False).take_all()
+
+
+def _check_synthetic(cfg) -> list[dict]:
+    """Every pair once; every generated pair scored, flagged by the recorded thresholds."""
+    synthetic = _pairs(cfg.synthetic_dir())
+    ids = [r[schema.PAIR_ID] for r in synthetic]
+    assert len(ids) == len(set(ids))
+    generated = _pairs(cfg.generate_dir())
+    augtext = [r for r in _pairs(cfg.rewrite_dir()) if r[schema.ORIGIN] == "augtext"]
+    assert set(ids) == {r[schema.PAIR_ID] for r in generated} | {r[schema.PAIR_ID] for r in augtext}
+    info = json.loads(synthetic[0][schema.PRUNING])
+    for r in synthetic:
+        if r[schema.ORIGIN] == "inter" and r[schema.STATUS] == "ok":
+            assert r[schema.KEPT] == (r[schema.SCORE_A] > info["tau"])
+        if r[schema.ORIGIN] == "intra" and r[schema.STATUS] == "ok":
+            assert r[schema.KEPT] == all(
+                r[k] > info["thresholds"][k] for k in (schema.SCORE_S1, schema.SCORE_S2, schema.SCORE_S3)
+            )
+            assert json.loads(r[schema.SCORING])["original"] == "real"
+        if r[schema.STATUS] != "ok":
+            assert not r[schema.KEPT]
+    return synthetic
+
+
+@pytest.fixture(scope="module")
+def s3_run(ray_local, s3_server, tiny_models, tmp_path_factory):
+    """A phantom corpus on S3, augmented into S3."""
+    import s3fs
+
+    from pairaug_ray.corpora.phantom import build_phantom
+
+    s3_bucket = "s3://augment-job"
+    s3fs.S3FileSystem(skip_instance_cache=True).mkdir(s3_bucket[5:])
+
+    corpus = f"{s3_bucket}/phantom"
+    build_phantom(PhantomCorpusConfig(patients=5, studies_per_patient=(2, 3), size=96, seed=11), corpus)
+    cfg = parse_config(job_dict(f"{s3_bucket}/run", {"kind": "manifest", "manifest": corpus}, tiny_models,
+                                models={"cache_dir": str(tmp_path_factory.mktemp("cache"))}))  # fmt: skip
+    return cfg, augment_job(cfg)
+
+
+def test_augment_on_s3(s3_run):
+    cfg, summary = s3_run
+    assert cfg.run.output_dir.startswith("s3://")
+    synthetic = _check_synthetic(cfg)
+    origins = Counter(r[schema.ORIGIN] for r in synthetic)
+    assert origins["inter"] > 0 and origins["intra"] > 0 and origins["augtext"] > 0
+    assert all(
+        r[schema.IMAGE_URI].startswith(cfg.generate_dir()) for r in synthetic if r[schema.ORIGIN] != "augtext"
+    )
+
+    on_s3 = json.loads(storage.read_text(f"{cfg.run.output_dir}/summary.json"))
+    assert on_s3["stages"]["validate"]["ok"] == on_s3["stages"]["validate"]["rows"]
+    assert on_s3["stages"]["generate"]["ok"] == origins["inter"] + origins["intra"]
+    assert on_s3["stages"]["score"]["ok"] == on_s3["stages"]["generate"]["ok"]
+    kept = sum(c["kept"] for c in on_s3["stages"]["prune"]["by_origin"].values())
+    assert kept == sum(bool(r[schema.KEPT]) for r in synthetic) > 0
+    for picture in ("scores.png", "examples.png"):
+        assert storage.read_bytes(f"{cfg.run.output_dir}/{picture}")[:8] == b"\x89PNG\r\n\x1a\n"
+    assert on_s3["outputs"]["examples"] == f"{cfg.run.output_dir}/examples.png"
+
+
+def _stamps(*roots: str) -> dict[str, str]:
+    out = {}
+    for root in roots:
+        fs, path = storage.filesystem(root)
+        for f in fs.find(path, detail=True).values():
+            out[f["name"]] = str(f.get("LastModified") or f.get("mtime"))
+    assert out
+    return out
+
+
+def test_reprune_without_regenerating(s3_run, capsys):
+    from pairaug_ray.cli import main
+
+    cfg, _ = s3_run
+    stamp = _stamps(cfg.generate_dir(), cfg.score_dir())
+    prune_job(cfg, tau=2.0, epsilon=0.0)  # cosines never exceed 1: no InterAug pair survives
+    strict = _check_synthetic(cfg)
+    assert not any(r[schema.KEPT] for r in strict if r[schema.ORIGIN] == "inter")
+
+    config = cfg.run.output_dir + "/job.yaml"
+    storage.write_text(config, yaml.safe_dump(cfg.model_dump(mode="json")))
+    assert main(["prune", "--config", config, "--tau", "-2", "--epsilon", "5"]) == 0
+    loose = _check_synthetic(cfg)
+    assert all(r[schema.KEPT] for r in loose if r[schema.STATUS] == "ok")
+    assert "tau -2.0, epsilon 5.0" in capsys.readouterr().out
+    # Nothing upstream was touched.
+    assert stamp == _stamps(cfg.generate_dir(), cfg.score_dir())
+
+
+# --- bad input ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bad_corpus(phantom_root, tmp_path_factory) -> tuple[str, dict[str, str]]:
+    """Six good rows and one of each kind of bad row; returns the root and pair_id -> expected error."""
+    root = tmp_path_factory.mktemp("bad")
+    good = [r for r in read_manifest(phantom_root).take_all() if r[schema.SPLIT] == "train"][:6]
+    corrupt = root / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n this is not image data")
+    rows, expected = [], {}
+
+    def add(base: dict, pid: str, error: str | None, **change):
+        rows.append({**base, schema.PAIR_ID: pid, **change})
+        if error:
+            expected[pid] = error
+
+    for r in good:
+        add(r, r[schema.PAIR_ID], None)
+    g = good[0]
+    add(g, "bad-empty", "report is empty", **{schema.REPORT: "   "})
+    add(
+        g,
+        "bad-bytes",
+        "not valid UTF-8 (byte 0xff",
+        **{schema.REPORT: b"Heart size normal \xff\xfe effusion."},
+    )
+    add(g, "bad-long", "1,000,000 characters", **{schema.REPORT: "x" * 1_000_000})
+    add(g, "bad-missing", "file not found", **{schema.IMAGE_URI: str(root / "no-such.png")})
+    add(g, "bad-corrupt", "not a readable PNG/JPEG/DICOM", **{schema.IMAGE_URI: str(corrupt)})
+    add(g, "bad-label", "'yes' is not a label", **{schema.LABEL_COLUMNS[0]: "yes"})
+    add(g, good[1][schema.PAIR_ID], "duplicate pair_id", **{schema.REPORT: g[schema.REPORT] + " Also noted."})
+    for r in rows:  # report as bytes, one label column as text: a wrong column type
+        r[schema.REPORT] = (
+            r[schema.REPORT] if isinstance(r[schema.REPORT], bytes) else r[schema.REPORT].encode()
+        )
+        lab = r[schema.LABEL_COLUMNS[0]]
+        r[schema.LABEL_COLUMNS[0]] = lab if isinstance(lab, str) else ("" if lab is None else f"{float(lab)}")
+    table = pa.Table.from_pylist(rows)
+    assert table.schema.field(schema.REPORT).type == pa.binary()
+    assert table.schema.field(schema.LABEL_COLUMNS[0]).type == pa.string()
+    (root / "manifest").mkdir()
+    pq.write_table(table, root / "manifest" / "part-0.parquet")
+    return str(root), expected
+
+
+def test_bad_rows_are_recorded_and_good_rows_proceed(ray_local, bad_corpus, tiny_models, tmp_path):
+    root, expected = bad_corpus
+    cfg = parse_config(job_dict(str(tmp_path / "run"), {"kind": "manifest", "manifest": root}, tiny_models,
+                                augment={"max_error_fraction": 0.9}))  # fmt: skip
+    summary = augment_job(cfg)
+    validated = _pairs(cfg.validated_dir())
+    assert len(validated) == 13
+    errors = {r[schema.PAIR_ID]: r[schema.ERROR] for r in validated if r[schema.STATUS] == "error"}
+    dup_id = next(pid for pid, e in expected.items() if e == "duplicate pair_id")
+    for pid, message in expected.items():
+        if pid == dup_id:  # one of the two rows that share the id keeps it; the other is renamed
+            assert sum("duplicate pair_id " + dup_id in e for e in errors.values()) == 1
+        else:
+            assert message in errors[pid], (pid, errors.get(pid))
+    assert len(errors) == len(expected)
+    assert summary["stages"]["validate"] == {
+        "rows": 13,
+        "ok": 6,
+        "error": 7,
+        "error_fraction": round(7 / 13, 4),
+    }
+    # Every good row went on: each was rewritten (inter, intra or paraphrase) and drawn.
+    good = {r[schema.PAIR_ID] for r in validated if r[schema.STATUS] == "ok"}
+    rewritten = {r[schema.PARENT_ID] for r in _pairs(cfg.rewrite_dir())}
+    assert rewritten == good
+    assert summary["stages"]["generate"]["ok"] > 0 and summary["stages"]["generate"].get("error", 0) == 0
+    _check_synthetic(cfg)
+    assert storage.exists(storage.join(cfg.run.output_dir, "summary.json"))
+
+
+def test_error_budget_stops_the_job_and_keeps_the_work(ray_local, bad_corpus, tiny_models, tmp_path):
+    root, _ = bad_corpus
+    cfg = parse_config(job_dict(str(tmp_path / "run"), {"kind": "manifest", "manifest": root}, tiny_models))
+    with pytest.raises(
+        ErrorBudgetExceeded,
+        match=r"validate: 7 of 13 rows ended in an error \(54% > augment.max_error_fraction 20%\)",
+    ):
+        augment_job(cfg)
+    assert len(_pairs(cfg.validated_dir())) == 13  # the validated corpus is kept for the rerun
+
+
+# --- kill and resume ------------------------------------------------------------------------------------------
+
+
+def _rows_in(out: str) -> int:
+    n = 0
+    for f in storage.list_files(storage.join(out, "manifest"), ".parquet"):
+        with contextlib.suppress(Exception):  # a file cut short by the kill; the rerun removes it
+            n += pq.read_metadata(f).num_rows
+    return n
+
+
+def test_kill_and_resume(ray_local, phantom_root, tiny_models, tmp_path):
+    from pairaug_ray.manifest import write_manifest
+
+    corpus = str(tmp_path / "corpus")  # 16 real pairs: about 40 images to draw
+    write_manifest(
+        [r for r in read_manifest(phantom_root).take_all() if r[schema.SPLIT] == "train"][:16], corpus
+    )
+    d = job_dict(str(tmp_path / "run"), {"kind": "manifest", "manifest": corpus}, tiny_models,
+                 ray={"address": ray_local.get_runtime_context().gcs_address},
+                 generate={"rows_per_file": 2, "inter": {"num_inference_steps": 4, "batch_size": 2}})  # fmt: skip
+    cfg_path = tmp_path / "job.yaml"
+    cfg_path.write_text(yaml.safe_dump(d))
+    cfg = load_config(cfg_path)
+    with open(tmp_path / "job.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "pairaug_ray", "augment", "--config", str(cfg_path)],
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while _rows_in(cfg.generate_dir()) < 4 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, (
+        f"the job ended before it could be killed: {(tmp_path / 'job.log').read_text()[-2000:]}"
+    )
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    assert not storage.exists(storage.join(cfg.run.output_dir, "summary.json"))
+    partial = _rows_in(cfg.generate_dir())
+
+    summary = augment_job(cfg)  # the rerun resumes: validation and rewrites are reused
+    rewrites = [
+        r
+        for r in _pairs(cfg.rewrite_dir())
+        if r[schema.ORIGIN] in ("inter", "intra") and r[schema.STATUS] == "ok"
+    ]
+    generated = _pairs(cfg.generate_dir())
+    ids = [r[schema.PAIR_ID] for r in generated]
+    assert len(ids) == len(set(ids)) == len(rewrites) == summary["stages"]["generate"]["rows"] > partial
+    assert {r[schema.PARENT_ID] for r in generated} == {r[schema.PARENT_ID] for r in rewrites}
+    _check_synthetic(cfg)
+    assert summary["stages"]["score"]["ok"] == len(generated)
+
+
+# --- as a Ray job ---------------------------------------------------------------------------------------------
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_ray_job_submit_to_a_loopback_head(ray_local, tmp_path):
+    """`ray job submit --working-dir . -- python -m pairaug_ray augment ...` against `ray start --head`.
+
+    The head is its own process group, stopped by killing that group (`ray stop` would also stop the
+    test session's Ray). Ray 2.60 turns token auth on for local clusters; the client finds the token
+    in ~/.ray/auth_token with RAY_AUTH_MODE=token.
+    """
+    import urllib.request
+    from pathlib import Path
+
+    bin_dir = Path(sys.executable).parent
+    repo = Path(__file__).resolve().parents[1]
+    gcs, dash, agent, client, metrics, env_agent = _free_ports(6)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
+           "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # fmt: skip
+    env.pop("RAY_ADDRESS", None)
+    head = subprocess.Popen(
+        [str(bin_dir / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
+         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--dashboard-agent-listen-port", str(agent),
+         "--ray-client-server-port", str(client), "--metrics-export-port", str(metrics),
+         "--runtime-env-agent-port", str(env_agent), "--num-cpus", "2", "--object-store-memory", "300000000",
+         "--disable-usage-stats"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    out = tmp_path / "run"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"http://127.0.0.1:{dash}/api/version", timeout=2)
+                break
+            assert head.poll() is None, "ray start --head exited"
+            time.sleep(1)
+        submit = subprocess.run(
+            [str(bin_dir / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", str(repo),
+             "--", "python", "-m", "pairaug_ray", "augment", "--config", "configs/demo.yaml",
+             "--set", f"run.output_dir={out}", "--set", "corpus.phantom.patients=3", "--set", "ray.progress_bars=false",
+             "--set", "generate.height=64", "--set", "generate.width=64"],
+            env=env, capture_output=True, text=True, timeout=540, cwd=repo,
+        )  # fmt: skip
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)
+    log = submit.stdout + submit.stderr
+    assert submit.returncode == 0, log[-3000:]
+    assert "succeeded" in log and "augment job 'demo' finished" in log
+    summary = json.loads((out / "summary.json").read_text())
+    print("stage seconds:", summary["seconds"])
+    assert set(summary["stages"]) == {"validate", "rewrite", "generate", "score", "prune"}
+    assert summary["stages"]["generate"]["ok"] == summary["stages"]["score"]["ok"] > 0
+    cfg = load_config(repo / "configs" / "demo.yaml", [f"run.output_dir={out}"])
+    _check_synthetic(cfg)
+    assert (out / "examples.png").stat().st_size > 0 and (out / "scores.png").stat().st_size > 0
