@@ -30,6 +30,9 @@ def init_ray(cfg: RayConfig) -> None:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             log.info("starting a local Ray (num_cpus=%s, num_gpus=%s)", cfg.num_cpus, cfg.num_gpus)
             ray.init(
+                # "local": a new private instance even when `ray start` left a cluster on this machine
+                # (ray.init() would silently join that one instead).
+                address="local",
                 num_cpus=cfg.num_cpus,
                 num_gpus=cfg.num_gpus,
                 object_store_memory=cfg.object_store_memory_mb * 1024**2

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 
@@ -297,6 +299,7 @@ def test_ray_job_submit_to_a_loopback_head(ray_local, tmp_path):
     test session's Ray). Ray 2.60 turns token auth on for local clusters; the client finds the token
     in ~/.ray/auth_token with RAY_AUTH_MODE=token.
     """
+    import urllib.error
     import urllib.request
     from pathlib import Path
 
@@ -306,21 +309,28 @@ def test_ray_job_submit_to_a_loopback_head(ray_local, tmp_path):
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
            "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # fmt: skip
     env.pop("RAY_ADDRESS", None)
+    # Its own temp dir: `ray start` records itself in <temp dir>/ray_current_cluster, which later
+    # ray.init() calls on this machine would find. Short, because Ray's socket paths live under it.
+    temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")
     head = subprocess.Popen(
         [str(bin_dir / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--dashboard-agent-listen-port", str(agent),
          "--ray-client-server-port", str(client), "--metrics-export-port", str(metrics),
          "--runtime-env-agent-port", str(env_agent), "--num-cpus", "2", "--object-store-memory", "300000000",
-         "--disable-usage-stats"],
+         "--disable-usage-stats", "--temp-dir", temp_dir],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     out = tmp_path / "run"
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
+            try:
                 urllib.request.urlopen(f"http://127.0.0.1:{dash}/api/version", timeout=2)
                 break
+            except urllib.error.HTTPError:  # 401 without the token: the dashboard is up
+                break
+            except OSError:
+                pass
             assert head.poll() is None, "ray start --head exited"
             time.sleep(1)
         submit = subprocess.run(
@@ -336,6 +346,7 @@ def test_ray_job_submit_to_a_loopback_head(ray_local, tmp_path):
             head.wait(30)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(temp_dir, ignore_errors=True)
     log = submit.stdout + submit.stderr
     assert submit.returncode == 0, log[-3000:]
     assert "succeeded" in log and "augment job 'demo' finished" in log

@@ -113,6 +113,9 @@ def test_medclip_checkpoint_layout_and_embeddings(medclip_dir):
         pooled = (hs[1] + hs[2] + hs[-1]).div(3).mean(dim=1)
         want_txt = _unit(pooled @ state["text_model.projection_head.weight"].T)
     np.testing.assert_allclose(scorer.embed_texts([REPORTS[0]]), want_txt, atol=2e-5)
+    # Batched with a longer report (so padded): the same embedding as alone, as PairAug scored one
+    # report at a time.
+    np.testing.assert_allclose(scorer.embed_texts([REPORTS[0], REPORTS[1] * 3])[:1], want_txt, atol=2e-5)
 
     # A non-square image is padded to a square with black before resizing, not stretched.
     wide = np.full((100, 200), 255, np.uint8)

@@ -12,8 +12,8 @@ Back-ends (`load_scorer` picks one from the folder's files, or `kind` forces it)
   the `open_clip` package, imported only when used (it needs torchvision).
 - `medclip`: MedCLIP-ViT (Wang et al. 2022), the scorer PairAug used, rebuilt from its released
   checkpoint layout: Swin-tiny vision encoder with `pooler_output -> Linear(768, 512, no bias)`,
-  Bio_ClinicalBERT text encoder averaging the hidden states of layers 1, 2 and the last over all
-  tokens (padding included, as MedCLIP does) -> `Linear(768, 512, no bias)`, `logit_scale` clamped
+  Bio_ClinicalBERT text encoder averaging the hidden states of layers 1, 2 and the last over the
+  report's tokens (as PairAug's one-report-at-a-time calls did) -> `Linear(768, 512, no bias)`, `logit_scale` clamped
   to [0, ln 100]; images padded to a square with black, bicubic-resized and centre-cropped to 224,
   normalised with MedCLIP's mean 0.5863 and std 0.2795, the grey channel repeated three times.
 """
@@ -218,8 +218,12 @@ class MedCLIPScorer:
             self.device
         )
         hidden = self.text(**tok, output_hidden_states=True).hidden_states
-        layers = torch.stack([hidden[1], hidden[2], hidden[-1]])  # (3, batch, tokens, 768)
-        return _normalise(self.text_proj(layers.mean(dim=(0, 2))))
+        layers = torch.stack([hidden[1], hidden[2], hidden[-1]]).mean(dim=0)  # (batch, tokens, 768)
+        # MedCLIP averages over every token of its input, padding included; PairAug scored one report
+        # at a time, so there was no padding. Averaging over the real tokens gives exactly that
+        # per-report result while batching.
+        mask = tok["attention_mask"].unsqueeze(-1).to(layers.dtype)
+        return _normalise(self.text_proj((layers * mask).sum(dim=1) / mask.sum(dim=1)))
 
 
 def detect_kind(path: str) -> str:
