@@ -510,6 +510,108 @@ class AugmentConfig(StrictModel):
     examples: int = Field(6, ge=0, description="Pairs in the example grid picture.")
 
 
+# --- contrastive pretraining (CheXzero-style CLIP on Ray Train) ----------------------------------------------
+
+SyntheticOrigin = Literal["inter", "intra", "augtext"]
+
+
+class AugImgConfig(StrictModel):
+    """The AugImg baseline (PairAug's image augmentations), applied in the data pipeline."""
+
+    enabled: bool = False
+    crop_scale: tuple[float, float] = Field((0.6, 1.0), description="RandomResizedCrop area range.")
+    blur_p: float = Field(0.5, ge=0.0, le=1.0, description="Probability of a Gaussian blur.")
+    blur_sigma: tuple[float, float] = Field((0.1, 2.0), description="Blur sigma range, in pixels at 224 px.")
+    grayscale_p: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="Probability of RandomGrayscale (a no-op on grey radiographs; kept for parity).",
+    )
+
+
+class MedCutMixConfig(StrictModel):
+    """MedCutMix (disease-aware online mixing); off by default. See docs/training.md."""
+
+    enabled: bool = False
+    p: float = Field(0.5, ge=0.0, le=1.0, description="Probability that a batch is mixed.")
+    layer: int = Field(0, ge=0, description="ViT layer whose output hidden states are mixed.")
+    lam: tuple[float, float] = Field(
+        (0.1, 0.5), description="Fraction of patches taken from the partner: U[a, b]."
+    )
+    replace_contradiction: bool = Field(
+        True, description="Drop the report's negated sentence about the inserted finding."
+    )
+
+
+class TrainConfig(StrictModel):
+    """Pretraining a CheXzero-style CLIP on real plus synthetic pairs with Ray Train."""
+
+    preset: Literal["vit-b-32", "vit-b-16", "tiny"] = Field(
+        "vit-b-32", description="Architecture preset (models/clip.py)."
+    )
+    init: str | None = Field(
+        None, description="Checkpoint to start from (OpenAI CLIP in transformers format); random if null."
+    )
+    text: Literal["impression", "findings+impression", "report"] = Field(
+        "impression",
+        description="Report text: CheXzero's impression only, findings + impression, or the report column.",
+    )
+    pad_size: int = Field(
+        320, ge=16, description="CheXzero: resize the long side to this and zero-pad to a square."
+    )
+    real: Uri | None = Field(None, description="Real pairs; default: the augment job's validated corpus.")
+    synthetic: Uri | None = Field(
+        None,
+        description="Synthetic pairs (kept ones are used); default: prune.output. null-able with origins [].",
+    )
+    synthetic_origins: list[SyntheticOrigin] = Field(
+        ["inter", "intra"],
+        description="Which synthetic pairs join the real ones ([] trains on real pairs only).",
+    )
+    synthetic_ratio: float | None = Field(
+        None,
+        ge=0.0,
+        description="Synthetic pairs per real pair per epoch (sampled); null: every kept synthetic pair.",
+    )
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(1e-4, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    batch_size: int = Field(64, ge=2, description="Global batch (negatives are gathered from every worker).")
+    epochs: int = Field(10, ge=1)
+    num_workers: int = Field(
+        2, ge=0, description="Training workers (DDP); 0 runs the loop in the driver (Ray Train local mode)."
+    )
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on GPUs that have it, else fp32."
+    )
+    checkpoint_every_steps: int = Field(100, ge=1)
+    keep_checkpoints: int = Field(3, ge=1)
+    max_failures: int = Field(
+        2, ge=0, description="Worker-group restarts (from the latest checkpoint) before the run fails."
+    )
+    storage_path: Uri | None = Field(
+        None, description="Ray Train storage (local or s3://); default <run.output_dir>/train."
+    )
+    name: str = Field("clip", description="Run name under storage_path; rerunning the same name resumes it.")
+    shuffle_buffer: int = Field(256, ge=0, description="Local shuffle buffer of the data iterator (rows).")
+    augment_image: AugImgConfig = AugImgConfig()
+    medcutmix: MedCutMixConfig = MedCutMixConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.num_workers and self.batch_size % self.num_workers:
+            raise ValueError(
+                f"batch_size {self.batch_size} is not divisible by num_workers {self.num_workers}"
+            )
+        return self
+
+
 class JobConfig(StrictModel):
     run: RunConfig = RunConfig()
     ray: RayConfig = RayConfig()
@@ -520,6 +622,7 @@ class JobConfig(StrictModel):
     score: ScoreConfig = ScoreConfig()
     prune: PruneConfig = PruneConfig()
     augment: AugmentConfig = AugmentConfig()
+    train: TrainConfig = TrainConfig()
 
     def corpus_dir(self) -> str:
         from pairaug_ray.storage import join
@@ -552,6 +655,11 @@ class JobConfig(StrictModel):
         from pairaug_ray.storage import join
 
         return self.prune.output or join(self.run.output_dir, "synthetic")
+
+    def train_dir(self) -> str:
+        from pairaug_ray.storage import join
+
+        return self.train.storage_path or join(self.run.output_dir, "train")
 
     def tiny_models_dir(self) -> str:
         from pairaug_ray.storage import join

@@ -153,10 +153,10 @@ def intra_means(scored: ray.data.Dataset) -> dict[str, float | None]:
         & (col(schema.STATUS) == schema.STATUS_OK)
         & col(schema.SCORE_S1).is_not_null()
     )
-    if intra.count() == 0:
+    stats = intra.mean(list(INTRA_SCORES))  # one pass; None when there are no IntraAug rows
+    if not stats:
         return dict.fromkeys(INTRA_SCORES)
-    stats = intra.mean(list(INTRA_SCORES))
-    return {k: float(stats[f"mean({k})"]) for k in INTRA_SCORES}
+    return {k: None if stats[f"mean({k})"] is None else float(stats[f"mean({k})"]) for k in INTRA_SCORES}
 
 
 def prune_job(

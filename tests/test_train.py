@@ -1,0 +1,184 @@
+"""CheXzero-style CLIP pretraining: loss, DDP gradients, preprocessing, AugImg, Ray Train runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from pairaug_ray import schema, storage
+from pairaug_ray.config import AugImgConfig, parse_config
+from pairaug_ray.models.clip import CHEXZERO_MEAN_255, CHEXZERO_STD_255, build_clip, chexzero_pixels, tokenize
+from pairaug_ray.models.contrastive import DualEncoder, clip_loss
+from pairaug_ray.models.tokenizer import EOS_ID, build_clip_tokenizer
+from pairaug_ray.stages.train_data import augment_image, training_text
+
+
+def test_loss_equals_a_direct_computation():
+    rng = np.random.default_rng(0)
+    img, txt = rng.normal(size=(6, 5)), rng.normal(size=(6, 5))
+    scale = 2.3
+    a = img / np.linalg.norm(img, axis=1, keepdims=True)
+    b = txt / np.linalg.norm(txt, axis=1, keepdims=True)
+    logits = np.exp(scale) * a @ b.T
+
+    def ce(m):  # mean over rows of -log softmax(m)[i, i]
+        m = m - m.max(axis=1, keepdims=True)
+        return float(np.mean(np.log(np.exp(m).sum(axis=1)) - np.diag(m)))
+
+    want = (ce(logits) + ce(logits.T)) / 2
+    got = clip_loss(torch.tensor(img), torch.tensor(txt), torch.tensor(scale))
+    assert float(got) == pytest.approx(want, rel=1e-6)
+
+
+def _batch(n: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    pixels = torch.randn(n, 3, 64, 64, generator=g)
+    ids = torch.randint(0, 1000, (n, 77), generator=g)
+    ids[:, 0], ids[:, 20] = 49406, EOS_ID
+    ids[:, 21:] = EOS_ID
+    mask = (torch.arange(77) <= 20).long().expand(n, 77).clone()
+    return pixels, ids, mask
+
+
+def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    torch.set_num_threads(1)
+    model = torch.nn.parallel.DistributedDataParallel(DualEncoder(build_clip("tiny", seed=1)))
+    pixels, ids, mask = _batch(8)
+    part = slice(rank * 4, rank * 4 + 4)
+    img, txt, scale = model(pixels[part], ids[part], mask[part])
+    clip_loss(img, txt, scale).backward()
+    if rank == 0:
+        torch.save(_grads(model.module), out)
+    torch.distributed.destroy_process_group()
+
+
+def test_two_ddp_workers_give_the_single_process_gradient(tmp_path):
+    single = DualEncoder(build_clip("tiny", seed=1))
+    pixels, ids, mask = _batch(8)
+    img, txt, scale = single(pixels, ids, mask)
+    clip_loss(img, txt, scale).backward()
+    want = _grads(single)
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "grads.pt")
+    mp.spawn(_ddp_worker, args=(2, port, out), nprocs=2, join=True)
+    got = torch.load(out)
+    assert set(got) == set(want) and len(want) > 20
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-6, msg=k)
+    # Without the gathered negatives each worker would see a 4x4 problem: a different gradient.
+    local = DualEncoder(build_clip("tiny", seed=1))
+    i, t, sc = local(pixels[:4], ids[:4], mask[:4])
+    clip_loss(i, t, sc).backward()
+    assert not torch.allclose(_grads(local)["clip.logit_scale"], want["clip.logit_scale"], rtol=1e-3)
+
+
+def test_chexzero_preprocessing_by_hand():
+    image = np.full((100, 200), 255, np.uint8)  # wide, white
+    x = chexzero_pixels(image, size=320, pad_size=320)  # no final resize: the padded square itself
+    assert x.shape == (3, 320, 320) and np.array_equal(x[0], x[2])
+    black, white = (0 - CHEXZERO_MEAN_255) / CHEXZERO_STD_255, (255 - CHEXZERO_MEAN_255) / CHEXZERO_STD_255
+    # Long side 200 -> 320, so 100 -> 160 rows of image, centred: rows 80..239; zero padding above and below.
+    assert x[0, 40, 160] == pytest.approx(black) and x[0, 280, 160] == pytest.approx(black)
+    assert x[0, 160, 5] == pytest.approx(white, abs=1e-3) and x[0, 100, 300] == pytest.approx(white, abs=1e-3)
+    small = chexzero_pixels(image, size=64, pad_size=320)
+    assert small.shape == (3, 64, 64)
+    assert small[0, 2, 32] == pytest.approx(black, abs=1e-3) and small[0, 32, 32] == pytest.approx(
+        white, abs=1e-2
+    )
+
+
+def test_tokenize_truncates_and_keeps_the_end_token(tmp_path):
+    tok = build_clip_tokenizer(tmp_path)
+    ids, mask = tokenize(tok, ["small left effusion.", " ".join(["there is mild pulmonary edema."] * 40)])
+    assert ids.shape == (2, 77) and mask.shape == (2, 77)
+    n = int(mask[0].sum())
+    assert ids[0, n - 1] == EOS_ID and ids[0, 0] == 49406 and mask[0, n:].sum() == 0
+    assert mask[1].sum() == 77 and ids[1, -1] == EOS_ID
+
+
+def test_training_text():
+    real = {schema.ORIGIN: "real", schema.REPORT: "FINDINGS: a. IMPRESSION: b.", schema.FINDINGS: "Small effusion.",
+            schema.IMPRESSION: "Effusion."}  # fmt: skip
+    assert training_text(real, "impression") == "Effusion."
+    assert training_text(real, "findings+impression") == "Small effusion. Effusion."
+    assert training_text({**real, schema.IMPRESSION: None}, "impression") == real[schema.REPORT]
+    synthetic = {**real, schema.ORIGIN: "inter", schema.REPORT: "New report."}
+    assert training_text(synthetic, "impression") == "New report."
+
+
+def test_augimg_keeps_size_and_range():
+    g = torch.Generator().manual_seed(0)
+    x = torch.from_numpy(
+        chexzero_pixels(np.random.default_rng(0).integers(0, 255, (80, 120), dtype=np.uint8), 64)
+    )
+    cfg = AugImgConfig(enabled=True, blur_p=1.0, grayscale_p=1.0)
+    outs = [augment_image(x, cfg, g) for _ in range(8)]
+    for y in outs:
+        assert y.shape == x.shape
+        assert float(y.min()) >= float(x.min()) - 1e-5 and float(y.max()) <= float(x.max()) + 1e-5
+    assert not torch.allclose(outs[0], outs[1])  # random
+
+
+# --- Ray Train runs ---------------------------------------------------------------------------------------------
+
+
+def _train_cfg(out: str, corpus: str, **train):
+    return parse_config({
+        "run": {"output_dir": out, "seed": 0},
+        "corpus": {"kind": "manifest", "manifest": corpus},
+        "train": {"preset": "tiny", "num_workers": 2, "cpus_per_worker": 0.5, "batch_size": 16, "epochs": 4,
+                  "optimizer": "adamw", "lr": 2e-3, "synthetic_origins": [], "checkpoint_every_steps": 2,
+                  "text": "findings+impression", **train},
+    })  # fmt: skip
+
+
+@pytest.mark.slow
+def test_short_run_learns_and_checkpoints_to_s3(ray_local, phantom_root, s3_bucket):
+    from transformers import CLIPModel
+
+    from pairaug_ray.models.scorers import load_scorer
+    from pairaug_ray.pipeline.train import train_job
+
+    cfg = _train_cfg("/unused", phantom_root, storage_path=f"{s3_bucket}/train")
+    summary = train_job(cfg)
+    history = summary["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert history[-1]["loss"] < history[0]["loss"] - 0.05, history
+    assert summary["checkpoint"].startswith(f"{s3_bucket}/train/clip/")
+    assert summary["metrics"]["step"] == 4 * (summary["data"]["real"]["pairs"] // 16)
+    # The checkpoint is a transformers CLIP folder: it loads as a model and as a pair scorer.
+    local = os.path.join(os.environ.get("TMPDIR", "/tmp"), "pairaug-ckpt-test")
+    storage.download_tree(summary["model"], local)
+    assert CLIPModel.from_pretrained(local).config.vision_config.image_size == 64
+    scorer = load_scorer(local)
+    emb = scorer.embed_texts(["small left pleural effusion."])
+    assert emb.shape == (1, 32)
+    assert json.loads(storage.read_text(f"{summary['run']}/train_summary.json"))["model"] == summary["model"]
+
+
+@pytest.mark.slow
+def test_a_failed_worker_group_resumes_at_its_checkpoint(ray_local, phantom_root, tmp_path):
+    from pairaug_ray.pipeline.train import train_job
+
+    cfg = _train_cfg(str(tmp_path / "run"), phantom_root, epochs=2, max_failures=1)
+    summary = train_job(cfg, fail_at_step=3)  # checkpoints at step 2; the failure at step 3 loses one step
+    steps = 2 * (summary["data"]["real"]["pairs"] // 16)
+    assert summary["restored_from"] == [2]
+    assert summary["metrics"]["step"] == steps
+    assert [h["step"] for h in summary["history"]] == [steps // 2, steps]
