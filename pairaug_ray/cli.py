@@ -18,6 +18,8 @@ EPILOG = """\
 examples:
   pairaug augment --config configs/demo.yaml          # the whole PairAug job on the phantom corpus
   pairaug prune --config configs/demo.yaml --tau 0.2  # re-prune stored scores, no regeneration
+  pairaug train --config configs/demo.yaml            # pretrain the CLIP on real + synthetic pairs
+  pairaug run --config configs/demo.yaml              # augment, then train (what `make demo` runs)
   pairaug make-phantom runs/phantom --patients 200    # just the built-in corpus
   pairaug make-tiny-models runs/models                # tiny random-weight SD and CLIP
   pairaug manifest show runs/phantom                  # what is in a pair dataset
@@ -50,8 +52,23 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """`run` is the whole augmentation job; kept as the name the demo and docs started with."""
-    return cmd_augment(args)
+    """The whole pipeline: the augment job, then pretraining on real plus synthetic pairs."""
+    from pairaug_ray.pipeline.augment import augment_job, format_augment
+    from pairaug_ray.pipeline.train import format_train, train_job
+
+    cfg = _load(args)
+    print(format_augment(augment_job(cfg)))
+    print()
+    print(format_train(train_job(cfg)))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pairaug_ray.pipeline.train import format_train, train_job
+
+    cfg = _load(args)
+    print(format_train(train_job(cfg)))
+    return 0
 
 
 def cmd_augment(args: argparse.Namespace) -> int:
@@ -267,7 +284,25 @@ def build_parser() -> argparse.ArgumentParser:
         "augment", cmd_augment, "the PairAug job: rewrite -> generate -> score -> prune", augment_description
     )
     _add_config_args(p)
-    p = command("run", cmd_run, "same as augment (the demo's entry point)", augment_description)
+    p = command(
+        "run",
+        cmd_run,
+        "the whole pipeline: augment, then train (the demo's entry point)",
+        "Run `augment` and then `train` with one config: the synthetic pairs the first writes are the ones "
+        "the second trains on. Each part resumes on a rerun.",
+    )
+    _add_config_args(p)
+
+    p = command(
+        "train",
+        cmd_train,
+        "pretrain a CheXzero-style CLIP on real plus synthetic pairs with Ray Train",
+        "Train a CLIP (train.preset: vit-b-32 as CheXzero, or tiny) on the real training pairs plus the kept "
+        "synthetic pairs of train.synthetic_origins, with DDP over train.num_workers Ray Train workers and "
+        "negatives gathered from all of them. Checkpoints (transformers CLIP folders, usable as score.model) "
+        "go to train.storage_path every train.checkpoint_every_steps steps and at each epoch end; rerunning "
+        "the same train.name resumes from the latest one.",
+    )
     _add_config_args(p)
 
     p = command(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 
@@ -143,7 +144,7 @@ def _train_cfg(out: str, corpus: str, **train):
         "run": {"output_dir": out, "seed": 0},
         "corpus": {"kind": "manifest", "manifest": corpus},
         "train": {"preset": "tiny", "num_workers": 2, "cpus_per_worker": 0.5, "batch_size": 16, "epochs": 4,
-                  "optimizer": "adamw", "lr": 2e-3, "synthetic_origins": [], "checkpoint_every_steps": 2,
+                  "optimizer": "adamw", "lr": 5e-4, "synthetic_origins": [], "checkpoint_every_steps": 2,
                   "text": "findings+impression", **train},
     })  # fmt: skip
 
@@ -155,13 +156,14 @@ def test_short_run_learns_and_checkpoints_to_s3(ray_local, phantom_root, s3_buck
     from pairaug_ray.models.scorers import load_scorer
     from pairaug_ray.pipeline.train import train_job
 
-    cfg = _train_cfg("/unused", phantom_root, storage_path=f"{s3_bucket}/train")
+    cfg = _train_cfg("/unused", phantom_root, storage_path=f"{s3_bucket}/train", epochs=6)
     summary = train_job(cfg)
     history = summary["history"]
-    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
-    assert history[-1]["loss"] < history[0]["loss"] - 0.05, history
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6]
+    # Better than chance (ln 16 for a batch of 16, where a collapsed model sits), and falling.
+    assert history[-1]["loss"] < math.log(16) - 0.03 < history[0]["loss"], history
     assert summary["checkpoint"].startswith(f"{s3_bucket}/train/clip/")
-    assert summary["metrics"]["step"] == 4 * (summary["data"]["real"]["pairs"] // 16)
+    assert summary["metrics"]["step"] == 6 * (summary["data"]["real"]["pairs"] // 16)
     # The checkpoint is a transformers CLIP folder: it loads as a model and as a pair scorer.
     local = os.path.join(os.environ.get("TMPDIR", "/tmp"), "pairaug-ckpt-test")
     storage.download_tree(summary["model"], local)
