@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -51,9 +50,17 @@ def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+def _ddp_worker(rank: int, world: int, store: str, out: str) -> None:
+    import datetime
+
+    # A file store rather than a TCP port (nothing to collide with), and a timeout, so that a lost
+    # peer fails the test instead of hanging it.
     torch.distributed.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+        "gloo",
+        init_method=f"file://{store}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=120),
     )
     torch.set_num_threads(1)
     model = torch.nn.parallel.DistributedDataParallel(DualEncoder(build_clip("tiny", seed=1)))
@@ -73,11 +80,8 @@ def test_two_ddp_workers_give_the_single_process_gradient(tmp_path):
     clip_loss(img, txt, scale).backward()
     want = _grads(single)
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = str(tmp_path / "grads.pt")
-    mp.spawn(_ddp_worker, args=(2, port, out), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "store"), out), nprocs=2, join=True)
     got = torch.load(out)
     assert set(got) == set(want) and len(want) > 20
     for k in want:

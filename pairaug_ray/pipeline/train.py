@@ -275,8 +275,12 @@ def train_job(cfg: JobConfig, *, fail_at_step: int | None = None) -> dict[str, A
 
     from pairaug_ray.models.clip import PRESETS
 
-    init_ray(cfg.ray)
     t = cfg.train
+    if t.medcutmix.enabled:
+        raise ConfigError(
+            "train.medcutmix.enabled: MedCutMix is not implemented yet (only its config exists); set it to false"
+        )
+    init_ray(cfg.ray)
     check_train_cpus(t)
     pairs, info = training_pairs(cfg)
     steps_per_epoch = info["pairs"] // t.batch_size
