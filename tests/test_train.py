@@ -188,3 +188,17 @@ def test_a_failed_worker_group_resumes_at_its_checkpoint(ray_local, phantom_root
     assert summary["restored_from"] == [2]
     assert summary["metrics"]["step"] == steps
     assert [h["step"] for h in summary["history"]] == [steps // 2, steps]
+
+
+@pytest.mark.slow
+def test_local_mode_runs_in_the_driver_and_keeps_its_checkpoints(ray_local, phantom_root, tmp_path):
+    """num_workers 0: Ray Train's local mode, for debugging; its checkpoints still land in storage."""
+    from transformers import CLIPModel
+
+    from pairaug_ray.pipeline.train import train_job
+
+    summary = train_job(_train_cfg(str(tmp_path / "run"), phantom_root, num_workers=0, epochs=1))
+    steps = summary["data"]["real"]["pairs"] // 16
+    assert summary["metrics"]["step"] == steps
+    assert summary["checkpoint"] == str(tmp_path / "run" / "train" / "clip" / f"checkpoint_step{steps:08d}")
+    assert CLIPModel.from_pretrained(summary["model"]).config.projection_dim == 32

@@ -187,6 +187,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     json.dumps({**config["meta"], **metrics, "state": state}, indent=2, default=str)
                 )
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
+                if config.get("local_dir"):
+                    # Ray Train's local mode (num_workers 0) keeps a reference to the folder instead
+                    # of copying it to storage: put it there ourselves.
+                    storage.upload_tree(
+                        tmp, storage.join(config["local_dir"], f"checkpoint_step{state['step']:08d}")
+                    )
+                    ckpt = None
             ray.train.report(metrics, checkpoint=ckpt)
 
     model.train()
@@ -302,6 +309,8 @@ def train_job(cfg: JobConfig, *, fail_at_step: int | None = None) -> dict[str, A
             "meta": meta,
             "fail_at_step": fail_at_step,
             "fail_marker": marker,
+            # Ray Train's local mode does not persist checkpoints; the loop writes them here itself.
+            "local_dir": storage.join(cfg.train_dir(), t.name) if t.num_workers == 0 else None,
         },  # fmt: skip
         scaling_config=ScalingConfig(
             num_workers=t.num_workers,
@@ -329,8 +338,15 @@ def train_job(cfg: JobConfig, *, fail_at_step: int | None = None) -> dict[str, A
         os.remove(marker)
     if result.error:
         raise result.error
-    checkpoint = result.checkpoint.path if result.checkpoint else None
     run_dir = storage.join(cfg.train_dir(), t.name)
+    if t.num_workers == 0:  # local mode: the loop wrote its checkpoints to storage itself
+        steps = sorted(p for p in storage.list_files(run_dir, META_FILE) if "/checkpoint_step" in p)
+        checkpoint, fs = (
+            (steps[-1].rsplit("/", 1)[0].removeprefix("s3://") if steps else None),
+            _storage(run_dir)[1],
+        )
+    else:
+        checkpoint = result.checkpoint.path if result.checkpoint else None
     final = json.loads(storage.read_text(f"{_uri(checkpoint, fs)}/{META_FILE}")) if checkpoint else {}
     summary = {"run": run_dir, "metrics": result.metrics, "checkpoint": _uri(checkpoint, fs),
                "model": _uri(f"{checkpoint}/{MODEL_DIR}", fs) if checkpoint else None,
