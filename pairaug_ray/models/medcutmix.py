@@ -1,0 +1,77 @@
+"""MedCutMix, image side: the inserted sentence picks the partner's patches; those hidden states are
+mixed into the image at a ViT layer (`../shared/notes/algorithms.md` §4, the documented reading).
+
+1. The sentence's text embedding q attends over the partner image's patch tokens at layer l,
+   each taken through CLIP's post-layernorm and visual projection into the shared space:
+   a = softmax(q . P^T / sqrt(D)), computed without gradient.
+2. The top ceil(lam x N) patches by attention form the mask m.
+3. The image's forward pass continues from layer l with h = (1 - m) * h_image + m * h_partner on the
+   patch tokens (the CLS token stays the image's), and the result pairs with the mixed report as a
+   positive pair.
+
+Works on transformers' `CLIPModel`; never imports Ray.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _run_layer(layer: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    out = layer(hidden, None, None) if _takes_causal_mask(layer) else layer(hidden, None)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _takes_causal_mask(layer: torch.nn.Module) -> bool:
+    import inspect
+
+    return "causal_attention_mask" in inspect.signature(layer.forward).parameters
+
+
+def hidden_states_at(clip: torch.nn.Module, pixel_values: torch.Tensor, layer: int) -> torch.Tensor:
+    """(B, 1 + N, hidden): the vision tokens after encoder layer `layer` (0 = the first layer's output)."""
+    vm = clip.vision_model
+    hidden = vm.pre_layrnorm(vm.embeddings(pixel_values))
+    for layer_module in vm.encoder.layers[: layer + 1]:
+        hidden = _run_layer(layer_module, hidden)
+    return hidden
+
+
+def finish_from(clip: torch.nn.Module, hidden: torch.Tensor, layer: int) -> torch.Tensor:
+    """Projected image features from hidden states taken after layer `layer`."""
+    vm = clip.vision_model
+    for layer_module in vm.encoder.layers[layer + 1 :]:
+        hidden = _run_layer(layer_module, hidden)
+    return clip.visual_projection(vm.post_layernorm(hidden[:, 0, :]))
+
+
+def patch_attention(
+    clip: torch.nn.Module, text_features: torch.Tensor, partner_hidden: torch.Tensor
+) -> torch.Tensor:
+    """(B, N) attention of each sentence embedding over its partner's patch tokens, in the shared space."""
+    patches = clip.visual_projection(clip.vision_model.post_layernorm(partner_hidden[:, 1:, :]))
+    q = torch.nn.functional.normalize(text_features, dim=-1).unsqueeze(1)
+    k = torch.nn.functional.normalize(patches, dim=-1)
+    return torch.softmax((q * k).sum(-1) / math.sqrt(k.shape[-1]), dim=-1)
+
+
+def top_patch_mask(attention: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """(B, N) bool: the ceil(lam x N) most attended patches of each row (lam per row, in [0, 1])."""
+    n = attention.shape[1]
+    k = torch.ceil(lam.clamp(0, 1) * n).long()
+    ranks = attention.argsort(dim=1, descending=True).argsort(dim=1)
+    return ranks < k.unsqueeze(1)
+
+
+def mixed_image_features(
+    clip: torch.nn.Module, pixels: torch.Tensor, partner_pixels: torch.Tensor, mask: torch.Tensor, layer: int
+) -> torch.Tensor:
+    """Image features with the masked patch states of `partner_pixels` mixed in after `layer`."""
+    h = hidden_states_at(clip, pixels, layer)
+    hp = hidden_states_at(clip, partner_pixels, layer)
+    m = (
+        torch.cat([torch.zeros_like(mask[:, :1]), mask], dim=1).unsqueeze(-1).to(h.dtype)
+    )  # CLS from the image
+    return finish_from(clip, (1 - m) * h + m * hp, layer)
