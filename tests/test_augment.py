@@ -337,7 +337,8 @@ def test_ray_job_submit_to_a_loopback_head(ray_local, tmp_path):
             [str(bin_dir / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", str(repo),
              "--", "python", "-m", "pairaug_ray", "augment", "--config", "configs/demo.yaml",
              "--set", f"run.output_dir={out}", "--set", "corpus.phantom.patients=3", "--set", "ray.progress_bars=false",
-             "--set", "generate.height=64", "--set", "generate.width=64"],
+             "--set", "generate.height=64", "--set", "generate.width=64",
+             "--set", "generate.inter.num_inference_steps=4", "--set", "generate.intra.num_inference_steps=4"],
             env=env, capture_output=True, text=True, timeout=540, cwd=repo,
         )  # fmt: skip
     finally:
