@@ -45,6 +45,12 @@ def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     )
 
 
+def _add_io_args(p: argparse.ArgumentParser, input_help: str, output_key: str) -> None:
+    """--input/--output of a stage command: run the stage between other datasets than the config's."""
+    p.add_argument("--input", default=None, metavar="ROOT", help=input_help)
+    p.add_argument("--output", default=None, metavar="ROOT", help=f"where to write (default: {output_key})")
+
+
 def _load(args: argparse.Namespace):
     from pairaug_ray.config import load_config
 
@@ -314,8 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Resumable: rows already scored are skipped.",
     )
     _add_config_args(p)
-    p.add_argument("--input", default=None, metavar="ROOT", help="generated pairs (default: generate.output)")
-    p.add_argument("--output", default=None, metavar="ROOT", help="where to write (default: score.output)")
+    _add_io_args(p, "generated pairs (default: generate.output)", "score.output")
 
     p = command(
         "prune",
@@ -331,8 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--epsilon", type=float, default=None, help="IntraAug margin below the means (default: prune.epsilon)"
     )
-    p.add_argument("--input", default=None, metavar="ROOT", help="scored pairs (default: score.output)")
-    p.add_argument("--output", default=None, metavar="ROOT", help="where to write (default: prune.output)")
+    _add_io_args(p, "scored pairs (default: score.output)", "prune.output")
 
     p = command(
         "rewrite",
@@ -345,10 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         "rows that errored are redone.",
     )
     _add_config_args(p)
-    p.add_argument(
-        "--input", default=None, metavar="ROOT", help="pair dataset to rewrite (default: the config's corpus)"
-    )
-    p.add_argument("--output", default=None, metavar="ROOT", help="where to write (default: rewrite.output)")
+    _add_io_args(p, "pair dataset to rewrite (default: the config's corpus)", "rewrite.output")
 
     p = command(
         "generate",
@@ -360,10 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
         "skips finished images.",
     )
     _add_config_args(p)
-    p.add_argument(
-        "--input", default=None, metavar="ROOT", help="rewrite output to draw (default: rewrite.output)"
-    )
-    p.add_argument("--output", default=None, metavar="ROOT", help="where to write (default: generate.output)")
+    _add_io_args(p, "rewrite output to draw (default: rewrite.output)", "generate.output")
 
     p = command(
         "make-smollm",

@@ -43,3 +43,21 @@ def test_prepare_builds_then_reuses(ray_local, tmp_path):
         }
     )
     assert prepare(bigger)["corpus"]["patients"] == 6
+
+
+def test_stage_model_ref_precedence_and_error():
+    import pytest
+
+    from pairaug_ray.config import ConfigError, parse_config
+    from pairaug_ray.pipeline.augment import scorer_ref
+    from pairaug_ray.pipeline.generate import model_ref
+
+    both = parse_config(
+        {"models": {"scorer": "/m/clip", "diffusion": "/m/sd"}, "score": {"model": "/m/medclip"}}
+    )
+    assert scorer_ref(both) == "/m/medclip" and model_ref(both) == "/m/sd"
+    assert scorer_ref(parse_config({"models": {"scorer": "/m/clip"}})) == "/m/clip"
+    with pytest.raises(ConfigError, match=r"no scorer model configured: set score.model or models.scorer"):
+        scorer_ref(parse_config({}))
+    with pytest.raises(ConfigError, match=r"set generate.model or models.diffusion"):
+        model_ref(parse_config({}))

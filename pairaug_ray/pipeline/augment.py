@@ -29,7 +29,7 @@ from ray.data import ActorPoolStrategy
 from ray.data.expressions import col
 
 from pairaug_ray import schema, storage
-from pairaug_ray.config import ConfigError, JobConfig
+from pairaug_ray.config import JobConfig
 from pairaug_ray.manifest import read_manifest, write_info, write_manifest
 from pairaug_ray.pipeline.common import check_output_identity, outcome_summary
 from pairaug_ray.resume import finalize, scan_output
@@ -98,15 +98,9 @@ def validate_job(cfg: JobConfig, corpus_root: str) -> dict[str, Any]:
 
 
 def scorer_ref(cfg: JobConfig) -> str:
-    if cfg.score.model:
-        return cfg.score.model
-    if cfg.models.scorer:
-        return cfg.models.scorer
-    if cfg.models.build_tiny:
-        from pairaug_ray.pipeline.prepare import prepare_tiny_models
+    from pairaug_ray.pipeline.prepare import stage_model_ref
 
-        return prepare_tiny_models(cfg)["scorer"]
-    raise ConfigError("no scorer configured: set score.model or models.scorer (or models.build_tiny)")
+    return stage_model_ref(cfg, "scorer", cfg.score.model, "score.model")
 
 
 def score_job(

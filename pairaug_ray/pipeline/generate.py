@@ -31,17 +31,9 @@ log = logging.getLogger(__name__)
 
 def model_ref(cfg: JobConfig) -> str:
     """The pipeline to use: generate.model, else models.diffusion, else the tiny one if built."""
-    if cfg.generate.model:
-        return cfg.generate.model
-    if cfg.models.diffusion:
-        return cfg.models.diffusion
-    if cfg.models.build_tiny:
-        from pairaug_ray.pipeline.prepare import prepare_tiny_models
+    from pairaug_ray.pipeline.prepare import stage_model_ref
 
-        return prepare_tiny_models(cfg)["diffusion"]
-    raise ConfigError(
-        "no diffusion model configured: set generate.model or models.diffusion (or models.build_tiny)"
-    )
+    return stage_model_ref(cfg, "diffusion", cfg.generate.model, "generate.model")
 
 
 def check_local_cpus(cfg: JobConfig) -> None:

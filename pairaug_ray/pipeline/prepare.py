@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pairaug_ray import schema, storage
-from pairaug_ray.config import JobConfig, dump_config
+from pairaug_ray.config import ConfigError, JobConfig, dump_config
 from pairaug_ray.manifest import read_info, read_manifest, summarize
 from pairaug_ray.models.refs import resolve_model
 from pairaug_ray.runtime import init_ray
@@ -64,6 +64,17 @@ def prepare_tiny_models(cfg: JobConfig) -> dict[str, str]:
             make_tiny_models(tmp, seed=cfg.run.seed)
             storage.upload_tree(tmp, out)
     return paths
+
+
+def stage_model_ref(cfg: JobConfig, role: str, override: str | None, setting: str) -> str:
+    """The model a stage uses: its own setting, else models.<role>, else the tiny one if built."""
+    if override:
+        return override
+    if ref := getattr(cfg.models, role):
+        return ref
+    if cfg.models.build_tiny:
+        return prepare_tiny_models(cfg)[role]
+    raise ConfigError(f"no {role} model configured: set {setting} or models.{role} (or models.build_tiny)")
 
 
 def model_refs(cfg: JobConfig) -> dict[str, str]:
