@@ -531,17 +531,29 @@ class AugImgConfig(StrictModel):
 
 
 class MedCutMixConfig(StrictModel):
-    """MedCutMix (disease-aware online mixing); off by default. See docs/training.md."""
+    """MedCutMix (disease-aware online mixing); off by default. No public code exists: every choice of
+    the documented reading is a knob here. See docs/training.md."""
 
     enabled: bool = False
     p: float = Field(0.5, ge=0.0, le=1.0, description="Probability that a batch is mixed.")
-    layer: int = Field(0, ge=0, description="ViT layer whose output hidden states are mixed.")
-    lam: tuple[float, float] = Field(
-        (0.1, 0.5), description="Fraction of patches taken from the partner: U[a, b]."
+    layer: int = Field(
+        0, ge=0, description="ViT encoder layer after which patch states are mixed (0 = after the first)."
     )
+    lam_distribution: Literal["uniform", "beta"] = Field(
+        "uniform", description="lambda (fraction of patches from the partner): U[lam] or Beta(alpha, alpha)."
+    )
+    lam: tuple[float, float] = Field((0.1, 0.5), description="U[a, b] bounds of lambda.")
+    alpha: float = Field(1.0, gt=0.0, description="Beta(alpha, alpha) parameter of lambda.")
     replace_contradiction: bool = Field(
         True, description="Drop the report's negated sentence about the inserted finding."
     )
+
+    @model_validator(mode="after")
+    def _check(self) -> MedCutMixConfig:
+        a, b = self.lam
+        if not 0.0 <= a <= b <= 1.0:
+            raise ValueError(f"lam must satisfy 0 <= a <= b <= 1, got {list(self.lam)}")
+        return self
 
 
 class TrainConfig(StrictModel):

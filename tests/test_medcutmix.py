@@ -98,3 +98,135 @@ def test_only_the_chosen_patches_change(clip):
         out = mixed_image_features(clip, pixels, partner, mask, 0)
         torch.testing.assert_close(out, finish_from(clip, mixed, 0))
         assert not torch.allclose(out, finish_from(clip, h, 0))
+
+
+# --- a mixed batch: text and image sides come from the same partner and the same finding ----------------------
+
+BATCH_TEXTS = [
+    "Heart size is normal. No pleural effusion. No pneumothorax.",
+    "There is a moderate right pleural effusion. No pneumothorax.",
+    "Mild cardiomegaly. Lungs are clear.",
+    "Right lower lobe consolidation. No pleural effusion.",
+    "Small left apical pneumothorax. Heart size is normal.",
+    "No acute cardiopulmonary process.",
+]
+
+
+def _collate_batch(p: float, seed: int = 0, rank: int = 0):
+    import tempfile
+
+    import numpy as np
+
+    from pairaug_ray.config import MedCutMixConfig
+    from pairaug_ray.models.clip import tokenize
+    from pairaug_ray.models.tokenizer import build_clip_tokenizer
+    from pairaug_ray.stages.train_data import MedCutMixCollate
+    from pairaug_ray.text.cutmix import analyse
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = build_clip_tokenizer(tmp)
+    ids, mask = tokenize(tok, BATCH_TEXTS)
+    n = len(BATCH_TEXTS)
+    batch = {
+        "pixel_values": np.random.default_rng(seed).standard_normal((n, 3, 64, 64)).astype("float32"),
+        "input_ids": ids,
+        "attention_mask": mask,
+        "origin": np.zeros(n, np.int64),
+        "text": np.asarray(BATCH_TEXTS, dtype=object),
+        "text_analysis": np.asarray([analyse(t).to_json() for t in BATCH_TEXTS], dtype=object),
+    }
+    collate = MedCutMixCollate(MedCutMixConfig(enabled=True, p=p, lam=(0.25, 0.5)), tok, seed, rank)
+    return batch, collate, tok
+
+
+def test_cached_analysis_gives_the_same_mix_as_the_labeler():
+    from pairaug_ray.text.cutmix import ReportAnalysis, analyse, cutmix_analysed
+
+    for seed in range(5):
+        a = sentence_cutmix(REPORT, PARTNER, random.Random(seed))
+        cached = [ReportAnalysis.from_json(analyse(t).to_json()) for t in (REPORT, PARTNER)]
+        b = cutmix_analysed(REPORT, cached[0], cached[1], random.Random(seed))
+        assert a == b
+
+
+def test_collate_mixes_whole_batches_with_probability_p():
+    batch, never, _ = _collate_batch(p=0.0)
+    out = never(batch)
+    assert out["mix"] is None and torch.equal(out["input_ids"], torch.as_tensor(batch["input_ids"]))
+    # The per-batch coin is the same on every worker (same seed, different rank): a global batch is
+    # mixed or not as a whole.
+    _, c0, _ = _collate_batch(p=0.5, seed=4, rank=0)
+    _, c1, _ = _collate_batch(p=0.5, seed=4, rank=1)
+    flips0 = [c0(batch)["mix"] is not None for _ in range(40)]
+    flips1 = [c1(batch)["mix"] is not None for _ in range(40)]
+    assert flips0 == flips1 and 8 < sum(flips0) < 32
+
+
+def test_text_and_image_sides_refer_to_the_same_finding(clip):
+    from pairaug_ray.models.clip import tokenize
+    from pairaug_ray.models.contrastive import DualEncoder
+    from pairaug_ray.text.labeler import label_report
+
+    batch, collate, tok = _collate_batch(p=1.0, seed=1)
+    out = collate(batch)
+    mix = out["mix"]
+    partner, active = mix["partner"].tolist(), mix["active"].tolist()
+    assert sum(active) >= 2
+    # The tokens the model sees are the mixed reports' and the inserted sentences'.
+    assert torch.equal(out["input_ids"], torch.from_numpy(tokenize(tok, mix["texts"])[0]))
+    inserted = [s or " " for s in mix["sentences"]]
+    assert torch.equal(mix["sentence_ids"], torch.from_numpy(tokenize(tok, inserted)[0]))
+    for i, finding in enumerate(mix["findings"]):
+        if not active[i]:
+            assert mix["texts"][i] == BATCH_TEXTS[i] and finding is None
+            continue
+        # Text side: the inserted sentence is one of the partner's, states the finding, and the mixed
+        # report now states it as present where the original did not.
+        sentence = mix["sentences"][i]
+        assert sentence in BATCH_TEXTS[partner[i]] and sentence in mix["texts"][i]
+        assert label_report(sentence, findings_impression_only=False).labels[finding] == 1
+        assert label_report(BATCH_TEXTS[i], findings_impression_only=False).labels.get(finding) != 1
+        assert label_report(mix["texts"][i], findings_impression_only=False).labels[finding] == 1
+    # Image side: row i's patches come from the same partner row, chosen by that sentence's embedding.
+    pixels = out["pixel_values"]
+    with torch.no_grad():
+        img, _, _ = DualEncoder(clip)(pixels, out["input_ids"], out["attention_mask"], mix)
+        plain = clip.get_image_features(pixel_values=pixels)
+        plain = plain if isinstance(plain, torch.Tensor) else plain.pooler_output
+        query = clip.get_text_features(input_ids=mix["sentence_ids"], attention_mask=mix["sentence_mask"])
+        query = query if isinstance(query, torch.Tensor) else query.pooler_output
+        h = hidden_states_at(clip, pixels, 0)
+        for i in range(len(partner)):
+            if not active[i]:
+                torch.testing.assert_close(img[i], plain[i], rtol=1e-5, atol=1e-5)
+                continue
+            att = patch_attention(clip, query[i : i + 1], h[partner[i] : partner[i] + 1])
+            chosen = top_patch_mask(att, mix["lam"][i : i + 1])[0]
+            assert 0.25 * 16 <= int(chosen.sum()) <= 0.5 * 16
+            m = torch.cat([torch.tensor([False]), chosen]).unsqueeze(-1)
+            want = finish_from(clip, torch.where(m, h[partner[i]], h[i]).unsqueeze(0), 0)[0]
+            torch.testing.assert_close(img[i], want, rtol=1e-5, atol=1e-5)
+
+
+def test_mixed_forward_trains_both_images_and_the_text(clip):
+    from pairaug_ray.models.contrastive import DualEncoder, clip_loss
+
+    batch, collate, _ = _collate_batch(p=1.0, seed=1)
+    out = collate(batch)
+    model = DualEncoder(build_clip("tiny", seed=5))
+    img, txt, scale = model(out["pixel_values"], out["input_ids"], out["attention_mask"], out["mix"])
+    clip_loss(img, txt, scale).backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert grads["clip.vision_model.embeddings.patch_embedding.weight"].abs().sum() > 0
+    assert grads["clip.text_model.embeddings.token_embedding.weight"].abs().sum() > 0
+
+
+def test_lambda_distributions():
+    from pairaug_ray.models.medcutmix import sample_lam
+
+    g = torch.Generator().manual_seed(0)
+    u = sample_lam(4000, (0.1, 0.5), "uniform", 1.0, g)
+    assert float(u.min()) >= 0.1 and float(u.max()) <= 0.5 and abs(float(u.mean()) - 0.3) < 0.01
+    b = sample_lam(4000, (0.1, 0.5), "beta", 2.0, g)
+    assert float(b.min()) >= 0 and float(b.max()) <= 1 and abs(float(b.mean()) - 0.5) < 0.02
+    assert abs(float(b.var()) - 1 / 20) < 0.005  # Beta(2, 2): variance 1/20

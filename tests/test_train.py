@@ -179,15 +179,22 @@ def test_short_run_learns_and_checkpoints_to_s3(ray_local, phantom_root, s3_buck
 
 
 @pytest.mark.slow
-def test_a_failed_worker_group_resumes_at_its_checkpoint(ray_local, phantom_root, tmp_path):
+def test_a_failed_worker_group_resumes_at_its_checkpoint_with_medcutmix(ray_local, phantom_root, tmp_path):
+    """Two DDP workers with MedCutMix on every batch; an injected failure resumes at the checkpoint."""
     from pairaug_ray.pipeline.train import train_job
 
-    cfg = _train_cfg(str(tmp_path / "run"), phantom_root, epochs=2, max_failures=1)
+    mcm = {"enabled": True, "p": 1.0, "layer": 1}
+    cfg = _train_cfg(str(tmp_path / "run"), phantom_root, epochs=2, max_failures=1, medcutmix=mcm)
     summary = train_job(cfg, fail_at_step=3)  # checkpoints at step 2; the failure at step 3 loses one step
     steps = 2 * (summary["data"]["real"]["pairs"] // 16)
     assert summary["restored_from"] == [2]
     assert summary["metrics"]["step"] == steps
     assert [h["step"] for h in summary["history"]] == [steps // 2, steps]
+    # Every step mixed its global batch (counted once per step, over both workers' rows); the phantom
+    # reports give most rows a partner with an eligible diagnostic sentence.
+    m = summary["metrics"]
+    assert m["medcutmix_batches"] == steps and 0.3 * 16 * steps < m["medcutmix_rows"] <= 16 * steps
+    assert math.isfinite(m["loss"])
 
 
 @pytest.mark.slow

@@ -69,7 +69,29 @@ class DualEncoder(torch.nn.Module):
         # transformers < 5 returns the projected features; 5.x a ModelOutput carrying them as pooler_output
         return x if isinstance(x, torch.Tensor) else x.pooler_output
 
-    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        img = self._pooled(self.clip.get_image_features(pixel_values=pixel_values))
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        mix: dict[str, torch.Tensor] | None = None,
+    ):
+        """`mix` (MedCutMix; input_ids then already hold the mixed reports): partner, lam, active,
+        sentence_ids, sentence_mask (the inserted sentences) and layer. Mixing runs inside forward so
+        DDP sees every parameter it uses."""
         txt = self._pooled(self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
+        if mix is None:
+            img = self._pooled(self.clip.get_image_features(pixel_values=pixel_values))
+            return img, txt, self.clip.logit_scale
+        from pairaug_ray.models.medcutmix import medcutmix_image_features
+
+        with torch.no_grad():
+            query = self._pooled(
+                self.clip.get_text_features(
+                    input_ids=mix["sentence_ids"], attention_mask=mix["sentence_mask"]
+                )
+            )
+        img, _ = medcutmix_image_features(
+            self.clip, pixel_values, mix["partner"], mix["lam"], mix["active"], query, int(mix["layer"])
+        )
         return img, txt, self.clip.logit_scale

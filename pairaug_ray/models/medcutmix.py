@@ -75,3 +75,41 @@ def mixed_image_features(
         torch.cat([torch.zeros_like(mask[:, :1]), mask], dim=1).unsqueeze(-1).to(h.dtype)
     )  # CLS from the image
     return finish_from(clip, (1 - m) * h + m * hp, layer)
+
+
+def sample_lam(
+    n: int, lam_range: tuple[float, float], distribution: str, alpha: float, gen: torch.Generator
+) -> torch.Tensor:
+    """lambda per row: U[a, b], or Beta(alpha, alpha) (the two readings in the notes)."""
+    if distribution == "beta":
+        import numpy as np
+
+        # torch's Beta sampler takes no generator; seed numpy's from ours so runs stay reproducible.
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen)))
+        return torch.from_numpy(rng.beta(alpha, alpha, n)).float()
+    a, b = lam_range
+    return a + (b - a) * torch.rand(n, generator=gen)
+
+
+def medcutmix_image_features(
+    clip: torch.nn.Module,
+    pixels: torch.Tensor,
+    partner: torch.Tensor,
+    lam: torch.Tensor,
+    active: torch.Tensor,
+    sentence_features: torch.Tensor,
+    layer: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image features of a batch in which row i takes the patch states of row partner[i] that the
+    inserted sentence's embedding (sentence_features[i]) attends to most; inactive rows are unchanged.
+
+    One forward pass to layer l serves both sides (the partner is another row of the same batch);
+    gradients flow through both images' states, the patch choice is made without gradient.
+    Returns (features, mask) with mask (B, N) the patches taken from the partner.
+    """
+    h = hidden_states_at(clip, pixels, layer)
+    with torch.no_grad():
+        attention = patch_attention(clip, sentence_features.to(h.dtype), h.detach()[partner])
+        mask = top_patch_mask(attention, lam.to(attention.device)) & active.to(attention.device).unsqueeze(1)
+    m = torch.cat([torch.zeros_like(mask[:, :1]), mask], dim=1).unsqueeze(-1).to(h.dtype)  # CLS stays row i's
+    return finish_from(clip, (1 - m) * h + m * h[partner], layer), mask

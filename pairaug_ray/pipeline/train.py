@@ -171,6 +171,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     amp = _autocast_dtype(t, device)
     fail_at = config.get("fail_at_step")  # fault injection for the resume test
     per_worker = t.batch_size // max(1, world)
+    tokenizer = None
+    if t.medcutmix.enabled:
+        from pairaug_ray.stages.train_data import load_tokenizer
+
+        tokenizer = load_tokenizer(t.init)
     shard = ray.train.get_dataset_shard("train")
 
     def report(metrics: dict[str, Any], with_checkpoint: bool) -> None:
@@ -200,7 +205,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     for epoch in range(state["epoch"], t.epochs):
         remaining = steps_per_epoch - state["step_in_epoch"]
         started, waited, seen, losses = time.perf_counter(), 0.0, 0, []
-        batches = iter(shard.iter_torch_batches(batch_size=per_worker, drop_last=True,
+        collate = None
+        if t.medcutmix.enabled:
+            from pairaug_ray.stages.train_data import MedCutMixCollate
+
+            # Seeded by the epoch and the resume step, so a restarted run draws fresh mixes.
+            collate = MedCutMixCollate(
+                t.medcutmix, tokenizer, config["seed"] + 7919 * state["step"] + epoch, rank
+            )
+        batches = iter(shard.iter_torch_batches(batch_size=per_worker, drop_last=True, collate_fn=collate,
                                                 local_shuffle_buffer_size=t.shuffle_buffer or None))  # fmt: skip
         for _ in range(remaining):
             t0 = time.perf_counter()
@@ -211,8 +224,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             waited += time.perf_counter() - t0
             pixels = batch["pixel_values"].to(device)
             ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            mix = _to_device(batch.get("mix"), device)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                img, txt, scale = model(pixels, ids, mask)
+                img, txt, scale = model(pixels, ids, mask, mix)
             loss = clip_loss(img, txt, scale)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -223,6 +237,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             state["step_in_epoch"] += 1
             seen += pixels.shape[0] * world
             losses.append(float(loss.detach()))
+            if mix is not None:
+                state["mixed_batches"] = state.get("mixed_batches", 0) + 1
+                rows = mix["active"].sum()
+                if world > 1:
+                    torch.distributed.all_reduce(rows)
+                state["mixed_rows"] = state.get("mixed_rows", 0) + int(rows)
             if fail_at is not None and state["step"] == fail_at and not Path(config["fail_marker"]).exists():
                 Path(config["fail_marker"]).touch()
                 raise RuntimeError(f"injected failure at step {fail_at}")
@@ -233,6 +253,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             {"epoch": epoch + 1, "step": state["step"], "loss": sum(losses) / max(1, len(losses))}
         )
         report(_metrics(state, losses, scheduler, seen, started, waited), with_checkpoint=True)
+
+
+def _to_device(mix: dict[str, Any] | None, device: torch.device) -> dict[str, Any] | None:
+    if mix is None:
+        return None
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in mix.items()}
 
 
 def _metrics(
@@ -246,7 +272,9 @@ def _metrics(
         "lr": scheduler.get_last_lr()[0],
         "samples_per_s": seen / elapsed,
         "data_wait_s": waited,
-    }
+        **({"medcutmix_batches": state["mixed_batches"], "medcutmix_rows": state["mixed_rows"]}
+           if "mixed_batches" in state else {}),
+    }  # fmt: skip
 
 
 # --- the job --------------------------------------------------------------------------------------------------
@@ -283,10 +311,7 @@ def train_job(cfg: JobConfig, *, fail_at_step: int | None = None) -> dict[str, A
     from pairaug_ray.models.clip import PRESETS
 
     t = cfg.train
-    if t.medcutmix.enabled:
-        raise ConfigError(
-            "train.medcutmix.enabled: MedCutMix is not implemented yet (only its config exists); set it to false"
-        )
+    _check_medcutmix(t, PRESETS)
     init_ray(cfg.ray)
     check_train_cpus(t)
     pairs, info = training_pairs(cfg)
@@ -356,6 +381,21 @@ def train_job(cfg: JobConfig, *, fail_at_step: int | None = None) -> dict[str, A
         storage.join(run_dir, "train_summary.json"), json.dumps(summary, indent=2, default=str)
     )
     return summary
+
+
+def _check_medcutmix(t: TrainConfig, presets: dict) -> None:
+    if not t.medcutmix.enabled:
+        return
+    if t.init:
+        from transformers import CLIPConfig
+
+        layers = int(CLIPConfig.from_pretrained(t.init).vision_config.num_hidden_layers)
+    else:
+        layers = int(presets[t.preset]["vision_config"]["num_hidden_layers"])
+    if t.medcutmix.layer >= layers:
+        raise ConfigError(
+            f"train.medcutmix.layer {t.medcutmix.layer}: the image encoder has layers 0..{layers - 1}"
+        )
 
 
 def _uri(path: str | None, fs) -> str | None:

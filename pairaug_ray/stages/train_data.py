@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import torch
 import torch.nn.functional as F
+from ray.data.collate_fn import NumpyBatchCollateFn
 
 from pairaug_ray import images, schema
-from pairaug_ray.config import AugImgConfig, TrainConfig
+from pairaug_ray.config import AugImgConfig, MedCutMixConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
+NUMERIC_COLUMNS = ("pixel_values", "input_ids", "attention_mask", "origin")
 ORIGIN_CODES = {
     schema.ORIGIN_REAL: 0,
     schema.ORIGIN_INTER: 1,
@@ -86,22 +89,26 @@ def augment_image(x: torch.Tensor, cfg: AugImgConfig, gen: torch.Generator) -> t
     return x
 
 
+def load_tokenizer(source: str | None):
+    """The checkpoint's CLIP tokenizer, or one built from the CLIP BPE vocabulary (random init)."""
+    from transformers import CLIPTokenizer
+
+    from pairaug_ray.models.tokenizer import build_clip_tokenizer
+
+    if source:
+        return CLIPTokenizer.from_pretrained(source)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return build_clip_tokenizer(tmp)
+
+
 class PreprocessPairs:
     """Ray Data actor: pair rows -> pixel_values, input_ids, attention_mask (and origin, for metrics)."""
 
     def __init__(self, cfg: TrainConfig, size: int, tokenizer_source: str | None, seed: int):
-        from transformers import CLIPTokenizer
-
-        from pairaug_ray.models.tokenizer import build_clip_tokenizer
-
         self.cfg, self.size = cfg, size
-        if tokenizer_source:
-            self.tokenizer = CLIPTokenizer.from_pretrained(tokenizer_source)
-        else:
-            import tempfile
-
-            with tempfile.TemporaryDirectory() as tmp:
-                self.tokenizer = build_clip_tokenizer(tmp)
+        self.tokenizer = load_tokenizer(tokenizer_source)
         self.gen = torch.Generator().manual_seed(seed)
 
     def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
@@ -120,7 +127,7 @@ class PreprocessPairs:
             texts.append(training_text(row, self.cfg.text))
             origins.append(ORIGIN_CODES.get(row.get(schema.ORIGIN) or schema.ORIGIN_REAL, 0))
         ids, mask = tokenize(self.tokenizer, texts) if texts else (np.zeros((0, 77), np.int64),) * 2
-        return {
+        out = {
             "pixel_values": np.stack(pixels)
             if pixels
             else np.zeros((0, 3, self.size, self.size), np.float32),
@@ -128,3 +135,67 @@ class PreprocessPairs:
             "attention_mask": mask,
             "origin": np.asarray(origins, np.int64),
         }
+        if self.cfg.medcutmix.enabled:
+            # The labeler runs here, once per report, so that mixing a batch in the loop is string work.
+            from pairaug_ray.text.cutmix import analyse
+
+            out["text"] = np.asarray(texts, dtype=object)
+            out["text_analysis"] = np.asarray([analyse(t).to_json() for t in texts], dtype=object)
+        return out
+
+
+# --- MedCutMix batches --------------------------------------------------------------------------------------
+
+
+class MedCutMixCollate(NumpyBatchCollateFn):
+    """Batches for `iter_torch_batches` with MedCutMix: with probability p a batch is mixed: every
+    row takes a diagnostic sentence from a partner row (sentence CutMix on the cached analyses), and
+    the batch carries what the model needs to mix the partner's patches in (`mix`).
+
+    The per-batch coin uses the same seed on every worker, so a global batch is mixed or not as a
+    whole; partners and lambda use a per-worker seed.
+    """
+
+    def __init__(self, cfg: MedCutMixConfig, tokenizer, seed: int, rank: int):
+        self.cfg, self.tokenizer = cfg, tokenizer
+        self.coin = random.Random(seed)
+        self.rng = random.Random(seed * 1_000_003 + rank)
+        self.gen = torch.Generator().manual_seed(seed * 1_000_003 + rank)
+        self.mixed_batches = self.mixed_rows = 0
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        from pairaug_ray.models.clip import tokenize
+        from pairaug_ray.models.medcutmix import sample_lam
+        from pairaug_ray.text.cutmix import ReportAnalysis, plan_batch_mix
+
+        out: dict[str, Any] = {k: torch.as_tensor(batch[k]) for k in NUMERIC_COLUMNS}
+        out["mix"] = None
+        if self.coin.random() >= self.cfg.p:
+            return out
+        texts = [str(t) for t in batch["text"]]
+        plan = plan_batch_mix(
+            texts,
+            [ReportAnalysis.from_json(a) for a in batch["text_analysis"]],
+            self.rng,
+            self.cfg.replace_contradiction,
+        )
+        mixed = [m.text if m else t for m, t in zip(plan.mixes, texts, strict=True)]
+        ids, mask = tokenize(self.tokenizer, mixed)
+        sids, smask = tokenize(self.tokenizer, [m.sentence if m else " " for m in plan.mixes])
+        out["input_ids"], out["attention_mask"] = torch.from_numpy(ids), torch.from_numpy(mask)
+        n = len(texts)
+        out["mix"] = {
+            "partner": torch.tensor(plan.partner),
+            "active": torch.tensor(plan.active),
+            "lam": sample_lam(n, self.cfg.lam, self.cfg.lam_distribution, self.cfg.alpha, self.gen),
+            "sentence_ids": torch.from_numpy(sids),
+            "sentence_mask": torch.from_numpy(smask),
+            "layer": self.cfg.layer,
+            # Kept for inspection and tests (not moved to the device):
+            "texts": mixed,
+            "sentences": [m.sentence if m else None for m in plan.mixes],
+            "findings": [m.finding if m else None for m in plan.mixes],
+        }
+        self.mixed_batches += 1
+        self.mixed_rows += sum(plan.active)
+        return out
