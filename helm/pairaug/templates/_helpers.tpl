@@ -1,0 +1,295 @@
+{{/* Names. Kubernetes names and label values are at most 63 characters. */}}
+
+{{- define "pairaug.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "pairaug.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* KubeRay refuses RayCluster names over 53 characters: it appends up to "-serve-svc" (10) to them. */}}
+{{- define "pairaug.clusterName" -}}
+{{- include "pairaug.fullname" . | trunc 53 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* RayJob names: at most 47 characters (KubeRay appends 6 to name the job's cluster).
+     Call with (list $ "augment"). */}}
+{{- define "pairaug.jobName" -}}
+{{- $root := index . 0 -}}
+{{- $stage := index . 1 -}}
+{{- $prefix := include "pairaug.fullname" $root | trunc (int (sub 46 (len $stage))) | trimSuffix "-" -}}
+{{- printf "%s-%s" $prefix $stage -}}
+{{- end -}}
+
+{{- define "pairaug.configMapName" -}}
+{{- printf "%s-configs" (include "pairaug.fullname" . | trunc 55 | trimSuffix "-") -}}
+{{- end -}}
+
+{{- define "pairaug.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "pairaug.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels: the recommended app.kubernetes.io set. */}}
+
+{{- define "pairaug.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "pairaug.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end -}}
+
+{{- define "pairaug.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "pairaug.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: pairaug-ray
+{{- end -}}
+
+{{- define "pairaug.image" -}}
+{{- printf "%s:%s" .Values.image.repository .Values.image.tag -}}
+{{- end -}}
+
+{{/* "16Gi" / "512Mi" / "1073741824" -> bytes, as `ray start --object-store-memory` wants them. */}}
+{{- define "pairaug.bytes" -}}
+{{- $s := toString . -}}
+{{- if hasSuffix "Gi" $s -}}
+{{- mul (trimSuffix "Gi" $s | int64) 1073741824 -}}
+{{- else if hasSuffix "Mi" $s -}}
+{{- mul (trimSuffix "Mi" $s | int64) 1048576 -}}
+{{- else -}}
+{{- $s | int64 -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The container security context of every container: non-root, no escalation, no capabilities. */}}
+{{- define "pairaug.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.securityContext.runAsUser }}
+runAsGroup: {{ .Values.securityContext.runAsGroup }}
+allowPrivilegeEscalation: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "pairaug.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.securityContext.runAsUser }}
+runAsGroup: {{ .Values.securityContext.runAsGroup }}
+fsGroup: {{ .Values.securityContext.fsGroup }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Environment of every Ray container. Secrets only by reference: the LLM key through a
+     secretKeyRef here, S3 keys through envFrom (see pairaug.envFrom); the Ray token is injected by
+     the KubeRay operator from its Secret (authOptions). */}}
+{{- define "pairaug.env" -}}
+{{- $env := list -}}
+{{- with .Values.s3.region -}}
+{{- $env = append $env (dict "name" "AWS_REGION" "value" .) -}}
+{{- $env = append $env (dict "name" "AWS_DEFAULT_REGION" "value" .) -}}
+{{- end -}}
+{{- with .Values.s3.endpointUrl -}}
+{{- $env = append $env (dict "name" "AWS_ENDPOINT_URL" "value" .) -}}
+{{- end -}}
+{{- with .Values.llm.existingSecret -}}
+{{- $ref := dict "secretKeyRef" (dict "name" . "key" $.Values.llm.secretKey) -}}
+{{- $env = append $env (dict "name" $.Values.llm.envName "valueFrom" $ref) -}}
+{{- end -}}
+{{- range .Values.env -}}
+{{- $env = append $env . -}}
+{{- end -}}
+{{- with $env -}}
+env:
+{{- toYaml . | nindent 2 }}
+{{- end -}}
+{{- if eq .Values.s3.credentials "secret" }}
+envFrom:
+  - secretRef:
+      name: {{ required "s3.existingSecret must name a Secret when s3.credentials is secret" .Values.s3.existingSecret }}
+{{- end -}}
+{{- end -}}
+
+{{/* One Ray pod template. Called with (dict "root" $ "group" <values> "component" "head|worker"
+     "container" "ray-head|ray-worker" "gpus" N "gpuResource" NAME). Requests equal limits. */}}
+{{- define "pairaug.podTemplate" -}}
+{{- $root := .root -}}
+{{- $g := .group -}}
+{{- $resources := dict "cpu" (toString $g.resources.cpu) "memory" $g.resources.memory -}}
+{{- if .gpus -}}
+{{- $_ := set $resources .gpuResource (toString .gpus) -}}
+{{- end -}}
+metadata:
+  labels:
+    {{- include "pairaug.selectorLabels" $root | nindent 4 }}
+    app.kubernetes.io/component: {{ .component }}
+    {{- with $g.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with $g.podAnnotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  serviceAccountName: {{ include "pairaug.serviceAccountName" $root }}
+  securityContext:
+    {{- include "pairaug.podSecurityContext" $root | nindent 4 }}
+  {{- with $root.Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- range . }}
+    - name: {{ . }}
+    {{- end }}
+  {{- end }}
+  {{- with $g.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $g.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $g.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: {{ .container }}
+      image: {{ include "pairaug.image" $root | quote }}
+      imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+      {{- if eq .component "head" }}
+      ports:
+        - {name: gcs-server, containerPort: 6379, protocol: TCP}
+        - {name: dashboard, containerPort: 8265, protocol: TCP}
+        - {name: client, containerPort: 10001, protocol: TCP}
+        - {name: metrics, containerPort: 8080, protocol: TCP}
+      {{- end }}
+      {{- include "pairaug.env" $root | nindent 6 }}
+      resources:
+        requests:
+          {{- toYaml $resources | nindent 10 }}
+        limits:
+          {{- toYaml $resources | nindent 10 }}
+      securityContext:
+        {{- include "pairaug.containerSecurityContext" $root | nindent 8 }}
+      {{- if ne .component "head" }}
+      lifecycle:
+        preStop:
+          exec:
+            # Leave the cluster cleanly when the autoscaler removes the pod.
+            command: ["/bin/sh", "-c", "ray stop"]
+      {{- end }}
+      volumeMounts:
+        - {name: shared-mem, mountPath: /dev/shm}
+        - {name: ray-tmp, mountPath: /tmp/ray}
+        {{- if $root.Values.pipelineConfigs.files }}
+        - {name: pipeline-configs, mountPath: {{ $root.Values.pipelineConfigs.mountPath | quote }}, readOnly: true}
+        {{- end }}
+  volumes:
+    # Explicit /dev/shm (KubeRay would otherwise size it to the memory limit): it holds the object store.
+    - name: shared-mem
+      emptyDir:
+        medium: Memory
+        sizeLimit: {{ $g.sharedMemory }}
+    # Ray's session directory: logs and spilled objects.
+    - name: ray-tmp
+      emptyDir:
+        {{- if $g.tmpSize }}
+        sizeLimit: {{ $g.tmpSize }}
+        {{- else }}
+        {}
+        {{- end }}
+    {{- if $root.Values.pipelineConfigs.files }}
+    - name: pipeline-configs
+      configMap:
+        name: {{ include "pairaug.configMapName" $root }}
+    {{- end }}
+{{- end -}}
+
+{{/* ray start flags of a group: the user's, then the chart's (which win). */}}
+{{- define "pairaug.rayStartParams" -}}
+{{- $g := .group -}}
+{{- $store := include "pairaug.bytes" $g.objectStoreMemory -}}
+{{- $shm := include "pairaug.bytes" $g.sharedMemory -}}
+{{- if gt (int64 $store) (int64 $shm) -}}
+{{- fail (printf "%s.objectStoreMemory (%s) must not exceed %s.sharedMemory (%s): the object store lives in /dev/shm" .key $g.objectStoreMemory .key $g.sharedMemory) -}}
+{{- end -}}
+{{- $params := deepCopy (default dict $g.rayStartParams) -}}
+{{- $_ := set $params "object-store-memory" $store -}}
+{{- if eq .key "head" -}}
+{{- $_ := set $params "num-cpus" "0" -}}
+{{- $_ := set $params "dashboard-host" "0.0.0.0" -}}
+{{- end -}}
+{{- toYaml $params -}}
+{{- end -}}
+
+{{/* The RayCluster spec, shared by the RayCluster and by every RayJob that brings its own cluster. */}}
+{{- define "pairaug.rayClusterSpec" -}}
+{{- $v := .Values -}}
+{{- if not (or $v.cpuWorkers.enabled $v.gpuWorkers.enabled) -}}
+{{- fail "enable cpuWorkers or gpuWorkers: the head runs no tasks (num-cpus 0)" -}}
+{{- end -}}
+rayVersion: {{ $v.rayVersion | quote }}
+{{- if $v.auth.enabled }}
+authOptions:
+  mode: token
+  {{- with $v.auth.existingSecret }}
+  secretName: {{ . }}
+  {{- end }}
+{{- end }}
+enableInTreeAutoscaling: {{ $v.autoscaler.enabled }}
+{{- if $v.autoscaler.enabled }}
+autoscalerOptions:
+  version: {{ $v.autoscaler.version }}
+  upscalingMode: {{ $v.autoscaler.upscalingMode }}
+  idleTimeoutSeconds: {{ $v.autoscaler.idleTimeoutSeconds }}
+  imagePullPolicy: {{ $v.image.pullPolicy }}
+  resources:
+    {{- $r := dict "cpu" (toString $v.autoscaler.resources.cpu) "memory" $v.autoscaler.resources.memory }}
+    requests:
+      {{- toYaml $r | nindent 6 }}
+    limits:
+      {{- toYaml $r | nindent 6 }}
+  securityContext:
+    {{- include "pairaug.containerSecurityContext" . | nindent 4 }}
+{{- end }}
+headGroupSpec:
+  serviceType: {{ $v.head.serviceType }}
+  rayStartParams:
+    {{- include "pairaug.rayStartParams" (dict "group" $v.head "key" "head") | nindent 4 }}
+  template:
+    {{- include "pairaug.podTemplate" (dict "root" . "group" $v.head "component" "head" "container" "ray-head") | nindent 4 }}
+workerGroupSpecs:
+  {{- range $key := list "cpuWorkers" "gpuWorkers" }}
+  {{- $g := index $v $key }}
+  {{- if $g.enabled }}
+  {{- if gt (int $g.minReplicas) (int $g.maxReplicas) }}
+  {{- fail (printf "%s.minReplicas (%d) is larger than %s.maxReplicas (%d)" $key (int $g.minReplicas) $key (int $g.maxReplicas)) }}
+  {{- end }}
+  - groupName: {{ $g.groupName }}
+    replicas: {{ $g.replicas }}
+    minReplicas: {{ $g.minReplicas }}
+    maxReplicas: {{ $g.maxReplicas }}
+    rayStartParams:
+      {{- include "pairaug.rayStartParams" (dict "group" $g "key" $key) | nindent 6 }}
+    template:
+      {{- $gpus := 0 }}
+      {{- if eq $key "gpuWorkers" }}{{ $gpus = $g.gpusPerPod }}{{ end }}
+      {{- include "pairaug.podTemplate" (dict "root" $ "group" $g "component" (printf "worker-%s" $g.groupName) "container" "ray-worker" "gpus" $gpus "gpuResource" ($g.gpuResourceName | default "")) | nindent 6 }}
+  {{- end }}
+  {{- end }}
+{{- end -}}

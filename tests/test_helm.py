@@ -1,0 +1,471 @@
+"""The Helm chart (helm/pairaug) and the plain manifests (k8s/), checked without a cluster.
+
+The real Helm 3 binary renders the chart (`make .tools/helm` fetches it); each value set is rendered
+once per module. Core objects (and every pod template, wrapped in a Pod) are validated in strict mode
+with kubernetes-validate for each supported Kubernetes version; RayCluster, RayJob and RayService
+objects against the KubeRay v1.7 CRD schemas in ../shared/kuberay-crds, with unknown fields rejected
+as the API server's strict field validation would. CEL rules of the CRDs are not checked offline;
+the limits KubeRay enforces in Go (name lengths) are asserted here instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CHART = REPO / "helm" / "pairaug"
+K8S = REPO / "k8s"
+HELM = REPO / ".tools" / "helm"
+CRDS = Path(os.environ.get("KUBERAY_CRDS", REPO.parent / "shared" / "kuberay-crds"))
+K8S_VERSIONS = ["1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.34.0", "1.35.0"]
+RAY_KINDS = {"RayCluster", "RayJob", "RayService"}
+VALUE_SETS = ["default", *sorted(p.stem for p in (CHART / "ci").glob("*.yaml"))]
+SECRETISH = re.compile(r"(^|_)(API_?KEY|KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIALS?)(_|$)", re.I)
+DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: the CRDs are 60k lines
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    if not HELM.exists():
+        pytest.fail(f"the Helm binary is missing at {HELM}: run `make .tools/helm` (make test does it)")
+    proc = subprocess.run([str(HELM), *args], capture_output=True, text=True, timeout=60)
+    if check and proc.returncode:
+        pytest.fail(f"helm {' '.join(args)} failed:\n{proc.stderr}")
+    return proc
+
+
+def render(*args: str, release: str = "pairaug") -> list[dict]:
+    out = helm("template", release, str(CHART), "--namespace", "pairaug", *args).stdout
+    return [d for d in yaml.load_all(out, Loader=Loader) if d]
+
+
+def values_args(name: str) -> list[str]:
+    return [] if name == "default" else ["-f", str(CHART / "ci" / f"{name}.yaml")]
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict]]:
+    return {name: render(*values_args(name)) for name in VALUE_SETS}
+
+
+@pytest.fixture(scope="module")
+def manifests() -> list[dict]:
+    docs = []
+    for path in sorted(K8S.glob("*.yaml")):
+        docs += [d for d in yaml.load_all(path.read_text(), Loader=Loader) if d]
+    return docs
+
+
+# --- KubeRay CRD schemas --------------------------------------------------------------------------------
+
+
+def _structural(node):
+    """An openAPIV3Schema node as JSON Schema, strict like the API server's field validation."""
+    if isinstance(node, list):
+        return [_structural(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _structural(v) for k, v in node.items() if k != "x-kubernetes-validations"}
+    if node.pop("x-kubernetes-int-or-string", False):
+        node.pop("type", None)
+        node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if node.pop("nullable", False) and "type" in node:
+        node["type"] = [node["type"], "null"]
+    strict = not node.get("x-kubernetes-preserve-unknown-fields")
+    if strict and "properties" in node and "additionalProperties" not in node:
+        node["additionalProperties"] = False
+    return node
+
+
+@pytest.fixture(scope="module")
+def crd_validators() -> dict[str, jsonschema.Validator]:
+    if not CRDS.is_dir():
+        pytest.fail(f"KubeRay CRDs not found at {CRDS} (../shared/kuberay-crds, or set KUBERAY_CRDS)")
+    validators = {}
+    for path in CRDS.glob("ray.io_*.yaml"):
+        crd = yaml.load(path.read_text(), Loader=Loader)
+        (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+        schema = _structural(version["schema"]["openAPIV3Schema"])
+        validators[crd["spec"]["names"]["kind"]] = jsonschema.Draft7Validator(schema)
+    assert set(validators) >= RAY_KINDS, f"missing CRDs in {CRDS}: {RAY_KINDS - set(validators)}"
+    return validators
+
+
+def crd_errors(obj: dict, validators) -> list[str]:
+    assert obj["apiVersion"] == "ray.io/v1", obj["apiVersion"]
+    errors = validators[obj["kind"]].iter_errors(obj)
+    return [
+        f"{obj['kind']}/{obj['metadata']['name']} at {'.'.join(map(str, e.path))}: {e.message}"
+        for e in errors
+    ]
+
+
+# --- walking the rendered objects ------------------------------------------------------------------------
+
+
+def cluster_specs(obj: dict) -> list[dict]:
+    spec = obj["spec"]
+    if obj["kind"] == "RayCluster":
+        return [spec]
+    return [s for s in (spec.get("rayClusterSpec"), spec.get("rayClusterConfig")) if s]
+
+
+def groups(cluster_spec: dict) -> list[tuple[str, dict]]:
+    """(group name, group spec) for the head ('head') and every worker group."""
+    return [("head", cluster_spec["headGroupSpec"])] + [
+        (g["groupName"], g) for g in cluster_spec.get("workerGroupSpecs", [])
+    ]
+
+
+def pod_specs(obj: dict) -> list[tuple[str, dict]]:
+    """Every pod spec an object will create: Ray groups and RayJob submitters."""
+    found = [(f"{obj['kind']}/{obj['metadata']['name']}/{name}", g["template"]["spec"])
+             for spec in cluster_specs(obj) for name, g in groups(spec)]  # fmt: skip
+    if obj["kind"] == "RayJob" and "submitterPodTemplate" in obj["spec"]:
+        found.append(
+            (f"RayJob/{obj['metadata']['name']}/submitter", obj["spec"]["submitterPodTemplate"]["spec"])
+        )
+    return found
+
+
+def only(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def check_objects(docs: list[dict], validators) -> None:
+    """Schema validation of every object: the checks shared by the chart and k8s/."""
+    import kubernetes_validate
+
+    problems = []
+    for obj in docs:
+        name = obj["metadata"]["name"]
+        assert len(name) <= 63, f"{obj['kind']} name longer than 63: {name}"
+        if obj["kind"] in RAY_KINDS:
+            problems += crd_errors(obj, validators)
+            limit = 53 if obj["kind"] == "RayCluster" else 47  # KubeRay's Go-side limits
+            assert len(name) <= limit and DNS1035.match(name), (
+                f"{obj['kind']} name {name!r} refused by KubeRay"
+            )
+            to_core = [({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": s}, where)
+                       for where, s in pod_specs(obj)]  # fmt: skip
+        else:
+            to_core = [(obj, f"{obj['kind']}/{name}")]
+        for core, where in to_core:
+            for version in K8S_VERSIONS:
+                try:
+                    kubernetes_validate.validate(core, version, strict=True)
+                except kubernetes_validate.ValidationError as e:
+                    problems.append(
+                        f"{where} on Kubernetes {version}: {e.caught.message} at {list(e.caught.path)}"
+                    )
+    assert not problems, "\n".join(problems)
+
+
+def check_security(docs: list[dict]) -> None:
+    """Non-root everywhere, token auth on, secrets only by reference."""
+    assert not only(docs, "Secret"), "the chart must not create Secrets"
+    for obj in docs:
+        for spec in cluster_specs(obj) if obj["kind"] in RAY_KINDS else []:
+            assert spec["authOptions"]["mode"] == "token", f"{obj['metadata']['name']}: token auth is off"
+            autoscaler = spec.get("autoscalerOptions", {}).get("securityContext", {})
+            assert autoscaler.get("runAsNonRoot") and autoscaler.get("allowPrivilegeEscalation") is False
+        for where, pod in pod_specs(obj) if obj["kind"] in RAY_KINDS else []:
+            assert pod["securityContext"]["runAsNonRoot"] is True, where
+            assert pod["securityContext"].get("runAsUser", 1000) != 0, where
+            for c in pod["containers"]:
+                assert c["securityContext"]["allowPrivilegeEscalation"] is False, where
+                assert c["securityContext"]["capabilities"]["drop"] == ["ALL"], where
+                assert c["image"].rsplit("/", 1)[-1].count(":") == 1, f"{where}: image without a tag"
+                assert not c["image"].endswith((":latest", ":nightly")), (
+                    f"{where}: unpinned image {c['image']}"
+                )
+                assert c["resources"]["requests"] == c["resources"]["limits"], f"{where}: requests != limits"
+                for env in c.get("env", []):
+                    if SECRETISH.search(env["name"]):
+                        assert "value" not in env and "secretKeyRef" in env["valueFrom"], f"{where}: {env}"
+                for src in c.get("envFrom", []):
+                    assert set(src) == {"secretRef"}, f"{where}: {src}"
+
+
+# --- the chart -------------------------------------------------------------------------------------------
+
+
+def test_lint_strict_with_every_value_set():
+    for name in VALUE_SETS:
+        proc = helm("lint", "--strict", str(CHART), *values_args(name), check=False)
+        assert proc.returncode == 0, f"helm lint --strict ({name}):\n{proc.stdout}{proc.stderr}"
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_every_object_validates(rendered, crd_validators, name):
+    docs = rendered[name]
+    assert docs, name
+    check_objects(docs, crd_validators)
+    check_security(docs)
+
+
+def test_crd_validation_rejects_unknown_fields(rendered, crd_validators):
+    """The converted CRD schemas really are strict: a typo anywhere is an error."""
+    (rc,) = only(rendered["default"], "RayCluster")
+    assert not crd_errors(rc, crd_validators)
+    bad = copy.deepcopy(rc)
+    bad["spec"]["workerGroupSpecs"][1]["maxReplica"] = 3
+    bad["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    bad["spec"]["autoscalerOptions"]["idleTimeoutSeconds"] = "600"
+    errors = "\n".join(crd_errors(bad, crd_validators))
+    assert "'maxReplica' was unexpected" in errors
+    assert "'imagePullPolicyy' was unexpected" in errors
+    assert "spec.autoscalerOptions.idleTimeoutSeconds: '600' is not of type 'integer'" in errors
+
+
+def test_default_cluster_layout(rendered):
+    docs = rendered["default"]
+    assert {d["kind"] for d in docs} == {"ServiceAccount", "RayCluster"}
+    (rc,) = only(docs, "RayCluster")
+    spec = rc["spec"]
+    assert rc["metadata"]["name"] == "pairaug" and spec["rayVersion"] == "2.60.0"
+    for key in ("helm.sh/chart", "app.kubernetes.io/name", "app.kubernetes.io/instance",
+                "app.kubernetes.io/version", "app.kubernetes.io/managed-by"):  # fmt: skip
+        assert all(key in d["metadata"]["labels"] for d in docs), key
+    # Autoscaling: in-tree, v2, with the idle timeout and upscaling mode of values.yaml.
+    assert spec["enableInTreeAutoscaling"] is True
+    assert {k: spec["autoscalerOptions"][k] for k in ("version", "upscalingMode", "idleTimeoutSeconds")} == {
+        "version": "v2",
+        "upscalingMode": "Default",
+        "idleTimeoutSeconds": 600,
+    }
+    # The head takes no tasks; every group sets its object store below its /dev/shm.
+    head = spec["headGroupSpec"]
+    assert head["rayStartParams"]["num-cpus"] == "0"
+    assert "nvidia.com/gpu" not in head["template"]["spec"]["containers"][0]["resources"]["limits"]
+    for _, g in groups(spec):
+        pod = g["template"]["spec"]
+        (shm,) = [v["emptyDir"] for v in pod["volumes"] if v["name"] == "shared-mem"]
+        assert shm["medium"] == "Memory"
+        assert {"name": "shared-mem", "mountPath": "/dev/shm"} in pod["containers"][0]["volumeMounts"]
+        units = {"Gi": 2**30, "Mi": 2**20}
+        shm_bytes = int(shm["sizeLimit"][:-2]) * units[shm["sizeLimit"][-2:]]
+        assert 0 < int(g["rayStartParams"]["object-store-memory"]) <= shm_bytes
+    workers = {g["groupName"]: g for g in spec["workerGroupSpecs"]}
+    assert set(workers) == {"cpu", "gpu"}
+    assert "nvidia.com/gpu" not in workers["cpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+
+
+@pytest.mark.parametrize("name", ["default", "gpu-values"])
+def test_gpu_group(rendered, name):
+    (rc,) = only(rendered[name], "RayCluster")
+    (gpu,) = [g for g in rc["spec"]["workerGroupSpecs"] if g["groupName"] == "gpu"]
+    assert gpu["minReplicas"] == 0 and gpu["maxReplicas"] >= 1
+    pod = gpu["template"]["spec"]
+    res = pod["containers"][0]["resources"]
+    assert res["limits"]["nvidia.com/gpu"] == res["requests"]["nvidia.com/gpu"] == "8"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod.get("nodeSelector") or pod.get("affinity"), "GPU pods must be pinned to GPU nodes"
+    if name == "gpu-values":
+        assert pod["nodeSelector"] == {"karpenter.k8s.aws/instance-gpu-name": "h100"}
+        assert pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert gpu["maxReplicas"] == 4 and res["limits"]["memory"] == "1800Gi"
+        assert rc["spec"]["autoscalerOptions"]["upscalingMode"] == "Aggressive"
+
+
+def test_cpu_only(rendered):
+    docs = rendered["cpu-only-values"]
+    (rc,) = only(docs, "RayCluster")
+    assert [g["groupName"] for g in rc["spec"]["workerGroupSpecs"]] == ["cpu"]
+    assert "nvidia.com/gpu" not in yaml.safe_dump(docs)
+    for _, pod in pod_specs(rc):
+        assert "envFrom" not in pod["containers"][0]  # s3.credentials: none
+
+
+def test_irsa_and_pipeline_configs(rendered):
+    docs = rendered["gpu-values"]
+    (sa,) = only(docs, "ServiceAccount")
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
+    (cm,) = only(docs, "ConfigMap")
+    (rc,) = only(docs, "RayCluster")
+    for where, pod in pod_specs(rc):
+        assert pod["serviceAccountName"] == sa["metadata"]["name"], where
+        (vol,) = [v for v in pod["volumes"] if v["name"] == "pipeline-configs"]
+        assert vol["configMap"]["name"] == cm["metadata"]["name"]
+        assert {"name": "pipeline-configs", "mountPath": "/etc/pairaug/configs", "readOnly": True} in pod[
+            "containers"
+        ][0]["volumeMounts"]
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert env["AWS_REGION"] == "us-east-1"
+    # The ConfigMap holds valid pipeline configs (and, by the config's own rules, no secrets).
+    from pairaug_ray.config import parse_config
+
+    for file, text in cm["data"].items():
+        cfg = parse_config(yaml.safe_load(text), file)
+        assert cfg.run.output_dir.startswith("s3://")
+
+
+def test_secrets_by_reference(rendered):
+    docs = rendered["external-s3-secret-values"]
+    assert not only(docs, "ServiceAccount")  # serviceAccount.create: false: an existing account is used
+    (rc,) = only(docs, "RayCluster")
+    assert rc["spec"]["authOptions"] == {"mode": "token", "secretName": "pairaug-ray-token"}
+    for where, pod in pod_specs(rc):
+        assert pod["serviceAccountName"] == "pairaug-runner"
+        assert pod["imagePullSecrets"] == [{"name": "registry-credentials"}]
+        c = pod["containers"][0]
+        assert c["envFrom"] == [{"secretRef": {"name": "pairaug-s3"}}], where
+        env = {e["name"]: e for e in c["env"]}
+        assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio.storage.svc.cluster.local:9000"
+        assert env["OPENAI_API_KEY"] == {
+            "name": "OPENAI_API_KEY",
+            "valueFrom": {"secretKeyRef": {"name": "pairaug-openai", "key": "api-key"}},
+        }
+        assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "hf-token"
+    # The RayJob reuses the long-lived cluster instead of making its own.
+    (job,) = only(docs, "RayJob")
+    assert job["spec"]["clusterSelector"] == {"ray.io/cluster": rc["metadata"]["name"]}
+    assert "rayClusterSpec" not in job["spec"] and "shutdownAfterJobFinishes" not in job["spec"]
+    assert job["spec"]["entrypoint"] == "pairaug augment --config s3://pairaug-configs/augment.yaml"
+
+
+def test_rayjob_mode(rendered):
+    docs = rendered["rayjob-values"]
+    assert not only(docs, "RayCluster")
+    jobs = {j["metadata"]["name"]: j["spec"] for j in only(docs, "RayJob")}
+    assert set(jobs) == {"pairaug-augment", "pairaug-train", "pairaug-evaluate"}
+    for name, spec in jobs.items():
+        stage = name.removeprefix("pairaug-")
+        assert spec["entrypoint"].startswith(f"pairaug {stage} --config ")
+        assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] == 3600
+        assert spec["activeDeadlineSeconds"] == 86400 and spec["submissionMode"] == "K8sJobMode"
+        assert yaml.safe_load(spec["runtimeEnvYAML"]) == {"env_vars": {"HF_HUB_OFFLINE": "1"}}
+        assert spec["rayClusterSpec"]["enableInTreeAutoscaling"] is True
+        assert spec["rayClusterSpec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    assert jobs["pairaug-augment"]["backoffLimit"] == 2
+    assert jobs["pairaug-train"]["backoffLimit"] == 0  # per-job override of jobs.defaults, even to 0
+    assert jobs["pairaug-augment"]["entrypoint"].endswith("--set generate.max_actors=16")
+    assert (
+        jobs["pairaug-evaluate"]["entrypoint"]
+        == "pairaug evaluate --config s3://pairaug-runs/configs/evaluate.yaml"
+    )
+
+
+def test_long_names_are_truncated(crd_validators):
+    release = "a-very-long-release-name-for-the-radiology-team-xyz"  # Helm allows up to 53
+    docs = render("--set", "jobs.evaluate.enabled=true", "--set", "jobs.augment.enabled=true",
+                  "--set-string", "pipelineConfigs.files.a\\.yaml=run: {}", release=release)  # fmt: skip
+    check_objects(docs, crd_validators)
+    names = {d["kind"]: d["metadata"]["name"] for d in docs}
+    assert len(names["RayCluster"]) == 53
+    jobs = [d["metadata"]["name"] for d in only(docs, "RayJob")]
+    assert [j.rsplit("-", 1)[1] for j in jobs] == ["augment", "evaluate"] and all(len(j) <= 47 for j in jobs)
+    assert names["ConfigMap"].endswith("-configs") and len(names["ConfigMap"]) <= 63
+
+
+def test_notes_print_port_forward_and_submit(tmp_path):
+    """NOTES.txt, rendered through a copy of the chart that exposes it as a ConfigMap."""
+    chart = tmp_path / "pairaug"
+    shutil.copytree(CHART, chart)
+    notes = (chart / "templates" / "NOTES.txt").read_text()
+    (chart / "templates" / "NOTES.txt").unlink()
+    (chart / "templates" / "_notes.tpl").write_text(
+        '{{- define "test.notes" -}}\n' + notes + "\n{{- end -}}\n"
+    )
+    (chart / "templates" / "notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n"
+        'data: {notes: {{ include "test.notes" . | quote }}}\n'
+    )
+    out = helm(
+        "template", "pairaug", str(chart), "-n", "team-a", "--show-only", "templates/notes.yaml"
+    ).stdout
+    text = yaml.safe_load(out)["data"]["notes"]
+    assert "kubectl -n team-a port-forward svc/pairaug-head-svc 8265:8265" in text
+    assert "kubectl -n team-a get secret pairaug -o jsonpath='{.data.auth_token}'" in text
+    assert "pairaug submit --address http://127.0.0.1:8265 -- " in text
+    assert "ray job submit --address http://127.0.0.1:8265 -- pairaug augment" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--set", "gpuWorkers.gpuPerPod=4"], "gpuPerPod"),  # unknown key (a typo)
+        (["--set", "surprise=1"], "surprise"),
+        (["--set-string", "gpuWorkers.maxReplicas=two"], "gpuWorkers.maxReplicas"),  # wrong type
+        (["--set", "autoscaler.idleTimeoutSeconds=ten"], "autoscaler.idleTimeoutSeconds"),
+        (["--set", "image.tag=latest"], "image.tag"),
+        (["--set", "s3.credentials=secret"], "existingSecret"),
+        (["--set", "env[0].name=OPENAI_API_KEY", "--set", "env[0].value=sk-not-here"], "env.0"),
+        (["--set", "head.objectStoreMemory=8Gi"], "head.objectStoreMemory (8Gi) must not exceed"),
+        (
+            ["--set", "jobs.train.enabled=true,jobs.defaults.useExistingCluster=true,cluster.enabled=false"],
+            "useExistingCluster needs cluster.enabled",
+        ),
+    ],
+)
+def test_bad_values_are_rejected_naming_the_key(args, expected):
+    proc = helm("template", "pairaug", str(CHART), *args, check=False)
+    assert proc.returncode != 0, f"helm accepted {args}"
+    assert expected in proc.stderr, proc.stderr
+
+
+def test_values_yaml_documents_every_key():
+    """Every key of values.yaml has a comment above it, beside it or (a section) right below it."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    undocumented = []
+    for i, line in enumerate(lines):
+        m = re.match(r"^(\s*)([A-Za-z][\w.]*):", line)
+        if not m:
+            continue
+        above = lines[i - 1].strip() if i else ""
+        below = lines[i + 1].strip() if i + 1 < len(lines) else ""
+        in_list_item = above.startswith("- ")  # e.g. the value of an env entry
+        if not (above.startswith("#") or "#" in line or below.startswith("#") or in_list_item):
+            undocumented.append(line.strip())
+    assert not undocumented, f"undocumented keys in values.yaml: {undocumented}"
+
+
+# --- k8s/: plain manifests -------------------------------------------------------------------------------
+
+
+def test_plain_manifests_validate(manifests, crd_validators):
+    kinds = sorted(d["kind"] for d in manifests)
+    assert kinds.count("RayJob") == 3 and kinds.count("RayService") == 1
+    check_objects(manifests, crd_validators)
+    check_security(manifests)
+    for job in only(manifests, "RayJob"):
+        stage = job["metadata"]["name"].removeprefix("pairaug-")
+        spec = job["spec"]
+        assert spec["entrypoint"] == f"pairaug {stage} --config s3://YOUR-BUCKET/configs/{stage}.yaml"
+        assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] > 0
+        assert spec["activeDeadlineSeconds"] > 0 and spec["backoffLimit"] >= 0
+        cluster = spec["rayClusterSpec"]
+        assert cluster["enableInTreeAutoscaling"] and cluster["autoscalerOptions"]["version"] == "v2"
+        assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+        (gpu,) = [g for g in cluster["workerGroupSpecs"] if g["groupName"] == "gpu"]
+        pod = gpu["template"]["spec"]
+        assert (
+            gpu["minReplicas"] == 0 and pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
+        )
+        assert pod["tolerations"] and pod["nodeSelector"]
+    (svc,) = only(manifests, "RayService")
+    serve = yaml.safe_load(svc["spec"]["serveConfigV2"])
+    (app,) = serve["applications"]
+    assert app["import_path"] == "ray.serve.llm:build_openai_app"
+    # The base_url the manifest documents is one the pipeline accepts (cluster-internal, no key).
+    from pairaug_ray.config import parse_config
+
+    header = (K8S / "rayservice-vllm.yaml").read_text().split("apiVersion:")[0]
+    snippet = "\n".join(
+        line[4:] for line in header.splitlines() if line.startswith("#   ") and "kubectl" not in line
+    )
+    cfg = parse_config(yaml.safe_load(snippet), "rayservice-vllm.yaml header")
+    assert (
+        cfg.rewrite.openai.base_url
+        == f"http://{svc['metadata']['name']}-serve-svc.llm.svc.cluster.local:8000/v1"
+    )
+    assert cfg.rewrite.openai.model == app["args"]["llm_configs"][0]["model_loading_config"]["model_id"]
