@@ -60,12 +60,56 @@ def _load(args: argparse.Namespace):
 def cmd_run(args: argparse.Namespace) -> int:
     """The whole pipeline: the augment job, then pretraining on real plus synthetic pairs."""
     from pairaug_ray.pipeline.augment import augment_job, format_augment
+    from pairaug_ray.pipeline.evaluate import evaluate_job, format_evaluate
     from pairaug_ray.pipeline.train import format_train, train_job
 
     cfg = _load(args)
     print(format_augment(augment_job(cfg)))
     print()
     print(format_train(train_job(cfg)))
+    print()
+    print(format_evaluate(evaluate_job(cfg)))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pairaug_ray.pipeline.evaluate import evaluate_job, format_evaluate
+
+    cfg = _load(args)
+    print(format_evaluate(evaluate_job(cfg)))
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    import json
+
+    from pairaug_ray import storage
+    from pairaug_ray.eval.tables import format_metrics, metrics_from_csvs
+
+    labels = [x.strip() for x in args.label_names.split(",")] if args.label_names else None
+    m = metrics_from_csvs(args.labels, args.scores, args.id_column, labels, args.bootstrap)
+    print(format_metrics(m))
+    if args.out:
+        storage.write_text(args.out, json.dumps(m, indent=2))
+        print(f"written: {args.out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from pairaug_ray import storage
+    from pairaug_ray.eval import report
+    from pairaug_ray.eval.tables import compare
+    from pairaug_ray.pipeline.evaluate import format_table
+
+    names = [x.strip() for x in args.names.split(",")] if args.names else None
+    merged = compare(args.runs, names)
+    print(format_table(merged))
+    if args.out:
+        storage.write_text(storage.join(args.out, "compare.json"), json.dumps(merged, indent=2))
+        storage.write_text(storage.join(args.out, "compare.html"), report.render_html(merged, {}))
+        print(f"written: {args.out}/compare.json, {args.out}/compare.html")
     return 0
 
 
@@ -293,9 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "run",
         cmd_run,
-        "the whole pipeline: augment, then train (the demo's entry point)",
-        "Run `augment` and then `train` with one config: the synthetic pairs the first writes are the ones "
-        "the second trains on. Each part resumes on a rerun.",
+        "the whole pipeline: augment, train, evaluate (the demo's entry point)",
+        "Run `augment`, `train` and `evaluate` with one config: the synthetic pairs the first writes are the "
+        "ones the second trains on, and the third evaluates the trained model zero-shot. Each part resumes "
+        "on a rerun.",
     )
     _add_config_args(p)
 
@@ -310,6 +355,57 @@ def build_parser() -> argparse.ArgumentParser:
         "the same train.name resumes from the latest one.",
     )
     _add_config_args(p)
+
+    p = command(
+        "evaluate",
+        cmd_evaluate,
+        "zero-shot evaluation (CheXzero) with bootstrap CIs, ensembles, linear probing and an HTML report",
+        "Evaluate trained CLIPs (evaluate.models; default: the train job's last checkpoint and the mean of its "
+        "top-k checkpoints by validation AUC) zero-shot on evaluate.datasets (the corpus's test split, or "
+        "CheXpert, PadChest and RSNA through adapters of their real label files): per-label and macro AUC, "
+        "ACC and F1 with CheXzero's 1,000-resample bootstrap intervals; optional linear probing "
+        "(evaluate.linear_probe). Writes metrics.json, predictions/*.csv and report.html under evaluate.output.",
+    )
+    _add_config_args(p)
+
+    p = command(
+        "metrics",
+        cmd_metrics,
+        "the evaluation protocol on any model's predictions (labels CSV + scores CSV)",
+        "Compute per-label and macro AUC/ACC/F1 with CheXzero's bootstrap intervals for predictions made by any "
+        "model: one row per image, one column per label, matched by an id column. Labels are 1/0 (-1 and blank "
+        "are left out of that label). Example:\n  pairaug metrics --labels labels.csv --scores scores.csv --out m.json",
+    )
+    p.add_argument(
+        "--labels", required=True, metavar="CSV", help="ground truth: id column + one column per label"
+    )
+    p.add_argument(
+        "--scores", required=True, metavar="CSV", help="predictions: id column + one column per label"
+    )
+    p.add_argument(
+        "--id-column", default="image_id", help="column matching rows of the two files (default image_id)"
+    )
+    p.add_argument(
+        "--label-names", metavar="A,B,...", help="labels to evaluate (default: every shared column)"
+    )
+    p.add_argument(
+        "--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)"
+    )
+    p.add_argument("--out", metavar="JSON", help="also write the metrics here (local path or s3://)")
+
+    p = command(
+        "compare",
+        cmd_compare,
+        "the comparison table over several evaluation runs",
+        "Build the paper's comparison table (rows: runs, e.g. base, +AugImg, +AugText, +PairAug, ensemble; "
+        "columns: AUC, ACC, F1 with 95% CIs per dataset) from the metrics.json of several `pairaug evaluate` runs.\n"
+        "  pairaug compare runs/base/evaluate runs/pairaug/evaluate --names base,+PairAug --out runs/compare",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="evaluate output folders (or their metrics.json)")
+    p.add_argument(
+        "--names", metavar="A,B,...", help="row names, one per run (default: the run folders' names)"
+    )
+    p.add_argument("--out", metavar="DIR", help="write compare.json and compare.html here")
 
     p = command(
         "score",
@@ -479,6 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from pairaug_ray.config import ConfigError
     from pairaug_ray.corpora.mimic import MimicLayoutError
+    from pairaug_ray.eval.datasets import DatasetFormatError
+    from pairaug_ray.eval.tables import TableInputError
     from pairaug_ray.images import ImageReadError
     from pairaug_ray.manifest import ManifestNotFoundError
     from pairaug_ray.models.refs import ModelNotFoundError
@@ -491,6 +589,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (
         ConfigError,
         MimicLayoutError,
+        DatasetFormatError,
+        TableInputError,
         ImageReadError,
         ManifestNotFoundError,
         ModelNotFoundError,

@@ -614,6 +614,17 @@ class TrainConfig(StrictModel):
     shuffle_buffer: int = Field(256, ge=0, description="Local shuffle buffer of the data iterator (rows).")
     augment_image: AugImgConfig = AugImgConfig()
     medcutmix: MedCutMixConfig = MedCutMixConfig()
+    validation: bool = Field(
+        True,
+        description="Zero-shot AUC (CheXzero's prompts) on the real validation split at every checkpoint, "
+        "recorded as val_auc; checkpoints are then kept by it (the ensemble's top-k).",
+    )
+    validation_split: str = "validate"
+    validation_labels: list[str] = Field(
+        ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"],
+        description="CheXpert observations scored for val_auc (their label_* columns).",
+    )
+    validation_max_images: int = Field(500, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -622,6 +633,99 @@ class TrainConfig(StrictModel):
                 f"batch_size {self.batch_size} is not divisible by num_workers {self.num_workers}"
             )
         return self
+
+
+class EvalDatasetConfig(StrictModel):
+    """One evaluation dataset, read through the adapter of its real file layout (eval/datasets.py)."""
+
+    name: str = Field("phantom-test", min_length=1, description="Name in tables and file names.")
+    kind: Literal["manifest", "chexpert", "padchest", "rsna"] = "manifest"
+    path: Uri | None = Field(
+        None,
+        description="manifest: the pair dataset root (default: the augment job's validated corpus); "
+        "others: the label CSV (.csv, .csv.gz, .zip).",
+    )
+    images_root: Uri | None = Field(None, description="Folder the CSV's image paths are relative to.")
+    labels: list[str] | None = Field(
+        None,
+        description="Labels to evaluate; default CheXpert-5 (manifest, chexpert), Pneumonia (rsna), "
+        "every label with >= min_positives positives (padchest).",
+    )
+    split: str | None = Field("test", description="manifest: which split (null: all rows).")
+    uncertain: Literal["exclude", "positive", "negative"] = Field(
+        "exclude", description="CheXpert -1 labels: left out of that label's metrics, or mapped."
+    )
+    missing: Literal["negative", "exclude"] = Field(
+        "negative", description="Blank (not mentioned) labels: negative, as CheXpert reads them, or left out."
+    )
+    min_positives: int = Field(
+        50, ge=1, description="padchest with labels null: minimum positives per label."
+    )
+    limit: int | None = Field(None, ge=1, description="Evaluate on the first N images (a quick look).")
+
+    def label_list(self) -> list[str] | None:
+        from pairaug_ray.schema import CHEXPERT5
+
+        if self.labels is not None:
+            return list(self.labels)
+        return {"manifest": list(CHEXPERT5), "chexpert": list(CHEXPERT5), "rsna": ["Pneumonia"]}.get(
+            self.kind
+        )
+
+
+class EvalModelConfig(StrictModel):
+    name: str = Field(..., min_length=1, description="Row name in the comparison table.")
+    path: Uri = Field(
+        ..., description="A transformers CLIP folder, or a train run directory (its checkpoints are used)."
+    )
+    ensemble: int = Field(
+        0,
+        ge=0,
+        description="Run directories: also report the mean of the top-k checkpoints by validation AUC (0: off).",
+    )
+
+
+class LinearProbeConfig(StrictModel):
+    """Frozen image encoder + a logistic-regression head per label on a seeded 80/10/10 split."""
+
+    enabled: bool = False
+    dataset: EvalDatasetConfig | None = Field(
+        None, description="Default: the corpus manifest, every split (the probe makes its own split)."
+    )
+    fractions: list[float] = Field([0.01, 0.1, 1.0], description="Fractions of the training split used.")
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+    c_grid: list[float] = Field(
+        [0.01, 0.1, 1.0, 10.0], description="Inverse regularisation strengths; chosen by validation AUC."
+    )
+
+
+class EvaluateConfig(StrictModel):
+    """CheXzero zero-shot evaluation with bootstrap intervals, ensembles, linear probing and the report."""
+
+    models: list[EvalModelConfig] = Field(
+        [], description="Models to compare; default: the train job's run (last checkpoint + ensemble)."
+    )
+    ensemble_k: int = Field(10, ge=1, description="Default models: top-k checkpoints by validation AUC.")
+    datasets: list[EvalDatasetConfig] = Field([EvalDatasetConfig()], min_length=1)
+    positive_templates: list[str] = Field(["{}"], min_length=1)
+    negative_templates: list[str] = Field(["no {}"], min_length=1)
+    threshold: Literal["max-f1", "validation"] = Field(
+        "max-f1",
+        description="F1/ACC threshold: the F1-maximising one on the test set (MedKLIP/KAD) or on "
+        "validation_split of the same dataset (manifest datasets).",
+    )
+    validation_split: str = "validate"
+    n_bootstrap: int = Field(1000, ge=10)
+    pad_size: int = Field(320, ge=16, description="CheXzero's resize-and-pad size.")
+    batch_size: int = Field(64, ge=1)
+    num_cpus: float = Field(1.0, gt=0.0)
+    num_gpus: float = Field(0.0, ge=0.0)
+    max_actors: int = Field(4, ge=1)
+    linear_probe: LinearProbeConfig = LinearProbeConfig()
+    tsne_per_origin: int = Field(150, ge=0, description="Pairs per origin in the embedding map (0: no map).")
+    grid_pairs: int = Field(8, ge=0, description="Pairs per origin in the report's image grid.")
+    output: Uri | None = Field(None, description="Default: <run.output_dir>/evaluate.")
 
 
 class JobConfig(StrictModel):
@@ -635,6 +739,7 @@ class JobConfig(StrictModel):
     prune: PruneConfig = PruneConfig()
     augment: AugmentConfig = AugmentConfig()
     train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     def corpus_dir(self) -> str:
         from pairaug_ray.storage import join
@@ -672,6 +777,11 @@ class JobConfig(StrictModel):
         from pairaug_ray.storage import join
 
         return self.train.storage_path or join(self.run.output_dir, "train")
+
+    def evaluate_dir(self) -> str:
+        from pairaug_ray.storage import join
+
+        return self.evaluate.output or join(self.run.output_dir, "evaluate")
 
     def tiny_models_dir(self) -> str:
         from pairaug_ray.storage import join

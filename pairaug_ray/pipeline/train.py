@@ -99,6 +99,39 @@ def training_pairs(cfg: JobConfig) -> tuple[ray.data.Dataset, dict[str, Any]]:
     return ds.materialize(), info
 
 
+def validation_rows(cfg: JobConfig) -> list[dict[str, Any]]:
+    """Real validation pairs with at least one label that has both classes (else none: val_auc is off)."""
+    t = cfg.train
+    if not t.validation:
+        return []
+    root = t.real or (
+        cfg.validated_dir()
+        if storage.exists(storage.join(cfg.validated_dir(), "manifest"))
+        else cfg.corpus_dir()
+    )
+    label_cols = [schema.label_column(lb) for lb in t.validation_labels]
+    ds = read_manifest(root)
+    if any(c not in ds.columns() for c in label_cols):
+        log.warning("validation AUC off: %s has no label columns %s", root, label_cols)
+        return []
+    rows = (
+        ds.filter(expr=(col(schema.STATUS) == schema.STATUS_OK) & (col(schema.SPLIT) == t.validation_split))
+        .select_columns([schema.IMAGE_URI, *label_cols])
+        .limit(t.validation_max_images)
+        .take_all()
+    )
+    # Not mentioned counts as negative, uncertain is left out (as the evaluation does by default).
+    for r in rows:
+        r["labels"] = [None if r[c] == -1 else float(r[c] == 1) for c in label_cols]
+    usable = [j for j in range(len(label_cols)) if len({r["labels"][j] for r in rows} - {None}) == 2]
+    if not usable:
+        log.warning(
+            "validation AUC off: no label has both classes in %d %s rows", len(rows), t.validation_split
+        )
+        return []
+    return [{"uri": r[schema.IMAGE_URI], "labels": r["labels"]} for r in rows]
+
+
 def preprocessed(ds: ray.data.Dataset, t: TrainConfig, size: int, seed: int) -> ray.data.Dataset:
     return ds.randomize_block_order(seed=seed).map_batches(
         PreprocessPairs,
@@ -177,11 +210,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         tokenizer = load_tokenizer(t.init)
     shard = ray.train.get_dataset_shard("train")
+    val = (
+        _validation_tensors(config.get("validation") or [], t, int(model_config_size(core)))
+        if rank == 0
+        else None
+    )
 
     def report(metrics: dict[str, Any], with_checkpoint: bool) -> None:
         if not with_checkpoint:
             ray.train.report(metrics)
             return
+        if val is not None:
+            from pairaug_ray.eval.zeroshot import validation_auc
+
+            metrics["val_auc"] = validation_auc(
+                core, val["tokenizer"], val["pixels"], val["y"], t.validation_labels
+            )
+            state.setdefault("val_history", []).append({"step": state["step"], "val_auc": metrics["val_auc"]})
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
@@ -255,6 +300,36 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         report(_metrics(state, losses, scheduler, seen, started, waited), with_checkpoint=True)
 
 
+def model_config_size(clip) -> int:
+    return clip.config.vision_config.image_size
+
+
+def _validation_tensors(rows: list[dict[str, Any]], t: TrainConfig, size: int) -> dict[str, Any] | None:
+    """Rank 0's validation images, preprocessed once (CheXzero's preprocessing, no AugImg)."""
+    if not rows:
+        return None
+    import numpy as np
+
+    from pairaug_ray import images
+    from pairaug_ray.models.clip import chexzero_pixels
+    from pairaug_ray.stages.train_data import load_tokenizer
+
+    pixels, ys = [], []
+    for r in rows:
+        try:
+            pixels.append(chexzero_pixels(images.read_image(r["uri"]), size, t.pad_size))
+            ys.append([np.nan if v is None else v for v in r["labels"]])
+        except images.ImageReadError as e:
+            log.warning("validation skips %s: %s", r["uri"], e)
+    if not pixels:
+        return None
+    return {
+        "pixels": torch.from_numpy(np.stack(pixels)),
+        "y": np.asarray(ys, float),
+        "tokenizer": load_tokenizer(t.init),
+    }
+
+
 def _to_device(mix: dict[str, Any] | None, device: torch.device) -> dict[str, Any] | None:
     if mix is None:
         return None
@@ -315,6 +390,8 @@ def train_job(cfg: JobConfig, *, fail_at_step: int | None = None) -> dict[str, A
     init_ray(cfg.ray)
     check_train_cpus(t)
     pairs, info = training_pairs(cfg)
+    validation = validation_rows(cfg)
+    info["validation"] = {"pairs": len(validation), "labels": t.validation_labels} if validation else None
     steps_per_epoch = info["pairs"] // t.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(
@@ -334,6 +411,7 @@ def train_job(cfg: JobConfig, *, fail_at_step: int | None = None) -> dict[str, A
             "meta": meta,
             "fail_at_step": fail_at_step,
             "fail_marker": marker,
+            "validation": validation,
             # Ray Train's local mode does not persist checkpoints; the loop writes them here itself.
             "local_dir": storage.join(cfg.train_dir(), t.name) if t.num_workers == 0 else None,
         },  # fmt: skip
@@ -346,7 +424,13 @@ def train_job(cfg: JobConfig, *, fail_at_step: int | None = None) -> dict[str, A
             name=t.name,
             storage_path=storage_path,
             storage_filesystem=fs,
-            checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
+            # With val_auc, the kept checkpoints are the best by it (the ensemble's top-k); Ray Train
+            # always keeps the latest too, which a restart resumes from.
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=t.keep_checkpoints,
+                checkpoint_score_attribute="val_auc" if validation else None,
+                checkpoint_score_order="max",
+            ),
             failure_config=FailureConfig(max_failures=t.max_failures),
         ),
         datasets={"train": preprocessed(pairs, t, size, cfg.run.seed)},
@@ -376,7 +460,8 @@ def train_job(cfg: JobConfig, *, fail_at_step: int | None = None) -> dict[str, A
     summary = {"run": run_dir, "metrics": result.metrics, "checkpoint": _uri(checkpoint, fs),
                "model": _uri(f"{checkpoint}/{MODEL_DIR}", fs) if checkpoint else None,
                "history": final.get("state", {}).get("history", []),
-               "restored_from": final.get("state", {}).get("restored_from", []), **meta}  # fmt: skip
+               "restored_from": final.get("state", {}).get("restored_from", []),
+               "val_history": final.get("state", {}).get("val_history", []), **meta}  # fmt: skip
     storage.write_text(
         storage.join(run_dir, "train_summary.json"), json.dumps(summary, indent=2, default=str)
     )
@@ -419,6 +504,9 @@ def format_train(summary: dict[str, Any]) -> str:
         f"{'+'.join(syn.get('origins', [])) or ''}) with {summary['num_workers']} worker(s)",
         f"  step {m.get('step')}, epoch {m.get('epoch')}, loss {m.get('loss', float('nan')):.4f}, "
         f"{m.get('samples_per_s', 0):.1f} samples/s",
+        *([f"  validation zero-shot AUC {summary['val_history'][-1]['val_auc']:.4f} at step "
+           f"{summary['val_history'][-1]['step']} (best {max(v['val_auc'] for v in summary['val_history']):.4f})"]
+          if summary.get("val_history") else []),
         f"  checkpoint  {summary['checkpoint']}",
         f"  model       {summary['model']}   (a transformers CLIP folder: use it as score.model)",
         f"  summary     {summary['run']}/train_summary.json",

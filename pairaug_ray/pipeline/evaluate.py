@@ -1,0 +1,359 @@
+"""The `evaluate` job: CheXzero zero-shot evaluation of trained CLIPs, with the paper's table.
+
+models    each configured model: a CLIP folder, or a train run (its last checkpoint, and the mean of
+          its top-k checkpoints by validation AUC, CheXzero's ensemble)
+embed     Ray Data: decode + CheXzero preprocessing + image embedding by every checkpoint at once
+          (EmbedImages actors); unreadable images are recorded and left out
+score     ("{}", "no {}") class embeddings, softmax over the two raw cosines, per-label AUC / F1 /
+          ACC with CheXzero's 1,000-resample bootstrap intervals; predictions written as CSV
+probe     optional linear probing on frozen features (1%, 10%, 100% of a seeded split)
+report    metrics.json and a self-contained report.html: the comparison table, ROC curves, a t-SNE
+          map of image and report embeddings by origin, image grids of pairs
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray
+from ray.data import ActorPoolStrategy
+
+from pairaug_ray import schema, storage
+from pairaug_ray.config import ConfigError, EvalDatasetConfig, JobConfig
+from pairaug_ray.eval.datasets import IMAGE_ID, EvalSet, load_eval_set
+from pairaug_ray.eval.metrics import best_f1_threshold, evaluate
+from pairaug_ray.eval.zeroshot import ZeroShotModel, ensemble, zero_shot_probabilities
+from pairaug_ray.models.refs import resolve_model
+from pairaug_ray.runtime import init_ray
+from pairaug_ray.stages.embed import EMBED_ERROR, EmbedImages
+
+log = logging.getLogger(__name__)
+META_FILE, MODEL_DIR = "train_meta.json", "model"
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """One row of the comparison table: a model, or an ensemble of checkpoints."""
+
+    name: str
+    checkpoints: list[str]  # local CLIP folders
+    info: dict[str, Any]
+
+
+def run_checkpoints(run_dir: str) -> list[dict[str, Any]]:
+    """The checkpoints of a train run with their step and validation AUC, oldest first."""
+    found = []
+    for meta_uri in storage.list_files(run_dir, META_FILE):
+        if "/checkpoint_" not in meta_uri:
+            continue
+        meta = json.loads(storage.read_text(meta_uri))
+        folder = meta_uri.rsplit("/", 1)[0]
+        found.append({"path": f"{folder}/{MODEL_DIR}", "step": meta.get("step", meta.get("state", {}).get("step")),
+                      "val_auc": meta.get("val_auc")})  # fmt: skip
+    if not found:
+        raise ConfigError(f"no checkpoints under {run_dir} (expected */{META_FILE} from `pairaug train`)")
+    return sorted(found, key=lambda c: c["step"] or 0)
+
+
+def model_rows(cfg: JobConfig) -> list[ModelRow]:
+    e = cfg.evaluate
+    specs = e.models or [
+        {"name": "pairaug", "path": storage.join(cfg.train_dir(), cfg.train.name), "ensemble": e.ensemble_k}
+    ]
+    rows = []
+    for spec in specs:
+        spec = spec if isinstance(spec, dict) else spec.model_dump()
+        path = spec["path"]
+        if storage.exists(storage.join(path, "config.json")):
+            rows.append(ModelRow(spec["name"], [resolve_model(path).path], {"path": path}))
+            continue
+        ckpts = run_checkpoints(path)
+        last = ckpts[-1]
+        rows.append(
+            ModelRow(
+                spec["name"], [resolve_model(last["path"]).path], {"path": last["path"], "step": last["step"]}
+            )
+        )
+        if spec.get("ensemble", 0) > 1 and len(ckpts) > 1:
+            ranked = sorted(
+                ckpts, key=lambda c: (c["val_auc"] is not None, c["val_auc"] or 0, c["step"]), reverse=True
+            )
+            top = ranked[: spec["ensemble"]]
+            rows.append(ModelRow(f"{spec['name']} ensemble", [resolve_model(c["path"]).path for c in top],
+                                 {"checkpoints": [c["path"] for c in top], "val_auc": [c["val_auc"] for c in top],
+                                  "ranked_by": "val_auc" if top[0]["val_auc"] is not None else "step"}))  # fmt: skip
+    return rows
+
+
+def embed_images(
+    cfg: JobConfig, data: EvalSet, checkpoints: list[str]
+) -> tuple[list[np.ndarray], pd.DataFrame]:
+    """Embeddings (n, D) per checkpoint for the readable images; the frame of those images; errors logged."""
+    e = cfg.evaluate
+    frame = data.frame[[IMAGE_ID, "image_uri"]]
+    ds = ray.data.from_pandas(frame).repartition(max(1, len(frame) // e.batch_size)).map_batches(
+        EmbedImages,
+        fn_constructor_kwargs={"model_paths": checkpoints, "pad_size": e.pad_size, "use_gpu": e.num_gpus > 0},
+        compute=ActorPoolStrategy(min_size=1, max_size=e.max_actors),
+        num_cpus=e.num_cpus,
+        num_gpus=e.num_gpus,
+        batch_size=e.batch_size,
+        batch_format="pandas",
+    )  # fmt: skip
+    out = ds.to_pandas()
+    failed = out[out[EMBED_ERROR].notna()]
+    for _, r in failed.head(5).iterrows():
+        log.warning("%s: image %s left out: %s", data.name, r[IMAGE_ID], r[EMBED_ERROR])
+    data.info["unreadable_images"] = len(failed)
+    ok = out[out[EMBED_ERROR].isna()].set_index(IMAGE_ID)
+    kept = data.frame[data.frame[IMAGE_ID].isin(ok.index)].reset_index(drop=True)
+    embs = [np.stack(ok.loc[kept[IMAGE_ID], f"emb_{i}"].to_numpy()) for i in range(len(checkpoints))]
+    return embs, kept
+
+
+def zero_shot(
+    cfg: JobConfig, checkpoints: list[str], embs: list[np.ndarray], labels: list[str]
+) -> np.ndarray:
+    e = cfg.evaluate
+    probs = []
+    for path, emb in zip(checkpoints, embs, strict=True):
+        model = ZeroShotModel(path, pad_size=e.pad_size)
+        pos = model.class_embeddings(labels, e.positive_templates)
+        neg = model.class_embeddings(labels, e.negative_templates)
+        probs.append(zero_shot_probabilities(emb, pos, neg))
+    return ensemble(probs)
+
+
+def _dataset_spec(cfg: JobConfig, spec: EvalDatasetConfig) -> EvalDatasetConfig:
+    if spec.kind == "manifest" and spec.path is None:
+        root = (
+            cfg.validated_dir()
+            if storage.exists(storage.join(cfg.validated_dir(), "manifest"))
+            else cfg.corpus_dir()
+        )
+        spec = spec.model_copy(update={"path": root})
+    if spec.labels is None and spec.kind != "padchest":
+        spec = spec.model_copy(update={"labels": spec.label_list()})
+    return spec
+
+
+def _load(spec: EvalDatasetConfig) -> EvalSet:
+    data = load_eval_set(spec)
+    if spec.limit:
+        data.frame = data.frame.head(spec.limit).reset_index(drop=True)
+    if data.frame.empty:
+        raise ConfigError(f"evaluation dataset {spec.name!r} has no rows ({spec.kind} at {spec.path})")
+    return data
+
+
+def evaluate_job(cfg: JobConfig) -> dict[str, Any]:
+    init_ray(cfg.ray)
+    e, out_dir = cfg.evaluate, cfg.evaluate_dir()
+    rows = model_rows(cfg)
+    results: dict[str, Any] = {
+        "models": {r.name: r.info for r in rows},
+        "datasets": {},
+        "config": e.model_dump(mode="json"),
+    }
+    curves: dict[str, Any] = {}
+    all_ckpts = sorted({c for r in rows for c in r.checkpoints})
+    for spec in e.datasets:
+        spec = _dataset_spec(cfg, spec)
+        data = _load(spec)
+        log.info(
+            "evaluating %d model row(s) on %s (%d images, labels %s)",
+            len(rows),
+            spec.name,
+            len(data.frame),
+            data.labels,
+        )
+        embs, kept = embed_images(cfg, data, all_ckpts)
+        by_ckpt = dict(zip(all_ckpts, embs, strict=True))
+        y = kept[data.labels].to_numpy(float)
+        thresholds_for = (
+            _validation_thresholds(cfg, spec, rows, data.labels) if e.threshold == "validation" else {}
+        )
+        ds_result = {"info": {**data.info, "images": len(kept), "labels": data.labels}, "models": {}}
+        for row in rows:
+            probs = zero_shot(cfg, row.checkpoints, [by_ckpt[c] for c in row.checkpoints], data.labels)
+            ds_result["models"][row.name] = evaluate(
+                y, probs, data.labels, e.n_bootstrap, thresholds_for.get(row.name)
+            )
+            pred = pd.DataFrame(probs, columns=data.labels)
+            pred.insert(0, IMAGE_ID, kept[IMAGE_ID].to_numpy())
+            storage.write_text(
+                storage.join(out_dir, "predictions", f"{spec.name}--{_slug(row.name)}.csv"),
+                pred.to_csv(index=False),
+            )
+            curves[(spec.name, row.name)] = (y, probs)
+        labels_frame = kept[[IMAGE_ID, *data.labels]]
+        storage.write_text(
+            storage.join(out_dir, "predictions", f"{spec.name}--labels.csv"), labels_frame.to_csv(index=False)
+        )
+        results["datasets"][spec.name] = ds_result
+    if e.linear_probe.enabled:
+        results["linear_probe"] = _probe(cfg, rows[0])
+    results["figures"] = write_report(cfg, rows, results, curves)
+    storage.write_text(storage.join(out_dir, "metrics.json"), json.dumps(results, indent=2, default=_json))
+    results["output"] = out_dir
+    return results
+
+
+def _validation_thresholds(cfg: JobConfig, spec: EvalDatasetConfig, rows: list[ModelRow], labels: list[str]):
+    if spec.kind != "manifest":
+        raise ConfigError(
+            f"evaluate.threshold validation needs a validation split; dataset {spec.name!r} ({spec.kind}) has none "
+            "here: use threshold max-f1 or a manifest dataset"
+        )
+    val = _load(spec.model_copy(update={"split": cfg.evaluate.validation_split, "limit": None}))
+    ckpts = sorted({c for r in rows for c in r.checkpoints})
+    embs, kept = embed_images(cfg, val, ckpts)
+    by_ckpt, y = dict(zip(ckpts, embs, strict=True)), kept[labels].to_numpy(float)
+    out = {}
+    for row in rows:
+        probs = zero_shot(cfg, row.checkpoints, [by_ckpt[c] for c in row.checkpoints], labels)
+        out[row.name] = {lb: best_f1_threshold(y[:, j], probs[:, j]) for j, lb in enumerate(labels)}
+    return out
+
+
+def _probe(cfg: JobConfig, row: ModelRow) -> dict[str, Any]:
+    from pairaug_ray.eval.probe import linear_probe
+
+    lp = cfg.evaluate.linear_probe
+    spec = _dataset_spec(cfg, lp.dataset or EvalDatasetConfig(name="probe", split=None))
+    data = _load(spec)
+    (emb,), kept = embed_images(cfg, data, row.checkpoints[:1])
+    result = linear_probe(emb, kept[data.labels].to_numpy(float), data.labels, lp.fractions, lp.split, lp.seed,
+                          lp.c_grid, cfg.evaluate.n_bootstrap)  # fmt: skip
+    return {"model": row.name, "dataset": spec.name, **result}
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)
+
+
+def _json(x):
+    if isinstance(x, np.generic):
+        return x.item()
+    return str(x)
+
+
+# --- report --------------------------------------------------------------------------------------------------
+
+
+def training_sample(cfg: JobConfig, per_origin: int) -> pd.DataFrame:
+    """Up to `per_origin` training pairs of each origin: real (train split) and kept synthetic ones."""
+    from ray.data.expressions import col
+
+    from pairaug_ray.manifest import read_manifest
+    from pairaug_ray.pipeline.train import PAIR_COLUMNS
+
+    wanted = [*PAIR_COLUMNS, *schema.LABEL_COLUMNS, schema.STUDY_ID, schema.ERROR]
+    frames = []
+    real_root = cfg.train.real or (
+        cfg.validated_dir()
+        if storage.exists(storage.join(cfg.validated_dir(), "manifest"))
+        else cfg.corpus_dir()
+    )
+    real = read_manifest(real_root).filter(
+        expr=(col(schema.STATUS) == schema.STATUS_OK) & (col(schema.SPLIT) == "train")
+    )
+    frames.append(real.limit(per_origin).to_pandas())
+    syn_root = cfg.train.synthetic or cfg.synthetic_dir()
+    if storage.exists(storage.join(syn_root, "manifest")):
+        syn = read_manifest(syn_root).filter(
+            expr=(col(schema.KEPT) == True)  # noqa: E712 (an expression, not a comparison)
+            & (col(schema.STATUS) == schema.STATUS_OK)
+        )
+        for origin in (schema.ORIGIN_INTER, schema.ORIGIN_INTRA):
+            frames.append(syn.filter(expr=col(schema.ORIGIN) == origin).limit(per_origin).to_pandas())
+    df = pd.concat(frames, ignore_index=True)
+    return df[[c for c in wanted if c in df.columns]]
+
+
+def write_report(
+    cfg: JobConfig, rows: list[ModelRow], results: dict[str, Any], curves: dict
+) -> dict[str, str]:
+    from pairaug_ray import images
+    from pairaug_ray.eval import report
+    from pairaug_ray.stages.train_data import training_text
+
+    e = cfg.evaluate
+    figures: dict[str, bytes] = {}
+    for d, ds in results["datasets"].items():
+        per_model = {m: curves[(d, m)] for m in ds["models"]}
+        figures[f"roc-{d}"] = report.roc_figure(d, ds["info"]["labels"], per_model)
+    if e.tsne_per_origin or e.grid_pairs:
+        sample = training_sample(cfg, max(e.tsne_per_origin, e.grid_pairs))
+        if e.tsne_per_origin and len(sample) >= 5:
+            model = ZeroShotModel(rows[0].checkpoints[0], pad_size=e.pad_size)
+            picked = sample.groupby(schema.ORIGIN, sort=False).head(e.tsne_per_origin).reset_index(drop=True)
+            readable = [i for i, u in enumerate(picked[schema.IMAGE_URI]) if _readable(images, u)]
+            picked = picked.iloc[readable].reset_index(drop=True)
+            img = np.concatenate([model.embed_images([images.read_image(u) for u in picked[schema.IMAGE_URI][i:i + 32]])
+                                  for i in range(0, len(picked), 32)])  # fmt: skip
+            txt = model.embed_texts([training_text(r, cfg.train.text) for r in picked.to_dict("records")])
+            figures["tsne"] = report.tsne_figure(img, txt, picked[schema.ORIGIN].tolist(), seed=cfg.run.seed)
+            results["tsne"] = {
+                "pairs": len(picked),
+                "origins": picked[schema.ORIGIN].value_counts().to_dict(),
+            }
+        if e.grid_pairs:
+            for origin, group in sample.groupby(schema.ORIGIN, sort=False):
+                figures[f"pairs-{origin}"] = report.pair_grid_png(group.head(e.grid_pairs))
+    return report.write(cfg.evaluate_dir(), results, figures)
+
+
+def _readable(images, uri: str) -> bool:
+    try:
+        images.read_image(uri)
+        return True
+    except (images.ImageReadError, OSError):
+        return False
+
+
+# --- tables ----------------------------------------------------------------------------------------------------
+
+
+def comparison_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (model, dataset): macro AUC / ACC / F1 with their intervals."""
+    table = []
+    for ds_name, ds in results["datasets"].items():
+        for model, m in ds["models"].items():
+            table.append(
+                {"model": model, "dataset": ds_name, **{k: m["macro"][k] for k in ("auc", "acc", "f1")}}
+            )
+    return table
+
+
+def _cell(ci: dict[str, float]) -> str:
+    return f"{ci['mean']:.4f} ({ci['lower']:.4f}-{ci['upper']:.4f})"
+
+
+def format_table(results: dict[str, Any]) -> str:
+    rows = comparison_rows(results)
+    width = max([len(r["model"]) for r in rows] + [5])
+    lines = [f"{'model':<{width}}  {'dataset':<14} {'AUC (95% CI)':<24} {'ACC (95% CI)':<24} F1 (95% CI)"]
+    for r in rows:
+        lines.append(
+            f"{r['model']:<{width}}  {r['dataset']:<14} {_cell(r['auc']):<24} {_cell(r['acc']):<24} {_cell(r['f1'])}"
+        )
+    return "\n".join(lines)
+
+
+def format_evaluate(results: dict[str, Any]) -> str:
+    out = [format_table(results)]
+    if "linear_probe" in results:
+        lp = results["linear_probe"]
+        out.append(f"linear probe ({lp['model']} on {lp['dataset']}):")
+        for frac, r in lp["fractions"].items():
+            out.append(
+                f"  {float(frac):>6.0%} of train ({r['train_rows']} rows): AUC {_cell(r['macro']['auc'])}"
+            )
+    out += [f"  metrics  {results['output']}/metrics.json", f"  report   {results['output']}/report.html"]
+    return "\n".join(out)

@@ -1,0 +1,42 @@
+"""Ray Data actor: image rows -> normalised image embeddings from one or more CLIP checkpoints.
+
+Decoding and CheXzero preprocessing happen once per image; every checkpoint of an ensemble embeds
+the same pixels (column emb_<i> for model i). Unreadable images are recorded per row, not fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from pairaug_ray import images
+
+log = logging.getLogger(__name__)
+IMAGE_ID, IMAGE_URI, EMBED_ERROR = "image_id", "image_uri", "embed_error"
+
+
+class EmbedImages:
+    def __init__(self, model_paths: list[str], pad_size: int, use_gpu: bool = False):
+        from pairaug_ray.eval.zeroshot import ZeroShotModel
+
+        self.models = [ZeroShotModel(p, pad_size=pad_size, use_gpu=use_gpu) for p in model_paths]
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        pictures, errors = [], []
+        for uri in batch[IMAGE_URI]:
+            try:
+                pictures.append(images.read_image(uri))
+                errors.append(None)
+            except (images.ImageReadError, OSError) as e:
+                pictures.append(None)
+                errors.append(f"{type(e).__name__}: {e}")
+        ok = [i for i, e in enumerate(errors) if e is None]
+        out = pd.DataFrame({IMAGE_ID: batch[IMAGE_ID].to_numpy(), EMBED_ERROR: errors})
+        for m_index, model in enumerate(self.models):
+            emb = np.full((len(batch), model.model.config.projection_dim), np.nan, np.float32)
+            if ok:
+                emb[ok] = model.embed_pixels(model.pixels([pictures[i] for i in ok]))
+            out[f"emb_{m_index}"] = list(emb)
+        return out
