@@ -33,9 +33,8 @@ def instructions(path: Path = REPO / "Dockerfile") -> list[tuple[str, str]]:
             continue
         if current and stripped.startswith("#"):
             continue  # a comment inside a continued instruction
-        current += (
-            " " + stripped.removesuffix("\\").strip() if current else stripped.removesuffix("\\").strip()
-        )
+        piece = stripped.removesuffix("\\").strip()
+        current = f"{current} {piece}" if current else piece
         if not stripped.endswith("\\"):
             keyword, _, args = current.partition(" ")
             out.append((keyword.upper(), args.strip()))

@@ -469,3 +469,28 @@ def test_plain_manifests_validate(manifests, crd_validators):
         == f"http://{svc['metadata']['name']}-serve-svc.llm.svc.cluster.local:8000/v1"
     )
     assert cfg.rewrite.openai.model == app["args"]["llm_configs"][0]["model_loading_config"]["model_id"]
+
+
+def test_quick_start_of_the_docs_renders(crd_validators, tmp_path):
+    """docs/deployment.md's values file and install command, as written there."""
+    doc = (REPO / "docs" / "deployment.md").read_text()
+    values = re.search(r"cat > my-values.yaml <<EOF\n(.*?)\nEOF\n", doc, re.S).group(1)
+    assert (
+        "helm install pairaug ./helm/pairaug -n \"$NS\" -f my-values.yaml \\\n    --set-file 'pipelineConfigs.files.demo\\.yaml=configs/demo.yaml'"
+        in doc
+    )
+    values_file = tmp_path / "my-values.yaml"
+    values_file.write_text(values.replace("$REGISTRY", "registry.example.com/ml"))
+    demo = f"pipelineConfigs.files.demo\\.yaml={REPO / 'configs' / 'demo.yaml'}"
+    docs = render("-f", str(values_file), "--set-file", demo)
+    check_objects(docs, crd_validators)
+    check_security(docs)
+    (rc,) = only(docs, "RayCluster")
+    assert rc["metadata"]["name"] == "pairaug"  # svc/pairaug-head-svc and secret/pairaug in the docs
+    assert [g["groupName"] for g in rc["spec"]["workerGroupSpecs"]] == ["cpu"]
+    (cm,) = only(docs, "ConfigMap")
+    assert cm["data"]["demo.yaml"].strip() == (REPO / "configs" / "demo.yaml").read_text().strip()
+    # The RayJob-mode example of the docs.
+    jobs = render("-f", str(CHART / "values.yaml"), "--set", "cluster.enabled=false", "--set", "jobs.augment.enabled=true",
+                  "--set", "jobs.augment.config=s3://bucket/configs/augment.yaml", release="pairaug-exp1")  # fmt: skip
+    assert [d["metadata"]["name"] for d in only(jobs, "RayJob")] == ["pairaug-exp1-augment"]
