@@ -399,7 +399,10 @@ def test_notes_print_port_forward_and_submit(tmp_path):
         (["--set", "autoscaler.idleTimeoutSeconds=ten"], "autoscaler.idleTimeoutSeconds"),
         (["--set", "image.tag=latest"], "image.tag"),
         (["--set", "s3.credentials=secret"], "existingSecret"),
-        (["--set", "env[0].name=OPENAI_API_KEY", "--set", "env[0].value=sk-not-here"], "env.0"),
+        (
+            ["--set", "env[0].name=OPENAI_API_KEY", "--set", "env[0].value=sk-not-here"],
+            "env OPENAI_API_KEY looks like a secret",
+        ),
         (["--set", "head.objectStoreMemory=8Gi"], "head.objectStoreMemory (8Gi) must not exceed"),
         (
             ["--set", "jobs.train.enabled=true,jobs.defaults.useExistingCluster=true,cluster.enabled=false"],
