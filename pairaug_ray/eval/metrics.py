@@ -106,6 +106,8 @@ def f1_acc_from_counts(
     thresholds, tp, fp, P, N = _curve(y, scores, counts)
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.where(tp > 0, 2 * tp / (tp + fp + P), 0.0)
+    # Rows without a label for this column sort last with score -inf: not a threshold to choose.
+    f1 = np.where(np.isneginf(thresholds), -1.0, f1)
     # Lowest threshold among the maxima (thresholds are descending here).
     best = f1.shape[-1] - 1 - np.argmax(f1[..., ::-1], axis=-1)
     take = np.take_along_axis
