@@ -407,6 +407,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", metavar="DIR", help="write compare.json and compare.html here")
 
+    from pairaug_ray.submit import add_submit_arguments, cmd_submit
+
+    add_submit_arguments(
+        command(
+            "submit",
+            cmd_submit,
+            "run a pipeline command as a Ray job or RayJob on a cluster and follow it to its end",
+        )
+    )
+
     p = command(
         "score",
         cmd_score,

@@ -614,6 +614,12 @@ class TrainConfig(StrictModel):
     shuffle_buffer: int = Field(256, ge=0, description="Local shuffle buffer of the data iterator (rows).")
     augment_image: AugImgConfig = AugImgConfig()
     medcutmix: MedCutMixConfig = MedCutMixConfig()
+    cache_preprocessed: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Decode and preprocess once and keep the tensors in the object store for every epoch. "
+        "auto: when AugImg is off (its crops must differ per epoch) and the tensors take under a quarter "
+        "of the cluster's object store.",
+    )
     validation: bool = Field(
         True,
         description="Zero-shot AUC (CheXzero's prompts) on the real validation split at every checkpoint, "

@@ -367,6 +367,16 @@ def _storage(uri: str):
     return storage.absolute(uri), None
 
 
+def _should_cache(t: TrainConfig, pairs: int, size: int) -> bool:
+    if t.cache_preprocessed != "auto":
+        return t.cache_preprocessed == "always"
+    if t.augment_image.enabled:
+        return False
+    tensor_bytes = pairs * (3 * size * size * 4 + 2 * 77 * 8 + 64)
+    store = ray.available_resources().get("object_store_memory", 0)
+    return tensor_bytes < 0.25 * store
+
+
 def check_train_cpus(t: TrainConfig) -> None:
     """On a local Ray, workers that reserve every CPU leave none for the ingest actors: it would hang."""
     total = ray.cluster_resources().get("CPU", 0)
@@ -399,6 +409,12 @@ def train_job(cfg: JobConfig, *, fail_at_step: int | None = None) -> dict[str, A
         )
     size = _image_size(t, PRESETS)
     storage_path, fs = _storage(cfg.train_dir())
+    train_data = preprocessed(pairs, t, size, cfg.run.seed)
+    info["cached"] = _should_cache(t, info["pairs"], size)
+    if info["cached"]:
+        # Materialised once: every epoch then reads tensors instead of re-decoding images (the loader
+        # stall in docs/benchmarks.md); Ray Train still shuffles locally per epoch.
+        train_data = train_data.materialize()
     meta = {"preset": t.preset, "init": t.init, "text": t.text, "image_size": size, "data": info,
             "batch_size": t.batch_size, "num_workers": t.num_workers, "optimizer": t.optimizer, "lr": t.lr}  # fmt: skip
     marker = tempfile.mktemp(prefix="pairaug-fail-")
@@ -433,7 +449,7 @@ def train_job(cfg: JobConfig, *, fail_at_step: int | None = None) -> dict[str, A
             ),
             failure_config=FailureConfig(max_failures=t.max_failures),
         ),
-        datasets={"train": preprocessed(pairs, t, size, cfg.run.seed)},
+        datasets={"train": train_data},
     )
     log.info(
         "training %s on %d pairs (%d steps per epoch, %d epochs)",
