@@ -603,7 +603,9 @@ class TrainConfig(StrictModel):
         "auto", description="auto: bf16 on GPUs that have it, else fp32."
     )
     checkpoint_every_steps: int = Field(100, ge=1)
-    keep_checkpoints: int = Field(3, ge=1)
+    keep_checkpoints: int = Field(
+        10, ge=1, description="Checkpoints kept: the best by val_auc (CheXzero ensembles its top 10), plus the latest."
+    )
     max_failures: int = Field(
         2, ge=0, description="Worker-group restarts (from the latest checkpoint) before the run fails."
     )
@@ -722,12 +724,15 @@ class EvaluateConfig(StrictModel):
         "validation_split of the same dataset (manifest datasets).",
     )
     validation_split: str = "validate"
-    n_bootstrap: int = Field(1000, ge=10)
+    n_bootstrap: int = Field(1000, ge=40, description="Bootstrap resamples (CheXzero: 1,000).")
     pad_size: int = Field(320, ge=16, description="CheXzero's resize-and-pad size.")
     batch_size: int = Field(64, ge=1)
     num_cpus: float = Field(1.0, gt=0.0)
     num_gpus: float = Field(0.0, ge=0.0)
     max_actors: int = Field(4, ge=1)
+    checkpoints_per_pass: int = Field(
+        4, ge=1, description="Checkpoints one embedding actor holds at once (ensembles go in groups)."
+    )
     linear_probe: LinearProbeConfig = LinearProbeConfig()
     tsne_per_origin: int = Field(150, ge=0, description="Pairs per origin in the embedding map (0: no map).")
     grid_pairs: int = Field(8, ge=0, description="Pairs per origin in the report's image grid.")

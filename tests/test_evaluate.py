@@ -189,6 +189,25 @@ def test_chexpert_adapter_on_the_real_csv(txv_data, tmp_path):
     assert np.isnan(data.y()).any() and set(np.unique(data.y()[~np.isnan(data.y())])) == {0.0, 1.0}
 
 
+def test_chexpert_test_ground_truth_layout(tmp_path):
+    """CheXzero's test labels (groundtruth.csv of the CheXpert test set): one row per study."""
+    from pairaug_ray.eval.datasets import from_chexpert
+
+    header = ("Study,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,Lung Opacity,Lung Lesion,Edema,"
+              "Consolidation,Pneumonia,Atelectasis,Pneumothorax,Pleural Effusion,Pleural Other,Fracture,Support Devices")  # fmt: skip
+    rows = ["CheXpert-v1.0/test/patient64741/study1,0,1,1,1,0,0,0,0,1,0,0,0,0,1",
+            "CheXpert-v1.0/test/patient64742/study1,1,0,0,0,0,0,0,0,0,0,0,0,0,0"]  # fmt: skip
+    (tmp_path / "groundtruth.csv").write_text("\n".join([header, *rows]) + "\n")
+    data = from_chexpert(
+        str(tmp_path / "groundtruth.csv"), "s3://b/chexpert", ["Atelectasis", "Cardiomegaly"]
+    )
+    assert data.frame["image_uri"].tolist() == [
+        "s3://b/chexpert/test/patient64741/study1/view1_frontal.jpg",
+        "s3://b/chexpert/test/patient64742/study1/view1_frontal.jpg",
+    ]
+    assert data.y().tolist() == [[1.0, 1.0], [0.0, 0.0]]
+
+
 def test_padchest_adapter_on_the_real_csv(txv_data, tmp_path):
     from pairaug_ray.eval.datasets import from_padchest
 

@@ -112,7 +112,7 @@ BATCH_TEXTS = [
 ]
 
 
-def _collate_batch(p: float, seed: int = 0, rank: int = 0):
+def _collate_batch(p: float, seed: int = 0, rank: int = 0, texts: list[str] = BATCH_TEXTS):
     import tempfile
 
     import numpy as np
@@ -125,15 +125,15 @@ def _collate_batch(p: float, seed: int = 0, rank: int = 0):
 
     with tempfile.TemporaryDirectory() as tmp:
         tok = build_clip_tokenizer(tmp)
-    ids, mask = tokenize(tok, BATCH_TEXTS)
-    n = len(BATCH_TEXTS)
+    ids, mask = tokenize(tok, texts)
+    n = len(texts)
     batch = {
         "pixel_values": np.random.default_rng(seed).standard_normal((n, 3, 64, 64)).astype("float32"),
         "input_ids": ids,
         "attention_mask": mask,
         "origin": np.zeros(n, np.int64),
-        "text": np.asarray(BATCH_TEXTS, dtype=object),
-        "text_analysis": np.asarray([analyse(t).to_json() for t in BATCH_TEXTS], dtype=object),
+        "text": np.asarray(texts, dtype=object),
+        "text_analysis": np.asarray([analyse(t).to_json() for t in texts], dtype=object),
     }
     collate = MedCutMixCollate(MedCutMixConfig(enabled=True, p=p, lam=(0.25, 0.5)), tok, seed, rank)
     return batch, collate, tok
@@ -219,6 +219,16 @@ def test_mixed_forward_trains_both_images_and_the_text(clip):
     grads = {n: p.grad for n, p in model.named_parameters()}
     assert grads["clip.vision_model.embeddings.patch_embedding.weight"].abs().sum() > 0
     assert grads["clip.text_model.embeddings.token_embedding.weight"].abs().sum() > 0
+
+
+def test_a_sentence_the_context_would_cut_off_is_not_mixed():
+    long_report = "The lungs are clear bilaterally without focal opacity. " * 12  # > 77 tokens, no negations
+    texts = [long_report, "Moderate cardiomegaly.", long_report, "Small left pleural effusion."]
+    for seed in range(6):
+        batch, collate, _ = _collate_batch(p=1.0, seed=seed, texts=texts)
+        mix = collate(batch)["mix"]
+        for i in (0, 2):  # an appended sentence would fall beyond 77 tokens: the row stays as it is
+            assert not bool(mix["active"][i]) and mix["texts"][i] == long_report
 
 
 def test_lambda_distributions():

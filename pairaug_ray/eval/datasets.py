@@ -3,8 +3,9 @@ for uncertain / not annotated, which the metrics exclude per label).
 
 Adapters read the real file layouts (the label CSVs in the torchxrayvision wheel show them):
   manifest   a pair manifest of this project (the phantom corpus's test split, a MIMIC import)
-  chexpert   CheXpert CSV: Path, Frontal/Lateral, 14 observation columns (1.0 / 0.0 / -1.0 / blank);
-             the test set's ground truth has the same columns; first frontal view per study
+  chexpert   CheXpert CSV: Path, Frontal/Lateral, 14 observation columns (1.0 / 0.0 / -1.0 / blank),
+             first frontal view per study; or the test set's groundtruth.csv (Study + the same 14
+             columns), each study's view1_frontal.jpg, as CheXzero evaluates
   padchest   PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv(.gz): ImageID, ImageDir,
              MethodLabel, Labels (a Python-list string); labels stripped and lower-cased as
              CheXzero's preprocess_padchest.py does; physician-labelled rows by default
@@ -100,21 +101,30 @@ def from_chexpert(
     csv: str, images_root: str, labels: list[str], uncertain: str = "exclude", missing: str = "negative",
     first_frontal_per_study: bool = True, name: str = "chexpert",
 ) -> EvalSet:  # fmt: skip
+    """Two real layouts: the train/valid CSVs (`Path` per image, `Frontal/Lateral`), and the test set's
+    ground truth as CheXzero uses it (`groundtruth.csv`: `Study` per study, whose first frontal image is
+    `<Study>/view1_frontal.jpg`, CheXzero's "view1" choice)."""
     df = _read_csv(csv)
-    _require(df, ["Path", *labels], csv, "chexpert")
-    if "Frontal/Lateral" in df:
-        df = df[df["Frontal/Lateral"].astype(str).str.lower() == "frontal"]
+    if "Path" not in df.columns and "Study" in df.columns:
+        _require(df, ["Study", *labels], csv, "chexpert")
+        rel = df["Study"].str.replace(r"^CheXpert-v1\.0(-small)?/", "", regex=True).str.rstrip("/")
+        uris = [storage.join(images_root, r, "view1_frontal.jpg") for r in rel]
+        out = pd.DataFrame({IMAGE_ID: df["Study"].to_numpy(), IMAGE_URI: uris})
     else:
-        df = df[df["Path"].str.contains("frontal", case=False)]
-    if first_frontal_per_study:
-        # CheXzero's test set: the first frontal view (view1) of each study.
-        df = df.assign(_study=df["Path"].str.replace(r"/[^/]+$", "", regex=True)).sort_values("Path")
-        df = df.drop_duplicates("_study", keep="first")
-    # Paths start with the archive's folder (CheXpert-v1.0[-small]/...); images_root holds that folder's contents.
-    rel = df["Path"].str.replace(r"^CheXpert-v1\.0(-small)?/", "", regex=True)
-    out = pd.DataFrame(
-        {IMAGE_ID: df["Path"].to_numpy(), IMAGE_URI: [storage.join(images_root, r) for r in rel]}
-    )
+        _require(df, ["Path", *labels], csv, "chexpert")
+        if "Frontal/Lateral" in df:
+            df = df[df["Frontal/Lateral"].astype(str).str.lower() == "frontal"]
+        else:
+            df = df[df["Path"].str.contains("frontal", case=False)]
+        if first_frontal_per_study:
+            # CheXzero's test set: the first frontal view (view1) of each study.
+            df = df.assign(_study=df["Path"].str.replace(r"/[^/]+$", "", regex=True)).sort_values("Path")
+            df = df.drop_duplicates("_study", keep="first")
+        # Paths start with the archive's folder (CheXpert-v1.0[-small]/...); images_root holds its contents.
+        rel = df["Path"].str.replace(r"^CheXpert-v1\.0(-small)?/", "", regex=True)
+        out = pd.DataFrame(
+            {IMAGE_ID: df["Path"].to_numpy(), IMAGE_URI: [storage.join(images_root, r) for r in rel]}
+        )
     for lb in labels:
         out[lb] = _uncertain(df[lb].reset_index(drop=True), uncertain, missing).to_numpy()
     return EvalSet(name, list(labels), out, {"csv": csv, "images_root": images_root, "uncertain": uncertain})

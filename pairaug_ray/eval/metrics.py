@@ -28,11 +28,17 @@ import numpy as np
 N_BOOTSTRAP = 1000
 
 
-def resample_counts(n: int, n_resamples: int = N_BOOTSTRAP) -> np.ndarray:
-    """(R, n) int counts: how often resample i (CheXzero's random_state=i) drew each row."""
-    draws = np.stack([np.random.RandomState(i).randint(n, size=n) for i in range(n_resamples)])
+MIN_BOOTSTRAP = 40  # below this, CheXzero's int(0.025 n) - 1 lower index is -1
+CHUNK_CELLS = 20_000_000  # resamples x rows held at once (bounds memory on PadChest-sized sets)
+
+
+def resample_counts(n: int, n_resamples: int = N_BOOTSTRAP, start: int = 0) -> np.ndarray:
+    """(R, n) counts: how often resample i (CheXzero's random_state=i), i in [start, start + R), drew
+    each row."""
+    draws = np.stack([np.random.RandomState(i).randint(n, size=n) for i in range(start, start + n_resamples)])
     offsets = (np.arange(n_resamples) * n)[:, None]
-    return np.bincount((draws + offsets).ravel(), minlength=n_resamples * n).reshape(n_resamples, n)
+    flat = np.bincount((draws + offsets).ravel(), minlength=n_resamples * n)
+    return flat.reshape(n_resamples, n).astype(np.int32)
 
 
 @dataclass(frozen=True)
@@ -159,15 +165,34 @@ def evaluate(
         raise ValueError(
             f"labels {y_true.shape} and scores {probs.shape} do not match {len(labels)} label names"
         )
+    if n_bootstrap < MIN_BOOTSTRAP:
+        raise ValueError(
+            f"n_bootstrap {n_bootstrap}: CheXzero's interval needs at least {MIN_BOOTSTRAP} resamples"
+        )
+    bad = np.argwhere(~np.isfinite(probs))
+    if len(bad):
+        raise ValueError(f"score of row {bad[0][0]}, label {labels[bad[0][1]]!r} is not a finite number")
     n = y_true.shape[0]
-    counts = resample_counts(n, n_bootstrap)
+    if n == 0:
+        raise ValueError("no rows to evaluate")
     once = np.ones((1, n))
+    step = max(1, CHUNK_CELLS // n)
+    chunks = [(a, min(step, n_bootstrap - a)) for a in range(0, n_bootstrap, step)]
+    # One chunk (the usual case) is drawn once for every label; larger sets redraw per label so that
+    # memory stays at one chunk.
+    cached = [resample_counts(n, size, start) for start, size in chunks] if len(chunks) == 1 else None
     per_label, reps = {}, {"auc": [], "f1": [], "acc": []}
     for j, name in enumerate(labels):
         y, s = y_true[:, j], probs[:, j]
         fixed = None if thresholds is None else thresholds[name]
-        auc_r = auc_from_counts(y, s, counts)
-        f1_r, acc_r, _ = f1_acc_from_counts(y, s, counts, fixed)
+        auc_r, f1_r, acc_r = [], [], []
+        for c, (start, size) in enumerate(chunks):
+            counts = cached[c] if cached else resample_counts(n, size, start)
+            auc_r.append(auc_from_counts(y, s, counts))
+            f, a, _ = f1_acc_from_counts(y, s, counts, fixed)
+            f1_r.append(f)
+            acc_r.append(a)
+        auc_r, f1_r, acc_r = np.concatenate(auc_r), np.concatenate(f1_r), np.concatenate(acc_r)
         f1_o, acc_o, thr = f1_acc_from_counts(y, s, once, fixed)
         observed = {"auc": auc_from_counts(y, s, once)[0], "f1": f1_o[0], "acc": acc_o[0]}
         per_label[name] = {

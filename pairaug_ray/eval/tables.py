@@ -102,19 +102,29 @@ def load_metrics(run: str) -> dict[str, Any]:
         raise TableInputError(f"{uri}: no metrics.json (run `pairaug evaluate` first)") from None
 
 
+def _run_name(run: str) -> str:
+    """runs/pairaug/evaluate/metrics.json -> pairaug; runs/pairaug/evaluate -> pairaug; other/x -> x."""
+    parts = [p for p in run.rstrip("/").split("/") if p]
+    if parts and parts[-1].endswith(".json"):
+        parts = parts[:-1]
+    if len(parts) > 1 and parts[-1] == "evaluate":
+        parts = parts[:-1]
+    return parts[-1] if parts else run
+
+
 def compare(runs: list[str], names: list[str] | None = None) -> dict[str, Any]:
     """One results dict whose model rows are the runs' rows, named `<name>` (or `<name> / <model>` when a
-    run has several), over the datasets the runs share."""
+    run has several), over every dataset any run evaluated (a run without one shows a dash)."""
     if names and len(names) != len(runs):
         raise TableInputError(f"{len(names)} names for {len(runs)} runs")
     merged: dict[str, Any] = {"datasets": {}, "runs": {}}
     for i, run in enumerate(runs):
         m = load_metrics(run)
-        name = (
-            names[i]
-            if names
-            else run.rstrip("/").rsplit("/", 2)[-2 if run.rstrip("/").endswith("evaluate") else -1]
-        )
+        name = names[i] if names else _run_name(run)
+        if name in merged["runs"]:
+            raise TableInputError(
+                f"two runs are named {name!r} ({merged['runs'][name]} and {run}); pass --names"
+            )
         merged["runs"][name] = run
         for d, ds in m["datasets"].items():
             target = merged["datasets"].setdefault(d, {"info": ds["info"], "models": {}})

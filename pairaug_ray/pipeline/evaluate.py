@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,8 +54,10 @@ def run_checkpoints(run_dir: str) -> list[dict[str, Any]]:
             continue
         meta = json.loads(storage.read_text(meta_uri))
         folder = meta_uri.rsplit("/", 1)[0]
+        auc = meta.get("val_auc")
+        finite = auc is not None and math.isfinite(auc)
         found.append({"path": f"{folder}/{MODEL_DIR}", "step": meta.get("step", meta.get("state", {}).get("step")),
-                      "val_auc": meta.get("val_auc")})  # fmt: skip
+                      "val_auc": float(auc) if finite else None})  # fmt: skip
     if not found:
         raise ConfigError(f"no checkpoints under {run_dir} (expected */{META_FILE} from `pairaug train`)")
     return sorted(found, key=lambda c: c["step"] or 0)
@@ -84,6 +87,9 @@ def model_rows(cfg: JobConfig) -> list[ModelRow]:
                 ckpts, key=lambda c: (c["val_auc"] is not None, c["val_auc"] or 0, c["step"]), reverse=True
             )
             top = ranked[: spec["ensemble"]]
+            if len(top) < spec["ensemble"]:
+                log.warning("%s: an ensemble of %d checkpoints was asked for, the run kept %d (raise "
+                            "train.keep_checkpoints)", spec["name"], spec["ensemble"], len(top))  # fmt: skip
             rows.append(ModelRow(f"{spec['name']} ensemble", [resolve_model(c["path"]).path for c in top],
                                  {"checkpoints": [c["path"] for c in top], "val_auc": [c["val_auc"] for c in top],
                                   "ranked_by": "val_auc" if top[0]["val_auc"] is not None else "step"}))  # fmt: skip
@@ -93,7 +99,27 @@ def model_rows(cfg: JobConfig) -> list[ModelRow]:
 def embed_images(
     cfg: JobConfig, data: EvalSet, checkpoints: list[str]
 ) -> tuple[list[np.ndarray], pd.DataFrame]:
-    """Embeddings (n, D) per checkpoint for the readable images; the frame of those images; errors logged."""
+    """Embeddings (n, D) per checkpoint for the readable images, and the frame of those images.
+
+    Checkpoints go through in groups of evaluate.checkpoints_per_pass: each pass decodes the images
+    once for its group, and an actor never holds more models than that."""
+    ids = data.frame[IMAGE_ID]
+    if ids.duplicated().any():
+        raise ConfigError(
+            f"evaluation dataset {data.name!r}: image id {ids[ids.duplicated()].iloc[0]!r} appears more than once"
+        )
+    group = cfg.evaluate.checkpoints_per_pass
+    embs: list[np.ndarray] = []
+    kept = data.frame
+    for i in range(0, len(checkpoints), group):
+        part, kept = _embed_pass(cfg, data, checkpoints[i : i + group])
+        embs += part
+    return embs, kept
+
+
+def _embed_pass(
+    cfg: JobConfig, data: EvalSet, checkpoints: list[str]
+) -> tuple[list[np.ndarray], pd.DataFrame]:
     e = cfg.evaluate
     frame = data.frame[[IMAGE_ID, "image_uri"]]
     ds = ray.data.from_pandas(frame).repartition(max(1, len(frame) // e.batch_size)).map_batches(
@@ -112,19 +138,37 @@ def embed_images(
     data.info["unreadable_images"] = len(failed)
     ok = out[out[EMBED_ERROR].isna()].set_index(IMAGE_ID)
     kept = data.frame[data.frame[IMAGE_ID].isin(ok.index)].reset_index(drop=True)
+    if kept.empty:
+        raise ConfigError(
+            f"evaluation dataset {data.name!r}: none of its {len(frame)} images could be read "
+            f"(first error: {failed[EMBED_ERROR].iloc[0]})"
+        )
     embs = [np.stack(ok.loc[kept[IMAGE_ID], f"emb_{i}"].to_numpy()) for i in range(len(checkpoints))]
     return embs, kept
+
+
+_CLASS_EMBEDDINGS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def class_embeddings(cfg: JobConfig, checkpoint: str, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(positive, negative) class embeddings of a checkpoint, computed once per label list."""
+    e = cfg.evaluate
+    key = (checkpoint, tuple(labels), tuple(e.positive_templates), tuple(e.negative_templates))
+    if key not in _CLASS_EMBEDDINGS:
+        model = ZeroShotModel(checkpoint, pad_size=e.pad_size)
+        _CLASS_EMBEDDINGS[key] = (
+            model.class_embeddings(labels, e.positive_templates),
+            model.class_embeddings(labels, e.negative_templates),
+        )
+    return _CLASS_EMBEDDINGS[key]
 
 
 def zero_shot(
     cfg: JobConfig, checkpoints: list[str], embs: list[np.ndarray], labels: list[str]
 ) -> np.ndarray:
-    e = cfg.evaluate
     probs = []
     for path, emb in zip(checkpoints, embs, strict=True):
-        model = ZeroShotModel(path, pad_size=e.pad_size)
-        pos = model.class_embeddings(labels, e.positive_templates)
-        neg = model.class_embeddings(labels, e.negative_templates)
+        pos, neg = class_embeddings(cfg, path, labels)
         probs.append(zero_shot_probabilities(emb, pos, neg))
     return ensemble(probs)
 
@@ -217,6 +261,13 @@ def _validation_thresholds(cfg: JobConfig, spec: EvalDatasetConfig, rows: list[M
     out = {}
     for row in rows:
         probs = zero_shot(cfg, row.checkpoints, [by_ckpt[c] for c in row.checkpoints], labels)
+        for j, lb in enumerate(labels):
+            if np.nansum(y[:, j]) == 0 or (y[:, j] == 0).sum() == 0:
+                raise ConfigError(
+                    f"evaluate.threshold validation: label {lb!r} has one class in the "
+                    f"{cfg.evaluate.validation_split!r} split of {spec.name!r}; no threshold can be chosen "
+                    "there (use threshold max-f1)"
+                )
         out[row.name] = {lb: best_f1_threshold(y[:, j], probs[:, j]) for j, lb in enumerate(labels)}
     return out
 

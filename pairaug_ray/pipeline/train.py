@@ -258,7 +258,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             collate = MedCutMixCollate(
                 t.medcutmix, tokenizer, config["seed"] + 7919 * state["step"] + epoch, rank
             )
-        batches = iter(shard.iter_torch_batches(batch_size=per_worker, drop_last=True, collate_fn=collate,
+        # prefetch_batches 1: Ray runs collate functions in min(4, prefetch) threads; one thread keeps the
+        # per-batch MedCutMix coin in batch order, identical on every rank.
+        batches = iter(shard.iter_torch_batches(batch_size=per_worker, drop_last=True, collate_fn=collate, prefetch_batches=1,
                                                 local_shuffle_buffer_size=t.shuffle_buffer or None))  # fmt: skip
         for _ in range(remaining):
             t0 = time.perf_counter()
@@ -282,11 +284,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             state["step_in_epoch"] += 1
             seen += pixels.shape[0] * world
             losses.append(float(loss.detach()))
-            if mix is not None:
-                state["mixed_batches"] = state.get("mixed_batches", 0) + 1
-                rows = mix["active"].sum()
+            if t.medcutmix.enabled:
+                # Every rank joins the reduction on every step, mixed or not, so that the collectives
+                # stay paired even if ranks ever disagree about a batch.
+                rows = (
+                    mix["active"].sum()
+                    if mix is not None
+                    else torch.zeros((), dtype=torch.int64, device=device)
+                )
                 if world > 1:
                     torch.distributed.all_reduce(rows)
+                state["mixed_batches"] = state.get("mixed_batches", 0) + int(mix is not None)
                 state["mixed_rows"] = state.get("mixed_rows", 0) + int(rows)
             if fail_at is not None and state["step"] == fail_at and not Path(config["fail_marker"]).exists():
                 Path(config["fail_marker"]).touch()

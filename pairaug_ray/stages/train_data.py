@@ -179,23 +179,31 @@ class MedCutMixCollate(NumpyBatchCollateFn):
             self.rng,
             self.cfg.replace_contradiction,
         )
-        mixed = [m.text if m else t for m, t in zip(plan.mixes, texts, strict=True)]
+        mixes = list(plan.mixes)
+        mixed = [m.text if m else t for m, t in zip(mixes, texts, strict=True)]
         ids, mask = tokenize(self.tokenizer, mixed)
-        sids, smask = tokenize(self.tokenizer, [m.sentence if m else " " for m in plan.mixes])
+        # An appended sentence that the 77-token context cuts off would leave the image mixed and the
+        # text not: such rows stay unmixed.
+        cut = [i for i, m in enumerate(mixes) if m and m.replaced is None and mask[i].sum() == mask.shape[1]]
+        if cut:
+            for i in cut:
+                mixes[i], mixed[i] = None, texts[i]
+            ids, mask = tokenize(self.tokenizer, mixed)
+        sids, smask = tokenize(self.tokenizer, [m.sentence if m else " " for m in mixes])
         out["input_ids"], out["attention_mask"] = torch.from_numpy(ids), torch.from_numpy(mask)
         n = len(texts)
         out["mix"] = {
             "partner": torch.tensor(plan.partner),
-            "active": torch.tensor(plan.active),
+            "active": torch.tensor([m is not None for m in mixes]),
             "lam": sample_lam(n, self.cfg.lam, self.cfg.lam_distribution, self.cfg.alpha, self.gen),
             "sentence_ids": torch.from_numpy(sids),
             "sentence_mask": torch.from_numpy(smask),
             "layer": self.cfg.layer,
             # Kept for inspection and tests (not moved to the device):
             "texts": mixed,
-            "sentences": [m.sentence if m else None for m in plan.mixes],
-            "findings": [m.finding if m else None for m in plan.mixes],
+            "sentences": [m.sentence if m else None for m in mixes],
+            "findings": [m.finding if m else None for m in mixes],
         }
         self.mixed_batches += 1
-        self.mixed_rows += sum(plan.active)
+        self.mixed_rows += sum(m is not None for m in mixes)
         return out
