@@ -19,7 +19,10 @@ examples:
   pairaug augment --config configs/demo.yaml          # the whole PairAug job on the phantom corpus
   pairaug prune --config configs/demo.yaml --tau 0.2  # re-prune stored scores, no regeneration
   pairaug train --config configs/demo.yaml            # pretrain the CLIP on real + synthetic pairs
-  pairaug run --config configs/demo.yaml              # augment, then train (what `make demo` runs)
+  pairaug evaluate --config configs/demo.yaml         # zero-shot AUC/ACC/F1 with CIs, report.html
+  pairaug run --config configs/demo.yaml              # augment, train, evaluate (what `make demo` runs)
+  pairaug metrics --labels labels.csv --scores probs.csv   # the same protocol for any model
+  pairaug submit --address http://127.0.0.1:8265 -- pairaug augment --config s3://b/job.yaml
   pairaug make-phantom runs/phantom --patients 200    # just the built-in corpus
   pairaug make-tiny-models runs/models                # tiny random-weight SD and CLIP
   pairaug manifest show runs/phantom                  # what is in a pair dataset
