@@ -5,11 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 
@@ -276,88 +274,3 @@ def test_kill_and_resume(ray_local, phantom_root, tiny_models, tmp_path):
     assert {r[schema.PARENT_ID] for r in generated} == {r[schema.PARENT_ID] for r in rewrites}
     _check_synthetic(cfg)
     assert summary["stages"]["score"]["ok"] == len(generated)
-
-
-# --- as a Ray job ---------------------------------------------------------------------------------------------
-
-
-def _free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def test_ray_job_submit_to_a_loopback_head(ray_local, tmp_path):
-    """`ray job submit --working-dir . -- python -m pairaug_ray augment ...` against `ray start --head`.
-
-    The head is its own process group, stopped by killing that group (`ray stop` would also stop the
-    test session's Ray). Ray 2.60 turns token auth on for local clusters; the client finds the token
-    in ~/.ray/auth_token with RAY_AUTH_MODE=token.
-    """
-    import urllib.error
-    import urllib.request
-    from pathlib import Path
-
-    bin_dir = Path(sys.executable).parent
-    repo = Path(__file__).resolve().parents[1]
-    gcs, dash, agent, client, metrics, env_agent = _free_ports(6)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
-           "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # fmt: skip
-    env.pop("RAY_ADDRESS", None)
-    # Its own temp dir: `ray start` records itself in <temp dir>/ray_current_cluster, which later
-    # ray.init() calls on this machine would find. Short, because Ray's socket paths live under it.
-    temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")
-    head = subprocess.Popen(
-        [str(bin_dir / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
-         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--dashboard-agent-listen-port", str(agent),
-         "--ray-client-server-port", str(client), "--metrics-export-port", str(metrics),
-         "--runtime-env-agent-port", str(env_agent), "--num-cpus", "2", "--object-store-memory", "300000000",
-         "--disable-usage-stats", "--temp-dir", temp_dir],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    out = tmp_path / "run"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{dash}/api/version", timeout=2)
-                break
-            except urllib.error.HTTPError:  # 401 without the token: the dashboard is up
-                break
-            except OSError:
-                pass
-            assert head.poll() is None, "ray start --head exited"
-            time.sleep(1)
-        submit = subprocess.run(
-            [str(bin_dir / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", str(repo),
-             "--", "python", "-m", "pairaug_ray", "augment", "--config", "configs/demo.yaml",
-             "--set", f"run.output_dir={out}", "--set", "corpus.phantom.patients=3", "--set", "ray.progress_bars=false",
-             "--set", "generate.height=64", "--set", "generate.width=64",
-             "--set", "generate.inter.num_inference_steps=4", "--set", "generate.intra.num_inference_steps=4",
-             # The stages themselves are tested elsewhere; this test is about running as a Ray job.
-             "--set", "rewrite.modes=[inter]", "--set", "augment.examples=1"],
-            env=env, capture_output=True, text=True, timeout=540, cwd=repo,
-        )  # fmt: skip
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            head.wait(30)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(head.pid, signal.SIGKILL)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-    log = submit.stdout + submit.stderr
-    assert submit.returncode == 0, log[-3000:]
-    assert "succeeded" in log and "augment job 'demo' finished" in log
-    summary = json.loads((out / "summary.json").read_text())
-    print("stage seconds:", summary["seconds"])
-    assert set(summary["stages"]) == {"validate", "rewrite", "generate", "score", "prune"}
-    assert summary["stages"]["generate"]["ok"] == summary["stages"]["score"]["ok"] > 0
-    cfg = load_config(repo / "configs" / "demo.yaml", [f"run.output_dir={out}"])
-    _check_synthetic(cfg)
-    assert (out / "examples.png").stat().st_size > 0 and (out / "scores.png").stat().st_size > 0

@@ -324,7 +324,7 @@ def ray_head():
         [str(bin_dir / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--dashboard-agent-listen-port", str(agent),
          "--ray-client-server-port", str(client), "--metrics-export-port", str(metrics),
-         "--runtime-env-agent-port", str(env_agent), "--num-cpus", "1", "--object-store-memory", "100000000",
+         "--runtime-env-agent-port", str(env_agent), "--num-cpus", "2", "--object-store-memory", "300000000",
          "--include-dashboard", "true", "--disable-usage-stats", "--temp-dir", temp_dir],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
@@ -347,7 +347,7 @@ def ray_head():
         # at once takes 30 s); then whatever is left of the group is killed.
         head.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
-            head.wait(30)
+            head.wait(8)  # then the rest of the group is killed: it is this test's own cluster
         deadline = time.monotonic() + 5
         with contextlib.suppress(ProcessLookupError):
             while time.monotonic() < deadline:
@@ -393,3 +393,41 @@ def test_job_api_without_the_token(ray_head, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert f"cannot use the Ray job API at {url}" in err and "export RAY_AUTH_TOKEN" in err
     assert "not-the-token" not in err
+
+
+@pytest.mark.slow
+def test_the_augment_job_runs_as_a_ray_job(ray_head, ray_local, tiny_models, tmp_path, capsys, monkeypatch):
+    """The pipeline as users run it on a cluster: `pairaug submit --working-dir . -- python -m pairaug_ray
+    augment ...` against the loopback head (token auth), its outputs complete and consistent."""
+    import json
+
+    from pairaug_ray.config import load_config
+
+    url, token = ray_head
+    monkeypatch.setenv("RAY_AUTH_TOKEN", token)
+    out = tmp_path / "run"
+    overrides = [f"run.output_dir={out}", "corpus.phantom.patients=3", "ray.progress_bars=false",
+                 f"models.diffusion={tiny_models['diffusion']}", f"models.scorer={tiny_models['scorer']}",
+                 "generate.height=64", "generate.width=64", "generate.inter.num_inference_steps=4",
+                 "generate.intra.num_inference_steps=4", "augment.examples=1"]  # fmt: skip
+    rc = run(["--address", url, "--working-dir", str(REPO), "--poll-interval", "0.5", "--",
+              "python", "-m", "pairaug_ray", "augment", "--config", "configs/demo.yaml",
+              *[a for o in overrides for a in ("--set", o)]])  # fmt: skip
+    log = capsys.readouterr().out
+    assert rc == EXIT_OK, log[-3000:]
+    assert "augment job 'demo' finished" in log and token not in log
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["stages"]) == {"validate", "rewrite", "generate", "score", "prune"}
+    assert summary["stages"]["generate"]["ok"] == summary["stages"]["score"]["ok"] > 0
+    cfg = load_config(REPO / "configs" / "demo.yaml", overrides)
+    synthetic = _pairs(cfg.synthetic_dir())
+    generated = {r["pair_id"] for r in _pairs(cfg.generate_dir())}
+    assert generated and generated <= {r["pair_id"] for r in synthetic}
+    assert {r["origin"] for r in synthetic} == {"inter", "intra", "augtext"}
+    assert (out / "examples.png").stat().st_size > 0 and (out / "scores.png").stat().st_size > 0
+
+
+def _pairs(root: str) -> list[dict]:
+    from pairaug_ray.manifest import read_manifest
+
+    return read_manifest(root, resolve_images=False).take_all()
