@@ -238,9 +238,9 @@ def _rows_in(out: str) -> int:
 def test_kill_and_resume(ray_local, phantom_root, tiny_models, tmp_path):
     from pairaug_ray.manifest import write_manifest
 
-    corpus = str(tmp_path / "corpus")  # 10 real pairs: about 25 images to draw
+    corpus = str(tmp_path / "corpus")  # 7 real pairs: about 16 images to draw
     write_manifest(
-        [r for r in read_manifest(phantom_root).take_all() if r[schema.SPLIT] == "train"][:10], corpus
+        [r for r in read_manifest(phantom_root).take_all() if r[schema.SPLIT] == "train"][:7], corpus
     )
     d = job_dict(str(tmp_path / "run"), {"kind": "manifest", "manifest": corpus}, tiny_models,
                  ray={"address": ray_local.get_runtime_context().gcs_address},

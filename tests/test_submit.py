@@ -347,7 +347,7 @@ def ray_head():
         # at once takes 30 s); then whatever is left of the group is killed.
         head.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
-            head.wait(8)  # then the rest of the group is killed: it is this test's own cluster
+            head.wait(4)  # then the rest of the group is killed: it is this test's own cluster
         deadline = time.monotonic() + 5
         with contextlib.suppress(ProcessLookupError):
             while time.monotonic() < deadline:
