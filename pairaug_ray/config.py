@@ -604,7 +604,9 @@ class TrainConfig(StrictModel):
     )
     checkpoint_every_steps: int = Field(100, ge=1)
     keep_checkpoints: int = Field(
-        10, ge=1, description="Checkpoints kept: the best by val_auc (CheXzero ensembles its top 10), plus the latest."
+        10,
+        ge=1,
+        description="Checkpoints kept: the best by val_auc (CheXzero ensembles its top 10), plus the latest.",
     )
     max_failures: int = Field(
         2, ge=0, description="Worker-group restarts (from the latest checkpoint) before the run fails."
