@@ -10,9 +10,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from pairaug_ray import schema
-from pairaug_ray.config import ConfigError
+from pairaug_ray import schema, storage
+from pairaug_ray.config import ConfigError, JobConfig
 from pairaug_ray.manifest import read_info, read_manifest
+
+
+def real_pairs_root(cfg: JobConfig) -> str:
+    """The real pairs later jobs read: the augment job's validated corpus when it exists (bad rows
+    marked), else the corpus as configured."""
+    validated = cfg.validated_dir()
+    return validated if storage.exists(storage.join(validated, "manifest")) else cfg.corpus_dir()
 
 
 def check_output_identity(out: str, stage: str, identity: dict[str, Any]) -> None:

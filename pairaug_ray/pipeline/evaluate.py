@@ -30,6 +30,7 @@ from pairaug_ray.eval.datasets import IMAGE_ID, EvalSet, load_eval_set
 from pairaug_ray.eval.metrics import best_f1_threshold, evaluate
 from pairaug_ray.eval.zeroshot import ZeroShotModel, ensemble, zero_shot_probabilities
 from pairaug_ray.models.refs import resolve_model
+from pairaug_ray.pipeline.common import real_pairs_root
 from pairaug_ray.runtime import init_ray
 from pairaug_ray.stages.embed import EMBED_ERROR, EmbedImages
 
@@ -175,11 +176,7 @@ def zero_shot(
 
 def _dataset_spec(cfg: JobConfig, spec: EvalDatasetConfig) -> EvalDatasetConfig:
     if spec.kind == "manifest" and spec.path is None:
-        root = (
-            cfg.validated_dir()
-            if storage.exists(storage.join(cfg.validated_dir(), "manifest"))
-            else cfg.corpus_dir()
-        )
+        root = real_pairs_root(cfg)
         spec = spec.model_copy(update={"path": root})
     if spec.labels is None and spec.kind != "padchest":
         spec = spec.model_copy(update={"labels": spec.label_list()})
@@ -306,11 +303,7 @@ def training_sample(cfg: JobConfig, per_origin: int) -> pd.DataFrame:
 
     wanted = [*PAIR_COLUMNS, *schema.LABEL_COLUMNS, schema.STUDY_ID, schema.ERROR]
     frames = []
-    real_root = cfg.train.real or (
-        cfg.validated_dir()
-        if storage.exists(storage.join(cfg.validated_dir(), "manifest"))
-        else cfg.corpus_dir()
-    )
+    real_root = cfg.train.real or real_pairs_root(cfg)
     real = read_manifest(real_root).filter(
         expr=(col(schema.STATUS) == schema.STATUS_OK) & (col(schema.SPLIT) == "train")
     )
@@ -344,10 +337,12 @@ def write_report(
         if e.tsne_per_origin and len(sample) >= 5:
             model = ZeroShotModel(rows[0].checkpoints[0], pad_size=e.pad_size)
             picked = sample.groupby(schema.ORIGIN, sort=False).head(e.tsne_per_origin).reset_index(drop=True)
-            readable = [i for i, u in enumerate(picked[schema.IMAGE_URI]) if _readable(images, u)]
-            picked = picked.iloc[readable].reset_index(drop=True)
-            img = np.concatenate([model.embed_images([images.read_image(u) for u in picked[schema.IMAGE_URI][i:i + 32]])
-                                  for i in range(0, len(picked), 32)])  # fmt: skip
+            pictures = [_read_or_none(images, u) for u in picked[schema.IMAGE_URI]]
+            readable = [i for i, pic in enumerate(pictures) if pic is not None]
+            picked, pictures = picked.iloc[readable].reset_index(drop=True), [pictures[i] for i in readable]
+            img = np.concatenate(
+                [model.embed_images(pictures[i : i + 32]) for i in range(0, len(pictures), 32)]
+            )
             txt = model.embed_texts([training_text(r, cfg.train.text) for r in picked.to_dict("records")])
             figures["tsne"] = report.tsne_figure(img, txt, picked[schema.ORIGIN].tolist(), seed=cfg.run.seed)
             results["tsne"] = {
@@ -360,12 +355,11 @@ def write_report(
     return report.write(cfg.evaluate_dir(), results, figures)
 
 
-def _readable(images, uri: str) -> bool:
+def _read_or_none(images, uri: str):
     try:
-        images.read_image(uri)
-        return True
+        return images.read_image(uri)
     except (images.ImageReadError, OSError):
-        return False
+        return None
 
 
 # --- tables ----------------------------------------------------------------------------------------------------

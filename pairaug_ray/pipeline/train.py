@@ -31,6 +31,7 @@ from ray.data.expressions import col
 from pairaug_ray import schema, storage
 from pairaug_ray.config import ConfigError, JobConfig, TrainConfig
 from pairaug_ray.manifest import read_manifest
+from pairaug_ray.pipeline.common import real_pairs_root
 from pairaug_ray.runtime import init_ray
 from pairaug_ray.stages.train_data import PreprocessPairs
 
@@ -59,11 +60,7 @@ def _select(ds: ray.data.Dataset) -> ray.data.Dataset:
 def training_pairs(cfg: JobConfig) -> tuple[ray.data.Dataset, dict[str, Any]]:
     """The real training pairs and the synthetic ones the config asks for, and how many of each."""
     t = cfg.train
-    real_root = t.real or (
-        cfg.validated_dir()
-        if storage.exists(storage.join(cfg.validated_dir(), "manifest"))
-        else cfg.corpus_dir()
-    )
+    real_root = t.real or real_pairs_root(cfg)
     real = read_manifest(real_root).filter(
         expr=(col(schema.STATUS) == schema.STATUS_OK) & (col(schema.SPLIT) == "train")
     )
@@ -104,11 +101,7 @@ def validation_rows(cfg: JobConfig) -> list[dict[str, Any]]:
     t = cfg.train
     if not t.validation:
         return []
-    root = t.real or (
-        cfg.validated_dir()
-        if storage.exists(storage.join(cfg.validated_dir(), "manifest"))
-        else cfg.corpus_dir()
-    )
+    root = t.real or real_pairs_root(cfg)
     label_cols = [schema.label_column(lb) for lb in t.validation_labels]
     ds = read_manifest(root)
     if any(c not in ds.columns() for c in label_cols):
@@ -176,7 +169,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from pairaug_ray.models.clip import build_clip, make_processor, save_clip
+    from pairaug_ray.models.clip import build_clip, image_size, make_processor, save_clip
     from pairaug_ray.models.contrastive import DualEncoder, clamp_logit_scale, clip_loss
 
     t = TrainConfig(**config["train"])
@@ -186,7 +179,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     steps_per_epoch, total_steps = config["steps_per_epoch"], config["steps_per_epoch"] * t.epochs
     torch.manual_seed(config["seed"])
     model = build_clip(t.preset, t.init, seed=config["seed"])
-    processor = make_processor(int(model.config.vision_config.image_size)) if rank == 0 else None
+    processor = make_processor(image_size(model)) if rank == 0 else None
     optimizer = _optimizer(model, t)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(t, total_steps))
     state: dict[str, Any] = {"step": 0, "epoch": 0, "step_in_epoch": 0, "history": [], "restored_from": []}
@@ -210,11 +203,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         tokenizer = load_tokenizer(t.init)
     shard = ray.train.get_dataset_shard("train")
-    val = (
-        _validation_tensors(config.get("validation") or [], t, int(model_config_size(core)))
-        if rank == 0
-        else None
-    )
+    val = _validation_tensors(config.get("validation") or [], t, image_size(core)) if rank == 0 else None
 
     def report(metrics: dict[str, Any], with_checkpoint: bool) -> None:
         if not with_checkpoint:
@@ -306,10 +295,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             {"epoch": epoch + 1, "step": state["step"], "loss": sum(losses) / max(1, len(losses))}
         )
         report(_metrics(state, losses, scheduler, seen, started, waited), with_checkpoint=True)
-
-
-def model_config_size(clip) -> int:
-    return clip.config.vision_config.image_size
 
 
 def _validation_tensors(rows: list[dict[str, Any]], t: TrainConfig, size: int) -> dict[str, Any] | None:
@@ -415,7 +400,7 @@ def train_job(cfg: JobConfig, *, fail_at_step: int | None = None) -> dict[str, A
         raise ConfigError(
             f"{info['pairs']} training pairs are fewer than one global batch (train.batch_size {t.batch_size})"
         )
-    size = _image_size(t, PRESETS)
+    size = _vision_setting(t, PRESETS, "image_size")
     storage_path, fs = _storage(cfg.train_dir())
     train_data = preprocessed(pairs, t, size, cfg.run.seed)
     info["cached"] = _should_cache(t, info["pairs"], size)
@@ -495,12 +480,7 @@ def train_job(cfg: JobConfig, *, fail_at_step: int | None = None) -> dict[str, A
 def _check_medcutmix(t: TrainConfig, presets: dict) -> None:
     if not t.medcutmix.enabled:
         return
-    if t.init:
-        from transformers import CLIPConfig
-
-        layers = int(CLIPConfig.from_pretrained(t.init).vision_config.num_hidden_layers)
-    else:
-        layers = int(presets[t.preset]["vision_config"]["num_hidden_layers"])
+    layers = _vision_setting(t, presets, "num_hidden_layers")
     if t.medcutmix.layer >= layers:
         raise ConfigError(
             f"train.medcutmix.layer {t.medcutmix.layer}: the image encoder has layers 0..{layers - 1}"
@@ -511,12 +491,13 @@ def _uri(path: str | None, fs) -> str | None:
     return None if path is None else (f"s3://{path}" if fs is not None else path)
 
 
-def _image_size(t: TrainConfig, presets: dict) -> int:
+def _vision_setting(t: TrainConfig, presets: dict, key: str) -> int:
+    """A vision-tower setting of the model to train: from the init checkpoint's config, else the preset."""
     if t.init:
         from transformers import CLIPConfig
 
-        return int(CLIPConfig.from_pretrained(t.init).vision_config.image_size)
-    return int(presets[t.preset]["vision_config"]["image_size"])
+        return int(getattr(CLIPConfig.from_pretrained(t.init).vision_config, key))
+    return int(presets[t.preset]["vision_config"][key])
 
 
 def format_train(summary: dict[str, Any]) -> str:
