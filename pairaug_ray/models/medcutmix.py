@@ -65,16 +65,19 @@ def top_patch_mask(attention: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     return ranks < k.unsqueeze(1)
 
 
+def _mix_patches(h: torch.Tensor, h_partner: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(1 - m) * h + m * h_partner over the patch tokens; the CLS token stays the image's."""
+    m = torch.cat([torch.zeros_like(mask[:, :1]), mask], dim=1).unsqueeze(-1).to(h.dtype)
+    return (1 - m) * h + m * h_partner
+
+
 def mixed_image_features(
     clip: torch.nn.Module, pixels: torch.Tensor, partner_pixels: torch.Tensor, mask: torch.Tensor, layer: int
 ) -> torch.Tensor:
     """Image features with the masked patch states of `partner_pixels` mixed in after `layer`."""
     h = hidden_states_at(clip, pixels, layer)
     hp = hidden_states_at(clip, partner_pixels, layer)
-    m = (
-        torch.cat([torch.zeros_like(mask[:, :1]), mask], dim=1).unsqueeze(-1).to(h.dtype)
-    )  # CLS from the image
-    return finish_from(clip, (1 - m) * h + m * hp, layer)
+    return finish_from(clip, _mix_patches(h, hp, mask), layer)
 
 
 def sample_lam(
@@ -111,5 +114,4 @@ def medcutmix_image_features(
     with torch.no_grad():
         attention = patch_attention(clip, sentence_features.to(h.dtype), h.detach()[partner])
         mask = top_patch_mask(attention, lam.to(attention.device)) & active.to(attention.device).unsqueeze(1)
-    m = torch.cat([torch.zeros_like(mask[:, :1]), mask], dim=1).unsqueeze(-1).to(h.dtype)  # CLS stays row i's
-    return finish_from(clip, (1 - m) * h + m * h[partner], layer), mask
+    return finish_from(clip, _mix_patches(h, h[partner], mask), layer), mask

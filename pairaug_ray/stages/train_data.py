@@ -161,7 +161,6 @@ class MedCutMixCollate(NumpyBatchCollateFn):
         self.coin = random.Random(seed)
         self.rng = random.Random(seed * 1_000_003 + rank)
         self.gen = torch.Generator().manual_seed(seed * 1_000_003 + rank)
-        self.mixed_batches = self.mixed_rows = 0
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         from pairaug_ray.models.clip import tokenize
@@ -204,6 +203,4 @@ class MedCutMixCollate(NumpyBatchCollateFn):
             "sentences": [m.sentence if m else None for m in mixes],
             "findings": [m.finding if m else None for m in mixes],
         }
-        self.mixed_batches += 1
-        self.mixed_rows += sum(m is not None for m in mixes)
         return out
