@@ -3,9 +3,10 @@
 The real Helm 3 binary renders the chart (`make .tools/helm` fetches it); each value set is rendered
 once per module. Core objects (and every pod template, wrapped in a Pod) are validated in strict mode
 with kubernetes-validate for each supported Kubernetes version; RayCluster, RayJob and RayService
-objects against the KubeRay v1.7 CRD schemas in ../shared/kuberay-crds, with unknown fields rejected
-as the API server's strict field validation would. CEL rules of the CRDs are not checked offline;
-the limits KubeRay enforces in Go (name lengths) are asserted here instead.
+objects against the KubeRay v1.7 CRD schemas in tests/fixtures/kuberay-crds (copied from upstream;
+source, licence and refresh steps in the README there; set KUBERAY_CRDS to use another copy), with
+unknown fields rejected as the API server's strict field validation would. CEL rules of the CRDs
+are not checked offline; the limits KubeRay enforces in Go (name lengths) are asserted here instead.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helm" / "pairaug"
 K8S = REPO / "k8s"
 HELM = REPO / ".tools" / "helm"
-CRDS = Path(os.environ.get("KUBERAY_CRDS", REPO.parent / "shared" / "kuberay-crds"))
+CRDS = Path(os.environ.get("KUBERAY_CRDS") or REPO / "tests" / "fixtures" / "kuberay-crds")
 K8S_VERSIONS = ["1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.34.0", "1.35.0"]
 RAY_KINDS = {"RayCluster", "RayJob", "RayService"}
 VALUE_SETS = ["default", *sorted(p.stem for p in (CHART / "ci").glob("*.yaml"))]
@@ -89,7 +90,7 @@ def _structural(node):
 @pytest.fixture(scope="module")
 def crd_validators() -> dict[str, jsonschema.Validator]:
     if not CRDS.is_dir():
-        pytest.fail(f"KubeRay CRDs not found at {CRDS} (../shared/kuberay-crds, or set KUBERAY_CRDS)")
+        pytest.fail(f"KubeRay CRDs not found at {CRDS} (tests/fixtures/kuberay-crds, or set KUBERAY_CRDS)")
     validators = {}
     for path in CRDS.glob("ray.io_*.yaml"):
         crd = yaml.load(path.read_text(), Loader=Loader)
