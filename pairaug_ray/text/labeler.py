@@ -177,7 +177,12 @@ _WORD = re.compile(r"[a-z0-9]+")
 _OR_BETWEEN = re.compile(r"^[\s,]*(?:[a-z-]+[\s,]+){0,3}?(?:and/)?or[\s,]+(?:[a-z-]+[\s,]+){0,3}$")
 
 
-def _lower(text: str) -> str:
+def lower(text: str) -> str:
+    """`text` in lower case, with the same length and offsets as `text`.
+
+    Characters whose lower case is longer than one character ("İ") are left as they are, so that
+    offsets found in the result index `text` too.
+    """
     low = text.lower()
     if len(low) == len(text):
         return low
@@ -354,8 +359,8 @@ _NOT_FINDINGS = frozenset(
 )
 
 
-def _label_spans(text: str) -> list[tuple[int, int]] | None:
-    """Character ranges to label, or None for all of `text`.
+def label_spans(text: str) -> list[tuple[int, int]] | None:
+    """The character ranges of `text` that `label_report` labels, or None for all of `text`.
 
     The findings and impression sections when the report has them; otherwise everything but the
     request/procedure sections; everything when there are no headers at all.
@@ -384,7 +389,7 @@ def label_report(text: str, *, findings_impression_only: bool = True) -> ReportL
     `text` and to `split_sentences(text)`.
     """
     sentences = split_sentences(text)
-    spans = _label_spans(text) if findings_impression_only else None
+    spans = label_spans(text) if findings_impression_only else None
     mentions: list[Mention] = []
     labelled_any = False
     for index, sentence in enumerate(sentences):
@@ -392,12 +397,17 @@ def label_report(text: str, *, findings_impression_only: bool = True) -> ReportL
             continue
         # A sentence of digits or marks alone ("2.") says nothing, not even "normal".
         labelled_any = labelled_any or any(c.isalpha() for c in sentence.text)
-        mentions.extend(_sentence_mentions(sentence, index))
-    return ReportLabels(labels=_aggregate(mentions, labelled_any), mentions=tuple(mentions))
+        mentions.extend(sentence_mentions(sentence, index))
+    return ReportLabels(labels=aggregate(mentions, labelled_any), mentions=tuple(mentions))
 
 
-def _sentence_mentions(sentence: Sentence, index: int) -> list[Mention]:
-    low = _lower(sentence.text)
+def sentence_mentions(sentence: Sentence, index: int) -> list[Mention]:
+    """The mentions in one sentence, each with its certainty, as `label_report` finds them.
+
+    Offsets are `sentence.start` plus the offset within `sentence.text`; every mention gets
+    `index` as its sentence index. Empty when the sentence speaks about no observation.
+    """
+    low = lower(sentence.text)
     raws = _find_mentions(low)
     if not raws:
         return []
@@ -412,7 +422,12 @@ def _sentence_mentions(sentence: Sentence, index: int) -> list[Mention]:
     return out
 
 
-def _aggregate(mentions: Iterable[Mention], labelled_any: bool) -> dict[str, int | None]:
+def aggregate(mentions: Iterable[Mention], labelled_any: bool) -> dict[str, int | None]:
+    """The 14 labels (1 / 0 / -1 / None, keyed by observation) that `mentions` add up to.
+
+    Step 4 of the module docstring. `labelled_any`: whether any labelled sentence had a letter in
+    it; without one, No Finding is None rather than 1.
+    """
     seen: dict[str, set[Certainty]] = {}
     for m in mentions:
         seen.setdefault(m.observation, set()).add(m.certainty)

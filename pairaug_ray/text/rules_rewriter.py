@@ -119,7 +119,7 @@ def _sentence_mentions(text: str) -> tuple[Mention, ...]:
     """The labeler's mentions of one sentence, offsets relative to it (cached by text)."""
     hit = _mention_cache.get(text)
     if hit is None:
-        hit = tuple(_lab._sentence_mentions(Sentence(text, 0, len(text)), 0))
+        hit = tuple(_lab.sentence_mentions(Sentence(text, 0, len(text)), 0))
         if len(_mention_cache) >= _CACHE_MAX:
             _mention_cache.clear()
         _mention_cache[text] = hit
@@ -170,7 +170,7 @@ _PAIRAUG_FORBIDDEN = re.compile(r"[A-Z.!?;:]")
 def _analyse(text: str) -> _Doc:
     """Sentences, scope and labels exactly as `label_report` computes them."""
     sentences = split_sentences(text)
-    spans = _lab._label_spans(text)
+    spans = _lab.label_spans(text)
     out: list[_Sent] = []
     mentions: list[Mention] = []
     labelled_any = False
@@ -181,7 +181,7 @@ def _analyse(text: str) -> _Doc:
             labelled_any = labelled_any or any(c.isalpha() for c in s.text)
             mentions.extend(ms)
         out.append(_Sent(i, s.text, s.start, s.end, scope, ms))
-    labels = _lab._aggregate(mentions, labelled_any)
+    labels = _lab.aggregate(mentions, labelled_any)
     pairaug = bool(text.strip()) and not _PAIRAUG_FORBIDDEN.search(text)
     return _Doc(text, out, labels, pairaug, spans)
 
@@ -756,7 +756,7 @@ def _without(s: _Sent, flips: Sequence[str]) -> tuple[str, bool] | None:
     before (checked with the labeler). Returns (text, whether it goes before the new statements).
     """
     core = _TERMINAL.sub("", s.text).rstrip()
-    low = _lab._lower(core)
+    low = _lab.lower(core)
     flipped = [m for m in s.mentions if m.observation in flips]
     others = [m for m in s.mentions if m.observation not in flips]
     if not flipped or any(m.end > len(core) for m in s.mentions):
