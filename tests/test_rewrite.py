@@ -203,7 +203,7 @@ def test_vllm_processor_config_and_optional_import():
 
 def test_vllm_passes_retry_quality_failures(ray_local, phantom_root, tmp_path):
     """The pass loop, with a stand-in for the vLLM processor that answers like it (generated_text)."""
-    from pairaug_ray.text.rules_rewriter import rewrite_report
+    from pairaug_ray.text.rewrite import rewrite_report
 
     def factory(config, preprocess, postprocess):
         def run(ds):

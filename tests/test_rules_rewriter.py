@@ -12,9 +12,10 @@ import pytest
 from pairaug_ray.config import PhantomCorpusConfig
 from pairaug_ray.corpora.iu_reports import iu_archive, load_iu_reports
 from pairaug_ray.corpora.phantom import render_patient
-from pairaug_ray.text import rules_rewriter as rr
 from pairaug_ray.text.labeler import changed_observations, label_report
-from pairaug_ray.text.rules_rewriter import RULES_VERSION, RuleEdit, RuleRewrite, rewrite_report
+from pairaug_ray.text.rewrite import RULES_VERSION, RuleEdit, RuleRewrite, rewrite_report
+from pairaug_ray.text.rewrite.analysis import labels_of
+from pairaug_ray.text.rewrite.observations import PARENCHYMAL
 from pairaug_ray.text.sections import find_headers, pairaug_text, split_sentences
 
 MODES = ("inter", "intra", "paraphrase")
@@ -169,7 +170,7 @@ def test_no_acute_claim_does_not_survive_a_new_finding(text: str, mode: str) -> 
         if added:
             assert "acute" not in out.text.lower(), out.text
             assert "normal chest" not in out.text.lower(), out.text
-            parenchymal = {e.observation for e in added} & rr.PARENCHYMAL
+            parenchymal = {e.observation for e in added} & PARENCHYMAL
             if parenchymal:
                 assert "lungs are clear" not in out.text.lower(), out.text
 
@@ -236,7 +237,7 @@ def test_deterministic_and_seed_dependent() -> None:
 
 def test_same_output_in_a_fresh_process_with_another_hash_seed() -> None:
     code = (
-        "from pairaug_ray.text.rules_rewriter import rewrite_report as r\n"
+        "from pairaug_ray.text.rewrite import rewrite_report as r\n"
         "t = 'No pleural effusion or pneumothorax. Heart size is normal. No acute cardiopulmonary process.'\n"
         "print('\\n'.join(r(t, m, s).text for m in ('inter', 'intra', 'paraphrase') for s in range(3)))\n"
     )
@@ -390,7 +391,7 @@ def test_guarantees_over_phantom_reports() -> None:
                 out = rewrite_report(text, mode, seed)
                 check_guarantees(text, mode, out)
                 # The cached labelling inside the rewriter is the labeler's, exactly.
-                assert rr._labels(out.text) == label_report(out.text).labels
+                assert labels_of(out.text) == label_report(out.text).labels
                 if pairaug:
                     assert not re.search(r"[A-Z.;:]|, ", out.text), out.text
                 if mode != "paraphrase":

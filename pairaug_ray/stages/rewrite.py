@@ -168,17 +168,17 @@ class _Rewriter:
 
 
 class RulesRewriter(_Rewriter):
-    """The deterministic rule-based rewriter (pairaug_ray.text.rules_rewriter)."""
+    """The deterministic rule-based rewriter (pairaug_ray.text.rewrite)."""
 
     backend = "rules"
 
     def __init__(self, cfg: RewriteConfig, run_seed: int):
-        from pairaug_ray.text.rules_rewriter import RULES_VERSION
+        from pairaug_ray.text.rewrite import RULES_VERSION
 
         super().__init__(cfg, run_seed, model_id=f"rules/{RULES_VERSION}")
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from pairaug_ray.text.rules_rewriter import rewrite_report
+        from pairaug_ray.text.rewrite import rewrite_report
 
         out = []
         for row in batch.to_pylist():

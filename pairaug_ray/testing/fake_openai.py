@@ -76,7 +76,7 @@ def _mode_of(system: str) -> str:
 
 
 def rules_responder(system: str, user: str, seed: int) -> str:
-    from pairaug_ray.text.rules_rewriter import rewrite_report
+    from pairaug_ray.text.rewrite import rewrite_report
 
     return rewrite_report(user, _mode_of(system), seed).text
 
