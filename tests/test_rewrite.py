@@ -132,15 +132,36 @@ def test_rules_job_writes_each_row_once_and_resumes(ray_local, phantom_root, tmp
 
 
 def test_openai_job_survives_faults_and_keeps_secrets(ray_local, phantom_root, tmp_path):
-    plan = FaultPlan(rate_429=0.1, retry_after_s=0.2, rate_500=0.1, rate_slow=0.05, slow_s=2.0,
-                     rate_malformed=0.05, rate_refusal=0.1, rate_long=0.1, seed=1)  # fmt: skip
+    plan = FaultPlan(
+        rate_429=0.1,
+        retry_after_s=0.2,
+        rate_500=0.1,
+        rate_slow=0.05,
+        slow_s=2.0,
+        rate_malformed=0.05,
+        rate_refusal=0.1,
+        rate_long=0.1,
+        seed=1,
+    )
     key = os.environ[TEST_API_KEY_ENV]
     with FakeOpenAIServer(plan, api_key=key) as server:
         cfg = _job(
-            tmp_path, phantom_root, backend="openai", modes=["inter", "paraphrase"], min_words=10, batch_size=8,
-            openai={"base_url": server.base_url, "api_key_env": TEST_API_KEY_ENV, "concurrency": 8, "timeout_s": 1.0,
-                    "max_retries": 4, "backoff_initial_s": 0.05, "backoff_max_s": 0.5},
-        )  # fmt: skip
+            tmp_path,
+            phantom_root,
+            backend="openai",
+            modes=["inter", "paraphrase"],
+            min_words=10,
+            batch_size=8,
+            openai={
+                "base_url": server.base_url,
+                "api_key_env": TEST_API_KEY_ENV,
+                "concurrency": 8,
+                "timeout_s": 1.0,
+                "max_retries": 4,
+                "backoff_initial_s": 0.05,
+                "backoff_max_s": 0.5,
+            },
+        )
         summary = rewrite_job(cfg)
         outcomes = server.outcomes()
     rows = _rows(cfg.rewrite_dir())
@@ -180,9 +201,20 @@ def test_vllm_processor_config_and_optional_import():
     from pairaug_ray.stages import rewrite_vllm
 
     cfg = parse_config(
-        {"rewrite": {"backend": "vllm", "vllm": {"model": "/models/llama", "replicas": 2, "tensor_parallel_size": 4,
-                                                  "batch_size": 32, "accelerator_type": "H100", "engine_kwargs": {"enforce_eager": True}}}}
-    ).rewrite  # fmt: skip
+        {
+            "rewrite": {
+                "backend": "vllm",
+                "vllm": {
+                    "model": "/models/llama",
+                    "replicas": 2,
+                    "tensor_parallel_size": 4,
+                    "batch_size": 32,
+                    "accelerator_type": "H100",
+                    "engine_kwargs": {"enforce_eager": True},
+                },
+            }
+        }
+    ).rewrite
     pc = rewrite_vllm.processor_config(cfg, "/models/llama")
     assert type(pc).__name__ == "vLLMEngineProcessorConfig"
     assert pc.model_source == "/models/llama" and pc.concurrency == 2 and pc.batch_size == 32

@@ -201,10 +201,15 @@ class RulesRewriter(_Rewriter):
                     break
             out.append(
                 self.finish(
-                    row, text=text, reason=reason, attempts=attempt, seed=seed, started=started,
+                    row,
+                    text=text,
+                    reason=reason,
+                    attempts=attempt,
+                    seed=seed,
+                    started=started,
                     latency_s=time.perf_counter() - t0,
                 )
-            )  # fmt: skip
+            )
         return schema.rows_to_table(out)
 
 
@@ -265,9 +270,16 @@ class OpenAIRewriter(_Rewriter):
             if (reason := self.check(row, text)) is None:
                 break
         return self.finish(
-            row, text=text, reason=reason, attempts=calls, seed=seed, started=started,
-            tokens_in=tokens_in, tokens_out=tokens_out, latency_s=latency,
-        )  # fmt: skip
+            row,
+            text=text,
+            reason=reason,
+            attempts=calls,
+            seed=seed,
+            started=started,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            latency_s=latency,
+        )
 
 
 class LocalRewriter(_Rewriter):
@@ -289,8 +301,19 @@ class LocalRewriter(_Rewriter):
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
-        state = {i: {"calls": 0, "tin": 0, "tout": 0, "lat": 0.0, "text": None, "reason": "no attempt made", "seed": 0}
-                 for i, r in enumerate(rows) if r.get(schema.STATUS) != schema.STATUS_SKIPPED}  # fmt: skip
+        state = {
+            i: {
+                "calls": 0,
+                "tin": 0,
+                "tout": 0,
+                "lat": 0.0,
+                "text": None,
+                "reason": "no attempt made",
+                "seed": 0,
+            }
+            for i, r in enumerate(rows)
+            if r.get(schema.STATUS) != schema.STATUS_SKIPPED
+        }
         started = datetime.now(UTC)
         pending = list(state)
         for attempt in range(1, self.cfg.max_attempts + 1):
@@ -322,7 +345,14 @@ class LocalRewriter(_Rewriter):
             pending = [i for i in pending if state[i]["reason"] is not None]
         for i, s in state.items():
             self.finish(
-                rows[i], text=s["text"], reason=s["reason"], attempts=s["calls"], seed=s["seed"], started=started,
-                tokens_in=s["tin"], tokens_out=s["tout"], latency_s=s["lat"],
-            )  # fmt: skip
+                rows[i],
+                text=s["text"],
+                reason=s["reason"],
+                attempts=s["calls"],
+                seed=s["seed"],
+                started=started,
+                tokens_in=s["tin"],
+                tokens_out=s["tout"],
+                latency_s=s["lat"],
+            )
         return schema.rows_to_table(rows)
