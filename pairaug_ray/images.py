@@ -17,11 +17,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pairaug_ray import storage
+from pairaug_ray.errors import UserError
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
-class ImageReadError(Exception):
+class ImageReadError(UserError):
     """An image could not be read or decoded. The message names the file."""
 
     def __init__(self, uri: str, reason: str):

@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from pairaug_ray import __version__
+from pairaug_ray.errors import UserError
 
 # --- identity -----------------------------------------------------------------------------------------
 PAIR_ID = "pair_id"  # stable, content-derived (see make_pair_id)
@@ -159,7 +160,7 @@ OPTIONAL_FIELDS: dict[str, pa.Field] = {
 MANIFEST_SCHEMA = pa.schema(CORE_FIELDS)
 
 
-class ManifestSchemaError(ValueError):
+class ManifestSchemaError(UserError, ValueError):
     """A manifest table does not match the pair schema; the message names the column."""
 
 

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pairaug_ray.errors import UserError
+
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 
 # KubeRay appends 6 characters to a RayJob's name for its cluster and refuses RayCluster names over 53.
@@ -56,7 +58,7 @@ examples:
 """
 
 
-class SubmitError(Exception):
+class SubmitError(UserError):
     """The job could not be submitted or followed; the message is meant for a person."""
 
 

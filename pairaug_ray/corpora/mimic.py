@@ -21,6 +21,7 @@ import ray
 from pairaug_ray import schema, storage
 from pairaug_ray.config import MimicCorpusConfig
 from pairaug_ray.corpora.common import report_text
+from pairaug_ray.errors import UserError
 from pairaug_ray.manifest import write_manifest
 from pairaug_ray.text.labeler import label_report
 from pairaug_ray.text.sections import extract_sections
@@ -30,8 +31,8 @@ SPLIT_CSV = "mimic-cxr-2.0.0-split.csv.gz"
 CHEXPERT_CSV = "mimic-cxr-2.0.0-chexpert.csv.gz"
 
 
-class MimicLayoutError(FileNotFoundError):
-    pass
+class MimicLayoutError(UserError, FileNotFoundError):
+    """The folder does not have MIMIC-CXR-JPG's published layout; the message names what is missing."""
 
 
 def study_path(subject_id: str, study_id: str) -> str:

@@ -24,11 +24,12 @@ import numpy as np
 import pandas as pd
 
 from pairaug_ray import schema, storage
+from pairaug_ray.errors import UserError
 
 IMAGE_ID, IMAGE_URI = "image_id", "image_uri"
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(UserError, ValueError):
     """The label file does not have the layout its adapter expects."""
 
 

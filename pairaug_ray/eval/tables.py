@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 
 from pairaug_ray import storage
+from pairaug_ray.errors import UserError
 from pairaug_ray.eval.metrics import evaluate
 
 
-class TableInputError(ValueError):
+class TableInputError(UserError, ValueError):
     """A labels/scores CSV or a metrics.json that cannot be used, with what is wrong."""
 
 

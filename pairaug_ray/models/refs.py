@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pairaug_ray import storage
+from pairaug_ray.errors import UserError
 
 DONE_MARKER = ".pairaug-complete"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 
 
-class ModelNotFoundError(FileNotFoundError):
-    pass
+class ModelNotFoundError(UserError, FileNotFoundError):
+    """A model reference names no usable model; the message says where it looked."""
 
 
 @dataclass(frozen=True)

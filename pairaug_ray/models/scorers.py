@@ -29,13 +29,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pairaug_ray.errors import UserError
 from pairaug_ray.images import to_uint8
 
 ScorerKind = Literal["auto", "hf-clip", "open-clip", "medclip"]
 
 
-class ScorerUnavailableError(RuntimeError):
-    pass
+class ScorerUnavailableError(UserError, RuntimeError):
+    """The scorer kind cannot be loaded here (a missing package or checkpoint file)."""
 
 
 class Scorer(Protocol):

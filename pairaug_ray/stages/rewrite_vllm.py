@@ -17,12 +17,13 @@ from typing import Any
 
 from pairaug_ray import schema
 from pairaug_ray.config import RewriteConfig
+from pairaug_ray.errors import UserError
 from pairaug_ray.stages.rewrite import ORIGIN_MODE, _Rewriter, row_seed
 from pairaug_ray.text.quality import clean_output
 
 
-class BackendUnavailableError(RuntimeError):
-    pass
+class BackendUnavailableError(UserError, RuntimeError):
+    """The vLLM back-end cannot run here (vLLM or a GPU is missing)."""
 
 
 def _ray_llm():

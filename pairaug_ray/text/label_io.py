@@ -26,6 +26,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pairaug_ray.errors import UserError
 from pairaug_ray.schema import CHEXPERT_OBSERVATIONS
 from pairaug_ray.text.labeler import label_report
 
@@ -36,7 +37,7 @@ _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4")
 _PARQUET_BATCH = 10_000
 
 
-class LabelInputError(ValueError):
+class LabelInputError(UserError, ValueError):
     """The input file as a whole cannot be read as asked (a missing column, columns for plain text)."""
 
 
