@@ -10,7 +10,7 @@ Every metric here is computed from *counts*: a resample is a vector c of how oft
 drawn, so one sort of the scores per label serves all resamples, and ties and missing labels (NaN:
 uncertain or not annotated, excluded per label) are exact.
 
-Threshold rule (CheXzero reports no ACC/F1; MedKLIP/KAD's recipe, as the notes record): per label,
+Threshold rule (CheXzero reports no ACC/F1; MedKLIP/KAD's recipe, see docs/method.md): per label,
 the threshold that maximises F1 over the precision-recall curve (the lowest one on ties, as
 `np.argmax` over sklearn's ascending thresholds picks); ACC at that threshold. Predictions are
 `p >= threshold` for both F1 and ACC (MedKLIP's code uses `p > threshold` for ACC only, scoring ACC

@@ -1,4 +1,6 @@
-"""CheXzero's zero-shot classifier on a transformers CLIP checkpoint (`../shared/notes/algorithms.md` §3).
+"""CheXzero's zero-shot classifier on a transformers CLIP checkpoint.
+
+The method and its sources: docs/method.md, CheXzero zero-shot evaluation.
 
 For each label, the positive templates ("{}") and negative templates ("no {}") are embedded,
 L2-normalised, averaged over templates and normalised again; an image's probability for the label is

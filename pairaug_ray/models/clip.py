@@ -1,9 +1,9 @@
 """The CheXzero-style CLIP: architecture presets, its preprocessing, save/load in transformers' format.
 
 CheXzero fine-tunes OpenAI's ViT-B/32 CLIP at 224 px with a 12-layer, width-512, 8-head text
-transformer over the CLIP BPE with context 77 (`../shared/notes/algorithms.md` §1.4). The model is
-a transformers `CLIPModel`, so a trained checkpoint is a folder that `CLIPModel.from_pretrained`
-and this project's `hf-clip` scorer load as they are.
+transformer over the CLIP BPE with context 77 (docs/method.md, CheXzero-style CLIP pretraining).
+The model is a transformers `CLIPModel`, so a trained checkpoint is a folder that
+`CLIPModel.from_pretrained` and this project's `hf-clip` scorer load as they are.
 
 Preprocessing as CheXzero: the radiograph is resized with its aspect kept so the long side is
 `pad_size` (320), zero-padded to a centred square, normalised with CheXzero's dataset mean and std

@@ -1,5 +1,5 @@
 """MedCutMix, image side: the inserted sentence picks the partner's patches; those hidden states are
-mixed into the image at a ViT layer (`../shared/notes/algorithms.md` §4, the documented reading).
+mixed into the image at a ViT layer (docs/method.md, MedCutMix: the documented reading).
 
 1. The sentence's text embedding q attends over the partner image's patch tokens at layer l,
    each taken through CLIP's post-layernorm and visual projection into the shared space:
@@ -83,7 +83,7 @@ def mixed_image_features(
 def sample_lam(
     n: int, lam_range: tuple[float, float], distribution: str, alpha: float, gen: torch.Generator
 ) -> torch.Tensor:
-    """lambda per row: U[a, b], or Beta(alpha, alpha) (the two readings in the notes)."""
+    """lambda per row: U[a, b], or Beta(alpha, alpha) (the two readings in docs/method.md, MedCutMix)."""
     if distribution == "beta":
         import numpy as np
 

@@ -1,7 +1,7 @@
 """MedCutMix, text side: diagnostic sentences and sentence CutMix between two reports.
 
 A sentence is *diagnostic* when the labeler finds at least one positive finding in it other than
-"No Finding" and "Support Devices" (`../shared/notes/algorithms.md` §4, the documented reading;
+"No Finding" and "Support Devices" (docs/method.md, MedCutMix: the documented reading;
 MedCutMix has no public code). Sentence CutMix takes a diagnostic sentence about a finding d from
 a partner report whose own report does not state d as present, and puts it into the report:
 replacing the report's sentence that negates d when there is one (so the text does not contradict
@@ -133,8 +133,8 @@ class BatchMix:
 def plan_batch_mix(
     texts: list[str], analyses: list[ReportAnalysis], rng: random.Random, replace_contradiction: bool = True
 ) -> BatchMix:
-    """A random permutation pairs every row with a partner (§4 step 2); rows whose partner has no
-    eligible sentence (or that drew themselves) stay unchanged."""
+    """A random permutation pairs every row with a partner (docs/method.md, MedCutMix, step 2); rows
+    whose partner has no eligible sentence (or that drew themselves) stay unchanged."""
     partner = list(range(len(texts)))
     rng.shuffle(partner)
     mixes = [
