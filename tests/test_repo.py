@@ -89,6 +89,23 @@ def test_every_mentioned_doc_exists():
     assert not missing, "mentioned docs that do not exist:\n" + "\n".join(missing)
 
 
+# Repository paths named in the docs: `pairaug_ray/...` and `tests/...`.
+REPO_PATH = re.compile(r"(?<![\w./-])((?:pairaug_ray|tests)/[\w./-]*\w)")
+
+
+def test_paths_named_in_the_docs_exist():
+    """Modules and tests the README and docs name are where they say (catches moves and renames)."""
+    missing = []
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        if not page.is_file():
+            continue
+        for lineno, line in enumerate(page.read_text(errors="replace").splitlines(), 1):
+            for rel in REPO_PATH.findall(line):
+                if not (REPO / rel).exists():
+                    missing.append(f"{page.relative_to(REPO)}:{lineno}: {rel}")
+    assert not missing, "paths named in the docs that do not exist:\n" + "\n".join(missing)
+
+
 def _slug(heading: str) -> str:
     """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
     text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # a link keeps its text
