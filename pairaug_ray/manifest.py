@@ -1,45 +1,28 @@
 """Reading and writing pair datasets through Ray Data, on local disk or S3 with the same code.
 
-Layout of a pair dataset rooted at ROOT (a local folder or an s3:// prefix):
-
-    ROOT/manifest/*.parquet   the pair manifest (schema in pairaug_ray.schema)
-    ROOT/images/hh/<hash>.png images written by this project, named by content hash
-    ROOT/dataset.json         what wrote it, the schema's columns and row counts
-
-`image_uri` values are absolute paths or URIs, or paths relative to ROOT; `read_manifest`
-resolves relative ones so that stages never need to know where a manifest came from.
+The layout of a pair dataset, its dataset.json and column reads without Ray are in
+pairaug_ray/pairs.py; here is the streaming path the stages take: `read_manifest` (lazy, resolves
+relative image URIs) and `write_manifest` (every block cast to the pair schema, appended or
+overwritten).
 """
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import ray
 from ray.data import SaveMode
 
-from pairaug_ray import __version__, schema, storage
-
-MANIFEST_DIR = "manifest"
-IMAGES_DIR = "images"
-DATASET_INFO = "dataset.json"
-
-
-class ManifestNotFoundError(FileNotFoundError):
-    pass
-
-
-def manifest_uri(root: str) -> str:
-    return storage.join(storage.absolute(root), MANIFEST_DIR)
-
-
-def images_uri(root: str) -> str:
-    return storage.join(storage.absolute(root), IMAGES_DIR)
+from pairaug_ray import schema, storage
+from pairaug_ray.pairs import (
+    DATASET_INFO,
+    ManifestNotFoundError,
+    manifest_uri,
+    resolve_image_uris,
+    write_info,
+)
 
 
 def _as_dataset(data: ray.data.Dataset | pa.Table | Iterable[Mapping[str, Any]]) -> ray.data.Dataset:
@@ -56,48 +39,33 @@ def write_manifest(
     *,
     mode: str = "overwrite",
     info: Mapping[str, Any] | None = None,
+    counter: Any = None,
 ) -> str:
     """Write pairs as the Parquet manifest of the dataset at `root`; returns the manifest URI.
 
     Every block is cast to the pair schema first, so all files share one schema whatever types
     a stage produced (an all-null column, float labels, ...). `mode='append'` adds files, which is
-    how resumable stages add finished work.
+    how resumable stages add finished work. `counter` (an actor with `add(n)`, see
+    pipeline/progress.py) hears of every block on its way to storage, for a progress bar.
     """
     uri = manifest_uri(root)
     info_uri = storage.join(storage.absolute(root), DATASET_INFO)
     if mode == "overwrite" and storage.exists(info_uri):
         # dataset.json is written last and marks a complete dataset; drop it until the new one is.
         storage.remove(info_uri)
-    ds = _as_dataset(data).map_batches(schema.conform, batch_format="pyarrow", zero_copy_batch=True)
+    ds = _as_dataset(data).map_batches(
+        _conform_and_count, fn_kwargs={"counter": counter}, batch_format="pyarrow", zero_copy_batch=True
+    )
     ds.write_parquet(uri, mode=SaveMode(mode))
     write_info(root, info)
     return uri
 
 
-def write_info(root: str, info: Mapping[str, Any] | None = None) -> None:
-    doc = {
-        "format": "pairaug-pairs/1",
-        "written_by": f"pairaug-ray {__version__}",
-        "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "columns": list(schema.CORE_COLUMNS),
-        **dict(info or {}),
-    }
-    storage.write_text(
-        storage.join(storage.absolute(root), DATASET_INFO), json.dumps(doc, indent=2, default=str)
-    )
-
-
-def read_info(root: str) -> dict[str, Any]:
-    uri = storage.join(storage.absolute(root), DATASET_INFO)
-    return json.loads(storage.read_text(uri)) if storage.exists(uri) else {}
-
-
-def _resolve_image_uris(table: pa.Table, root: str) -> pa.Table:
-    if schema.IMAGE_URI not in table.column_names:
-        return table
-    col = table.column(schema.IMAGE_URI).to_pylist()
-    resolved = pa.array([storage.resolve(u, root) if u else u for u in col], type=pa.string())
-    return table.set_column(table.column_names.index(schema.IMAGE_URI), schema.IMAGE_URI, resolved)
+def _conform_and_count(table: pa.Table, *, counter: Any = None) -> pa.Table:
+    table = schema.conform(table)
+    if counter is not None and table.num_rows:
+        counter.add.remote(table.num_rows)  # fire and forget: a lost count only slows the bar
+    return table
 
 
 def read_manifest(
@@ -112,39 +80,5 @@ def read_manifest(
         ds = ds.select_columns(columns)
     if resolve_images and (columns is None or schema.IMAGE_URI in columns):
         base = storage.absolute(root)
-        ds = ds.map_batches(_resolve_image_uris, fn_kwargs={"root": base}, batch_format="pyarrow")
+        ds = ds.map_batches(resolve_image_uris, fn_kwargs={"root": base}, batch_format="pyarrow")
     return ds
-
-
-def summarize(ds: ray.data.Dataset) -> dict[str, Any]:
-    """Counts a person wants to see about a manifest: rows, patients, splits, origins, statuses, labels."""
-    wanted = [
-        schema.PATIENT_ID,
-        schema.STUDY_ID,
-        schema.SPLIT,
-        schema.ORIGIN,
-        schema.STATUS,
-        *schema.LABEL_COLUMNS,
-    ]
-    present = [c for c in wanted if c in ds.columns()]
-    table = pa.concat_tables(ray.get(ds.select_columns(present).to_arrow_refs()))
-    out: dict[str, Any] = {"rows": table.num_rows}
-    for col, key in ((schema.PATIENT_ID, "patients"), (schema.STUDY_ID, "studies")):
-        if col in present:
-            out[key] = len(pc.unique(table.column(col)).drop_null())
-    for col in (schema.SPLIT, schema.ORIGIN, schema.STATUS):
-        if col in present:
-            out[col] = dict(sorted(Counter(table.column(col).to_pylist()).items(), key=lambda kv: str(kv[0])))
-    labels = {}
-    for obs, col in zip(schema.CHEXPERT_OBSERVATIONS, schema.LABEL_COLUMNS, strict=True):
-        if col in present:
-            counts = Counter(table.column(col).to_pylist())
-            labels[obs] = {
-                "positive": counts[1],
-                "negative": counts[0],
-                "uncertain": counts[-1],
-                "unmentioned": counts[None],
-            }
-    if labels:
-        out["labels"] = labels
-    return out

@@ -55,6 +55,17 @@ SCORING = "scoring"  # JSON: scorer model, kind, mode, logit scale, original ima
 KEPT = "kept"  # passed PairAug's pruning rule
 PRUNING = "pruning"  # JSON: the thresholds (tau, epsilon, the global means) the kept flag came from
 SCORE_COLUMNS = (SCORE_A, SCORE_S1, SCORE_S2, SCORE_S3)
+INTRA_SCORE_COLUMNS = (SCORE_S1, SCORE_S2, SCORE_S3)  # IntraAug's hybrid consistency scores
+
+# --- columns of the other tables the project writes --------------------------------------------------
+EMBED_ERROR = "embed_error"  # evaluation frames: why an image could not be embedded (null when it was)
+LABEL_FILE_ID = "id"  # `pairaug label` output: the row id column when the input has none
+
+
+def embedding_column(model_index: int) -> str:
+    """Evaluation frames: the image embedding column of the `model_index`-th checkpoint."""
+    return f"emb_{model_index}"
+
 
 SPLITS = ("train", "validate", "test")
 

@@ -8,10 +8,13 @@ environment variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCE
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import posixpath
 import uuid
 from pathlib import Path
+from typing import Any
 
 import fsspec
 
@@ -95,6 +98,29 @@ def write_bytes(uri: str, data: bytes) -> None:
 
 def write_text(uri: str, text: str) -> None:
     write_bytes(uri, text.encode("utf-8"))
+
+
+def json_text(obj: Any) -> str:
+    """`obj` as JSON that any reader accepts: NaN and infinities become null (json.dumps would write
+    the NaN literal, which JavaScript and jq reject); numpy scalars become numbers; anything else
+    unknown becomes its str()."""
+    return json.dumps(_json_safe(obj), indent=2, allow_nan=False, default=str)
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "shape", None) == ():  # numpy scalar
+        return _json_safe(obj.item())
+    return obj
+
+
+def write_json(uri: str, obj: Any) -> None:
+    write_text(uri, json_text(obj))
 
 
 def list_files(uri: str, suffix: str = "") -> list[str]:

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 
 import pyarrow as pa
@@ -19,7 +13,8 @@ import yaml
 from pairaug_ray import schema, storage
 from pairaug_ray.config import PhantomCorpusConfig, load_config, parse_config
 from pairaug_ray.manifest import read_manifest
-from pairaug_ray.pipeline.augment import ErrorBudgetExceeded, augment_job, prune_job
+from pairaug_ray.pipeline.augment import ErrorBudgetExceeded, augment_job
+from pairaug_ray.pipeline.prune import prune_job
 
 pytestmark = pytest.mark.slow
 
@@ -32,12 +27,20 @@ def job_dict(output_dir: str, corpus: dict, tiny_models: dict, **sections) -> di
         "corpus": corpus,
         "models": {"diffusion": tiny_models["diffusion"], "scorer": tiny_models["scorer"]},
         "rewrite": {"modes": ["inter", "intra", "paraphrase"], "min_words": 10, "rows_per_file": 8},
-        "generate": {"height": 64, "width": 64, "num_gpus": 0, "num_cpus": 0.5, "max_actors": 1, "rows_per_file": 8,
-                     "inter": {"num_inference_steps": 4, "batch_size": 4}, "intra": {"num_inference_steps": 4}},
+        "generate": {
+            "height": 64,
+            "width": 64,
+            "num_gpus": 0,
+            "num_cpus": 0.5,
+            "max_actors": 1,
+            "rows_per_file": 8,
+            "inter": {"num_inference_steps": 4, "batch_size": 4},
+            "intra": {"num_inference_steps": 4},
+        },
         "score": {"num_cpus": 0.5, "max_actors": 1, "rows_per_file": 8},
         "prune": {"tau": -0.12},
         "augment": {"examples": 2},
-    }  # fmt: skip
+    }
     for k, v in sections.items():
         d[k] = {**d.get(k, {}), **v}
     return d
@@ -81,8 +84,14 @@ def s3_run(ray_local, s3_server, tiny_models, tmp_path_factory):
 
     corpus = f"{s3_bucket}/phantom"
     build_phantom(PhantomCorpusConfig(patients=5, studies_per_patient=(2, 3), size=96, seed=11), corpus)
-    cfg = parse_config(job_dict(f"{s3_bucket}/run", {"kind": "manifest", "manifest": corpus}, tiny_models,
-                                models={"cache_dir": str(tmp_path_factory.mktemp("cache"))}))  # fmt: skip
+    cfg = parse_config(
+        job_dict(
+            f"{s3_bucket}/run",
+            {"kind": "manifest", "manifest": corpus},
+            tiny_models,
+            models={"cache_dir": str(tmp_path_factory.mktemp("cache"))},
+        )
+    )
     return cfg, augment_job(cfg)
 
 
@@ -185,8 +194,15 @@ def bad_corpus(phantom_root, tmp_path_factory) -> tuple[str, dict[str, str]]:
 def test_bad_rows_are_recorded_and_good_rows_proceed(ray_local, bad_corpus, tiny_models, tmp_path):
     root, expected = bad_corpus
     # InterAug only: the bad rows are the point here; both branches run in the other augment tests.
-    cfg = parse_config(job_dict(str(tmp_path / "run"), {"kind": "manifest", "manifest": root}, tiny_models,
-                                augment={"max_error_fraction": 0.9}, rewrite={"modes": ["inter"]}))  # fmt: skip
+    cfg = parse_config(
+        job_dict(
+            str(tmp_path / "run"),
+            {"kind": "manifest", "manifest": root},
+            tiny_models,
+            augment={"max_error_fraction": 0.9},
+            rewrite={"modes": ["inter"]},
+        )
+    )
     summary = augment_job(cfg)
     validated = _pairs(cfg.validated_dir())
     assert len(validated) == 13
@@ -227,40 +243,25 @@ def test_error_budget_stops_the_job_and_keeps_the_work(ray_local, bad_corpus, ti
 # --- kill and resume ------------------------------------------------------------------------------------------
 
 
-def _rows_in(out: str) -> int:
-    n = 0
-    for f in storage.list_files(storage.join(out, "manifest"), ".parquet"):
-        with contextlib.suppress(Exception):  # a file cut short by the kill; the rerun removes it
-            n += pq.read_metadata(f).num_rows
-    return n
-
-
-def test_kill_and_resume(ray_local, phantom_root, tiny_models, tmp_path):
+def test_kill_and_resume(ray_local, phantom_root, tiny_models, tmp_path, kill_midway):
     from pairaug_ray.manifest import write_manifest
 
     corpus = str(tmp_path / "corpus")  # 7 real pairs: about 16 images to draw
     write_manifest(
         [r for r in read_manifest(phantom_root).take_all() if r[schema.SPLIT] == "train"][:7], corpus
     )
-    d = job_dict(str(tmp_path / "run"), {"kind": "manifest", "manifest": corpus}, tiny_models,
-                 ray={"address": ray_local.get_runtime_context().gcs_address},
-                 generate={"rows_per_file": 2, "inter": {"num_inference_steps": 4, "batch_size": 2}})  # fmt: skip
+    d = job_dict(
+        str(tmp_path / "run"),
+        {"kind": "manifest", "manifest": corpus},
+        tiny_models,
+        ray={"address": ray_local.get_runtime_context().gcs_address},
+        generate={"rows_per_file": 2, "inter": {"num_inference_steps": 4, "batch_size": 2}},
+    )
     cfg_path = tmp_path / "job.yaml"
     cfg_path.write_text(yaml.safe_dump(d))
     cfg = load_config(cfg_path)
-    with open(tmp_path / "job.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "pairaug_ray", "augment", "--config", str(cfg_path)],
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    deadline = time.monotonic() + 300
-    while _rows_in(cfg.generate_dir()) < 4 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert proc.poll() is None, (
-        f"the job ended before it could be killed: {(tmp_path / 'job.log').read_text()[-2000:]}"
-    )
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(30)
+    partial = kill_midway(["augment", "--config", str(cfg_path)], watch=cfg.generate_dir(), rows=4)
     assert not storage.exists(storage.join(cfg.run.output_dir, "summary.json"))
-    partial = _rows_in(cfg.generate_dir())
 
     summary = augment_job(cfg)  # the rerun resumes: validation and rewrites are reused
     rewrites = [

@@ -6,7 +6,15 @@ import pyarrow as pa
 import pytest
 
 from pairaug_ray import schema, storage
-from pairaug_ray.manifest import ManifestNotFoundError, read_info, read_manifest, summarize, write_manifest
+from pairaug_ray.manifest import read_manifest, write_manifest
+from pairaug_ray.pairs import (
+    SUMMARY_COLUMNS,
+    ManifestNotFoundError,
+    read_columns,
+    read_info,
+    summarize,
+    summarize_root,
+)
 
 
 def _rows(n: int = 5) -> list[dict]:
@@ -102,7 +110,8 @@ def _round_trip(root: str) -> None:
         assert got[schema.PROVENANCE]["prompt_hash"] == schema.text_hash("p")
         # Relative image paths come back resolved against the dataset root.
         assert got[schema.IMAGE_URI] == storage.join(storage.absolute(root), orig[schema.IMAGE_URI])
-    s = summarize(ds)
+    s = summarize_root(root)  # a column read with pyarrow, no Ray execution
+    assert s == summarize(read_columns(root, list(SUMMARY_COLUMNS)))
     assert s["rows"] == 5 and s["patients"] == 3
     assert s["split"] == {"test": 1, "train": 4} and s["status"] == {"error": 1, "ok": 4}
     assert s["labels"]["Edema"]["uncertain"] == 1 and s["labels"]["Pleural Effusion"]["positive"] == 5

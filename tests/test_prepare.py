@@ -49,8 +49,8 @@ def test_stage_model_ref_precedence_and_error():
     import pytest
 
     from pairaug_ray.config import ConfigError, parse_config
-    from pairaug_ray.pipeline.augment import scorer_ref
     from pairaug_ray.pipeline.generate import model_ref
+    from pairaug_ray.pipeline.score import scorer_ref
 
     both = parse_config(
         {"models": {"scorer": "/m/clip", "diffusion": "/m/sd"}, "score": {"model": "/m/medclip"}}

@@ -13,7 +13,8 @@ import torch
 
 from pairaug_ray import schema
 from pairaug_ray.models.scorers import MEDCLIP_MEAN, MEDCLIP_STD, detect_kind, load_scorer
-from pairaug_ray.stages.score import inter_score, intra_scores, prune_batch
+from pairaug_ray.stages.prune import prune_batch
+from pairaug_ray.stages.score import inter_score, intra_scores
 
 REPORTS = [
     "There is a small left pleural effusion.",
@@ -156,8 +157,16 @@ def test_intra_scores_by_hand():
 def _rows(*specs) -> pa.Table:
     rows = []
     for i, (origin, status, scores) in enumerate(specs):
-        rows.append({schema.PAIR_ID: f"p{i}", schema.ORIGIN: origin, schema.STATUS: status,
-                     schema.IMAGE_URI: f"/x/{i}.png", schema.REPORT: "r", **scores})  # fmt: skip
+        rows.append(
+            {
+                schema.PAIR_ID: f"p{i}",
+                schema.ORIGIN: origin,
+                schema.STATUS: status,
+                schema.IMAGE_URI: f"/x/{i}.png",
+                schema.REPORT: "r",
+                **scores,
+            }
+        )
     return schema.rows_to_table(rows)
 
 
@@ -165,16 +174,16 @@ def test_prune_batch_applies_tau_and_the_hybrid_rule():
     means = {schema.SCORE_S1: 0.30, schema.SCORE_S2: 0.10, schema.SCORE_S3: 0.90}
     intra = lambda s1, s2, s3: {schema.SCORE_S1: s1, schema.SCORE_S2: s2, schema.SCORE_S3: s3}  # noqa: E731
     table = _rows(
-        ("inter", "ok", {schema.SCORE_A: 0.31}),   # > tau: kept
-        ("inter", "ok", {schema.SCORE_A: 0.30}),   # not strictly greater: pruned
-        ("inter", "error", {}),                     # errored: never kept
+        ("inter", "ok", {schema.SCORE_A: 0.31}),  # > tau: kept
+        ("inter", "ok", {schema.SCORE_A: 0.30}),  # not strictly greater: pruned
+        ("inter", "error", {}),  # errored: never kept
         ("intra", "ok", intra(0.298, 0.098, 0.898)),  # every S_k > mean - 0.003: kept
-        ("intra", "ok", intra(0.296, 0.2, 0.95)),     # S1 below its threshold: pruned
-        ("intra", "ok", intra(0.4, 0.096, 0.95)),     # S2 below: pruned
-        ("intra", "ok", intra(0.4, 0.2, 0.896)),      # S3 below: pruned
-        ("augtext", "ok", {}),                      # paraphrases are not pruned
+        ("intra", "ok", intra(0.296, 0.2, 0.95)),  # S1 below its threshold: pruned
+        ("intra", "ok", intra(0.4, 0.096, 0.95)),  # S2 below: pruned
+        ("intra", "ok", intra(0.4, 0.2, 0.896)),  # S3 below: pruned
+        ("augtext", "ok", {}),  # paraphrases are not pruned
         ("augtext", "skipped", {}),
-    )  # fmt: skip
+    )
     out = prune_batch(table, tau=0.3, epsilon=0.003, means=means).to_pylist()
     assert [r[schema.KEPT] for r in out] == [True, False, False, True, False, False, False, True, False]
     info = json.loads(out[0][schema.PRUNING])
@@ -185,11 +194,17 @@ def test_prune_batch_applies_tau_and_the_hybrid_rule():
     assert [r[schema.KEPT] for r in again] == [True, True, False, True, True, True, True, True, False]
 
 
-def test_intra_means_are_global_across_blocks(ray_local, tmp_path):
-    """Two blocks with very different S1: a per-block mean would keep a row the global mean prunes."""
-    import ray
+def test_intra_means_are_global_across_files(tmp_path):
+    """Two files with very different S1: a per-file mean would keep a row the global mean prunes."""
+    import pyarrow.parquet as pq
 
-    from pairaug_ray.pipeline.augment import intra_means
+    from pairaug_ray.pipeline.prune import intra_means
+
+    def dataset(name: str, tables: list[pa.Table]) -> str:
+        (tmp_path / name / "manifest").mkdir(parents=True)
+        for i, t in enumerate(tables):  # as write_manifest leaves them: only the columns a block had
+            pq.write_table(schema.conform(t), tmp_path / name / "manifest" / f"part-{i}.parquet")
+        return str(tmp_path / name)
 
     low = [
         ("intra", "ok", {schema.SCORE_S1: v, schema.SCORE_S2: 0.0, schema.SCORE_S3: 0.5})
@@ -205,9 +220,7 @@ def test_intra_means_are_global_across_blocks(ray_local, tmp_path):
             0, schema.PAIR_ID, pa.array(["r0", "r1"])
         )
     )
-    ds = ray.data.from_arrow(blocks)
-    assert ds.num_blocks() == 3
-    means = intra_means(ds)
+    means = intra_means(dataset("scored", blocks))
     assert means[schema.SCORE_S1] == pytest.approx(0.4)  # over the six ok IntraAug rows only
     assert means[schema.SCORE_S3] == pytest.approx(0.5)
     pruned = pa.concat_tables(
@@ -216,6 +229,6 @@ def test_intra_means_are_global_across_blocks(ray_local, tmp_path):
     # 0.2 is above its own block's mean (0.1) but below the global one: pruned.
     assert [r[schema.KEPT] for r in pruned] == [False, False, False, True, True, True]
     # No IntraAug rows at all: no means, nothing to prune by them.
-    assert intra_means(ray.data.from_arrow(blocks[2:])) == dict.fromkeys(
+    assert intra_means(dataset("no-intra", blocks[2:])) == dict.fromkeys(
         [schema.SCORE_S1, schema.SCORE_S2, schema.SCORE_S3]
     )

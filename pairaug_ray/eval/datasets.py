@@ -26,8 +26,6 @@ import pandas as pd
 from pairaug_ray import schema, storage
 from pairaug_ray.errors import UserError
 
-IMAGE_ID, IMAGE_URI = "image_id", "image_uri"
-
 
 class DatasetFormatError(UserError, ValueError):
     """The label file does not have the layout its adapter expects."""
@@ -77,19 +75,22 @@ def from_manifest(
     name: str = "manifest",
 ) -> EvalSet:
     """A pair manifest's rows of one split (status ok), labels from its label_* columns."""
-    from pairaug_ray.manifest import read_manifest
+    from pairaug_ray.pairs import manifest_columns, read_columns
 
-    ds = read_manifest(root)
-    cols = set(ds.columns())
+    cols = set(manifest_columns(root))
     wanted = [schema.label_column(lb) for lb in labels]
     absent = [c for c in wanted if c not in cols]
     if absent:
         raise DatasetFormatError(f"{root}: the manifest has no label column(s) {', '.join(absent)}")
-    df = ds.to_pandas()
+    extras = [c for c in (schema.REPORT, schema.ORIGIN) if c in cols]
+    base = [schema.PAIR_ID, schema.IMAGE_URI, schema.STATUS, schema.SPLIT]
+    df = read_columns(root, [*base, *wanted, *extras]).to_pandas()
     df = df[df[schema.STATUS] == schema.STATUS_OK]
     if split:
         df = df[df[schema.SPLIT] == split]
-    out = pd.DataFrame({IMAGE_ID: df[schema.PAIR_ID].to_numpy(), IMAGE_URI: df[schema.IMAGE_URI].to_numpy()})
+    out = pd.DataFrame(
+        {schema.IMAGE_ID: df[schema.PAIR_ID].to_numpy(), schema.IMAGE_URI: df[schema.IMAGE_URI].to_numpy()}
+    )
     for lb, c in zip(labels, wanted, strict=True):
         out[lb] = _uncertain(df[c].reset_index(drop=True), uncertain, missing).to_numpy()
     for extra in (schema.REPORT, schema.ORIGIN):
@@ -99,9 +100,14 @@ def from_manifest(
 
 
 def from_chexpert(
-    csv: str, images_root: str, labels: list[str], uncertain: str = "exclude", missing: str = "negative",
-    first_frontal_per_study: bool = True, name: str = "chexpert",
-) -> EvalSet:  # fmt: skip
+    csv: str,
+    images_root: str,
+    labels: list[str],
+    uncertain: str = "exclude",
+    missing: str = "negative",
+    first_frontal_per_study: bool = True,
+    name: str = "chexpert",
+) -> EvalSet:
     """Two real layouts: the train/valid CSVs (`Path` per image, `Frontal/Lateral`), and the test set's
     ground truth as CheXzero uses it (`groundtruth.csv`: `Study` per study, whose first frontal image is
     `<Study>/view1_frontal.jpg`, CheXzero's "view1" choice)."""
@@ -110,7 +116,7 @@ def from_chexpert(
         _require(df, ["Study", *labels], csv, "chexpert")
         rel = df["Study"].str.replace(r"^CheXpert-v1\.0(-small)?/", "", regex=True).str.rstrip("/")
         uris = [storage.join(images_root, r, "view1_frontal.jpg") for r in rel]
-        out = pd.DataFrame({IMAGE_ID: df["Study"].to_numpy(), IMAGE_URI: uris})
+        out = pd.DataFrame({schema.IMAGE_ID: df["Study"].to_numpy(), schema.IMAGE_URI: uris})
     else:
         _require(df, ["Path", *labels], csv, "chexpert")
         if "Frontal/Lateral" in df:
@@ -124,7 +130,10 @@ def from_chexpert(
         # Paths start with the archive's folder (CheXpert-v1.0[-small]/...); images_root holds its contents.
         rel = df["Path"].str.replace(r"^CheXpert-v1\.0(-small)?/", "", regex=True)
         out = pd.DataFrame(
-            {IMAGE_ID: df["Path"].to_numpy(), IMAGE_URI: [storage.join(images_root, r) for r in rel]}
+            {
+                schema.IMAGE_ID: df["Path"].to_numpy(),
+                schema.IMAGE_URI: [storage.join(images_root, r) for r in rel],
+            }
         )
     for lb in labels:
         out[lb] = _uncertain(df[lb].reset_index(drop=True), uncertain, missing).to_numpy()
@@ -142,9 +151,14 @@ def _padchest_labels(cell: Any) -> list[str]:
 
 
 def from_padchest(
-    csv: str, images_root: str, labels: list[str] | None = None, physician_only: bool = True,
-    frontal_only: bool = True, min_positives: int = 50, name: str = "padchest",
-) -> EvalSet:  # fmt: skip
+    csv: str,
+    images_root: str,
+    labels: list[str] | None = None,
+    physician_only: bool = True,
+    frontal_only: bool = True,
+    min_positives: int = 50,
+    name: str = "padchest",
+) -> EvalSet:
     """labels None: every label with at least `min_positives` positives in the selected rows (the list
     is recorded in info, since PadChest results depend on it)."""
     df = _read_csv(csv, low_memory=False)
@@ -159,14 +173,21 @@ def from_padchest(
         labels = sorted(lb for lb, n in counts.items() if n >= min_positives and lb != "normal")
     else:
         labels = [lb.strip().lower() for lb in labels]
-    uris = [storage.join(images_root, str(int(d)) if str(d).isdigit() else str(d), i)
-            for d, i in zip(df["ImageDir"], df["ImageID"], strict=True)]  # fmt: skip
-    out = pd.DataFrame({IMAGE_ID: df["ImageID"].to_numpy(), IMAGE_URI: uris})
+    uris = [
+        storage.join(images_root, str(int(d)) if str(d).isdigit() else str(d), i)
+        for d, i in zip(df["ImageDir"], df["ImageID"], strict=True)
+    ]
+    out = pd.DataFrame({schema.IMAGE_ID: df["ImageID"].to_numpy(), schema.IMAGE_URI: uris})
     sets = [set(r) for r in parsed]
     for lb in labels:
         out[lb] = np.array([1.0 if lb in s else 0.0 for s in sets])
-    info = {"csv": csv, "images_root": images_root, "physician_only": physician_only,
-            "labels": labels, "positives": {lb: int(counts.get(lb, 0)) for lb in labels}}  # fmt: skip
+    info = {
+        "csv": csv,
+        "images_root": images_root,
+        "physician_only": physician_only,
+        "labels": labels,
+        "positives": {lb: int(counts.get(lb, 0)) for lb in labels},
+    }
     return EvalSet(name, labels, out, info)
 
 
@@ -174,11 +195,13 @@ def from_rsna(csv: str, images_root: str, name: str = "rsna", image_suffix: str 
     df = _read_csv(csv)
     _require(df, ["patientId", "Target"], csv, "rsna")
     per_patient = df.groupby("patientId", sort=True)["Target"].max()
-    out = pd.DataFrame({
-        IMAGE_ID: per_patient.index.to_numpy(),
-        IMAGE_URI: [storage.join(images_root, f"{p}{image_suffix}") for p in per_patient.index],
-        "Pneumonia": per_patient.to_numpy(dtype=float),
-    })  # fmt: skip
+    out = pd.DataFrame(
+        {
+            schema.IMAGE_ID: per_patient.index.to_numpy(),
+            schema.IMAGE_URI: [storage.join(images_root, f"{p}{image_suffix}") for p in per_patient.index],
+            "Pneumonia": per_patient.to_numpy(dtype=float),
+        }
+    )
     return EvalSet(name, ["Pneumonia"], out, {"csv": csv, "images_root": images_root})
 
 
@@ -193,8 +216,13 @@ def load_eval_set(spec) -> EvalSet:
             spec.path, spec.images_root, list(spec.labels), spec.uncertain, spec.missing, name=spec.name
         )
     if spec.kind == "padchest":
-        return from_padchest(spec.path, spec.images_root, list(spec.labels) if spec.labels else None,
-                             min_positives=spec.min_positives, name=spec.name)  # fmt: skip
+        return from_padchest(
+            spec.path,
+            spec.images_root,
+            list(spec.labels) if spec.labels else None,
+            min_positives=spec.min_positives,
+            name=spec.name,
+        )
     if spec.kind == "rsna":
         return from_rsna(spec.path, spec.images_root, name=spec.name)
     raise ValueError(f"unknown dataset kind {spec.kind!r}")

@@ -15,16 +15,15 @@ import logging
 from typing import Any
 
 import ray
-from ray.data import ActorPoolStrategy
 from ray.data.expressions import col
 
 from pairaug_ray import schema, storage
 from pairaug_ray.config import ConfigError, JobConfig
-from pairaug_ray.manifest import read_manifest, write_info, write_manifest
-from pairaug_ray.pipeline.common import check_output_identity, outcome_summary
-from pairaug_ray.resume import finalize, scan_output
+from pairaug_ray.manifest import read_manifest
+from pairaug_ray.pairs import read_columns
+from pairaug_ray.pipeline.runner import ResumableStage, run_resumable
 from pairaug_ray.runtime import init_ray
-from pairaug_ray.stages.generate import GenerateInter, GenerateIntra, expand_image_tasks
+from pairaug_ray.stages.generate import GenerateInter, GenerateIntra, expand_image_tasks, image_pair_id
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +70,21 @@ def output_identity(cfg: JobConfig, model: str) -> dict[str, Any]:
     }
 
 
+def expected_images(cfg: JobConfig, src: str, done: frozenset[str]) -> int:
+    """How many images are left to make (for the progress bar), from a column read of the input."""
+    g = cfg.generate
+    table = read_columns(src, [schema.PAIR_ID, schema.STATUS, schema.ORIGIN])
+    per_branch = {schema.ORIGIN_INTER: g.inter.images_per_report, schema.ORIGIN_INTRA: g.intra.samples}
+    return sum(
+        image_pair_id(pid, k) not in done
+        for pid, status, origin in zip(
+            *(table.column(c).to_pylist() for c in table.column_names), strict=True
+        )
+        if status == schema.STATUS_OK and origin in g.branches
+        for k in range(per_branch[origin])
+    )
+
+
 def generate_job(
     cfg: JobConfig, *, input_root: str | None = None, output_root: str | None = None
 ) -> dict[str, Any]:
@@ -81,49 +95,37 @@ def generate_job(
     src = storage.absolute(input_root or cfg.rewrite_dir())
     out = storage.absolute(output_root or cfg.generate_dir())
     model = model_ref(cfg)
-    identity = output_identity(cfg, model)
-    check_output_identity(out, "generate", identity)
-    write_info(out, {"generate": identity, "input": src, "complete": False})
+    args = {"model_ref": model, "cache_dir": cfg.models.cache_dir, "run_seed": cfg.run.seed, "out_root": out}
+    plans = [
+        stage.plan(g, **args)
+        for branch, stage in ((schema.ORIGIN_INTER, GenerateInter), (schema.ORIGIN_INTRA, GenerateIntra))
+        if branch in g.branches
+    ]
 
-    state = scan_output(out, retry_errors=g.retry_errors)
-    if state.done:
-        log.info("resuming: %d images of %s are done and will be skipped", len(state.done), out)
-    rewrites = read_manifest(src).filter(
-        expr=(col(schema.STATUS) == schema.STATUS_OK) & col(schema.ORIGIN).is_in(list(g.branches))
-    )
-    tasks = rewrites.map_batches(
-        expand_image_tasks, fn_kwargs={"cfg": g, "done": state.done}, batch_format="pyarrow"
-    )
-    tasks = tasks.repartition(target_num_rows_per_block=g.rows_per_file)
-    args = {
-        "cfg": g,
-        "model_ref": model,
-        "cache_dir": cfg.models.cache_dir,
-        "run_seed": cfg.run.seed,
-        "out_root": out,
-    }
-    branches = []
-    for branch, cls, batch in (
-        (schema.ORIGIN_INTER, GenerateInter, g.inter.batch_size),
-        (schema.ORIGIN_INTRA, GenerateIntra, 1),
-    ):
-        if branch not in g.branches:
-            continue
-        branches.append(
-            tasks.filter(expr=col(schema.ORIGIN) == branch).map_batches(
-                cls,
-                fn_constructor_kwargs=args,
-                compute=ActorPoolStrategy(min_size=g.min_actors, max_size=g.max_actors),
-                num_gpus=g.num_gpus or None,
-                num_cpus=g.num_cpus,
-                batch_size=batch,
-                batch_format="pyarrow",
-            )
+    def todo(done: frozenset[str]) -> ray.data.Dataset:
+        rewrites = read_manifest(src).filter(
+            expr=(col(schema.STATUS) == schema.STATUS_OK) & col(schema.ORIGIN).is_in(list(g.branches))
         )
-    generated: ray.data.Dataset = branches[0] if len(branches) == 1 else branches[0].union(*branches[1:])
-    write_manifest(generated, out, mode="append", info={"generate": identity, "input": src})
-    report = finalize(out)
-    summary = outcome_summary(out)
-    summary["finalize"] = {"rows": report.rows, "duplicates_removed": report.duplicates_removed}
-    write_info(out, {"generate": identity, "input": src, "complete": True, "outcomes": summary})
-    return summary
+        tasks = rewrites.map_batches(
+            expand_image_tasks, fn_kwargs={"cfg": g, "done": done}, batch_format="pyarrow"
+        )
+        return tasks.repartition(target_num_rows_per_block=g.rows_per_file)
+
+    def process(tasks: ray.data.Dataset) -> ray.data.Dataset:
+        # One actor pool per branch; the pools run side by side and their rows meet at the writer.
+        branches = [plan.apply(tasks.filter(expr=col(schema.ORIGIN) == plan.name)) for plan in plans]
+        return branches[0] if len(branches) == 1 else branches[0].union(*branches[1:])
+
+    return run_resumable(
+        ResumableStage(
+            name="generate",
+            input=src,
+            output=out,
+            identity=output_identity(cfg, model),
+            todo=todo,
+            process=process,
+            retry_errors=g.retry_errors,
+            expected=lambda done: expected_images(cfg, src, done),
+            noun="images",
+        )
+    )

@@ -10,17 +10,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from pairaug_ray import schema, storage
+from pairaug_ray import progress, schema, storage
 from pairaug_ray.config import ConfigError, JobConfig, dump_config
-from pairaug_ray.manifest import read_info, read_manifest, summarize
 from pairaug_ray.models.refs import resolve_model
+from pairaug_ray.pairs import manifest_columns, read_info, summarize_root
 from pairaug_ray.runtime import init_ray
+from pairaug_ray.schema import ManifestSchemaError
 
 log = logging.getLogger(__name__)
 
@@ -88,17 +88,27 @@ def model_refs(cfg: JobConfig) -> dict[str, str]:
 
 def prepare(cfg: JobConfig) -> dict[str, Any]:
     init_ray(cfg.ray)
+    with progress.stage("prepare", f"corpus ({cfg.corpus.kind}) and models") as shown:
+        summary = _prepare(cfg)
+        c = summary["corpus"]
+        shown["line"] = (
+            f"{c['rows']} pairs, {c.get('patients', '?')} patients at {c['root']}; "
+            f"models: {', '.join(summary['models']) or 'none'}"
+        )
+    return summary
+
+
+def _prepare(cfg: JobConfig) -> dict[str, Any]:
     root = prepare_corpus(cfg)
     refs = model_refs(cfg)
     resolved = {role: resolve_model(ref, cfg.models.cache_dir) for role, ref in refs.items()}
 
-    ds = read_manifest(root)
-    missing = [c for c in schema.CORE_COLUMNS if c not in ds.columns()]
+    missing = [c for c in schema.CORE_COLUMNS if c not in manifest_columns(root)]
     if missing:
-        raise ValueError(f"manifest at {root} lacks core column(s) {missing}")
+        raise ManifestSchemaError(f"manifest at {root} lacks core column(s) {missing}")
     summary: dict[str, Any] = {
         "run": cfg.run.name,
-        "corpus": {"kind": cfg.corpus.kind, "root": root, **summarize(ds)},
+        "corpus": {"kind": cfg.corpus.kind, "root": root, **summarize_root(root)},
         "models": {role: {"ref": r.ref, "path": r.path, "source": r.source} for role, r in resolved.items()},
     }
     for role, r in resolved.items():
@@ -106,7 +116,7 @@ def prepare(cfg: JobConfig) -> dict[str, Any]:
             summary["models"][role]["components"] = describe_model(r.path)
     out = cfg.run.output_dir
     # Not summary.json: that file is the finished augment job's, and its absence means "not finished".
-    storage.write_text(storage.join(out, "prepare.json"), json.dumps(summary, indent=2, default=str))
+    storage.write_json(storage.join(out, "prepare.json"), summary)
     storage.write_text(storage.join(out, "config.yaml"), dump_config(cfg))
     return summary
 

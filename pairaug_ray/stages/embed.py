@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 
 from pairaug_ray import images
+from pairaug_ray.schema import EMBED_ERROR, IMAGE_ID, IMAGE_URI, embedding_column
 
 log = logging.getLogger(__name__)
-IMAGE_ID, IMAGE_URI, EMBED_ERROR = "image_id", "image_uri", "embed_error"
 
 
 class EmbedImages:
@@ -38,5 +38,5 @@ class EmbedImages:
             emb = np.full((len(batch), model.model.config.projection_dim), np.nan, np.float32)
             if ok:
                 emb[ok] = model.embed_pixels(model.pixels([pictures[i] for i in ok]))
-            out[f"emb_{m_index}"] = list(emb)
+            out[embedding_column(m_index)] = list(emb)
         return out

@@ -28,7 +28,6 @@ import torch
 
 from pairaug_ray import images, schema, storage
 from pairaug_ray.config import GenerateConfig
-from pairaug_ray.manifest import IMAGES_DIR
 from pairaug_ray.models.diffusion import (
     CLIP_CONTEXT,
     default_size,
@@ -37,13 +36,23 @@ from pairaug_ray.models.diffusion import (
     to_grey_uint8,
 )
 from pairaug_ray.models.refs import resolve_model
+from pairaug_ray.pairs import IMAGES_DIR
+from pairaug_ray.stages.base import Resources, StagePlan
 from pairaug_ray.stages.rewrite import row_seed
 
 # Columns an image row inherits from its rewrite row.
 _CARRIED = (
-    schema.PATIENT_ID, schema.STUDY_ID, schema.VIEW, schema.REPORT, *schema.LABEL_COLUMNS, schema.SPLIT,
-    schema.ORIGIN, schema.PARENT_ID, schema.SOURCE_REPORT, schema.SOURCE_IMAGE_URI,
-)  # fmt: skip
+    schema.PATIENT_ID,
+    schema.STUDY_ID,
+    schema.VIEW,
+    schema.REPORT,
+    *schema.LABEL_COLUMNS,
+    schema.SPLIT,
+    schema.ORIGIN,
+    schema.PARENT_ID,
+    schema.SOURCE_REPORT,
+    schema.SOURCE_IMAGE_URI,
+)
 
 
 def image_pair_id(rewrite_id: str, index: int) -> str:
@@ -186,6 +195,17 @@ class _DiffusionStage:
 class GenerateInter(_DiffusionStage):
     """InterAug: text-to-image of the rewritten report."""
 
+    @classmethod
+    def plan(cls, cfg: GenerateConfig, **kwargs: Any) -> StagePlan:
+        return StagePlan(
+            schema.ORIGIN_INTER,
+            cls,
+            {"cfg": cfg, **kwargs},
+            batch_size=cfg.inter.batch_size,
+            resources=Resources(cpus=cfg.num_cpus, gpus=cfg.num_gpus),
+            actors=(cfg.min_actors, cfg.max_actors),
+        )
+
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         self.run_chunks(rows, self._draw, self.cfg.inter.batch_size)
@@ -219,6 +239,18 @@ class GenerateInter(_DiffusionStage):
 class GenerateIntra(_DiffusionStage):
     """IntraAug: prompt-to-prompt edit from the original report (or the real image) to the new one."""
 
+    @classmethod
+    def plan(cls, cfg: GenerateConfig, **kwargs: Any) -> StagePlan:
+        # One source/target pair per pipeline call: the controller holds one edit's attention maps.
+        return StagePlan(
+            schema.ORIGIN_INTRA,
+            cls,
+            {"cfg": cfg, **kwargs},
+            batch_size=1,
+            resources=Resources(cpus=cfg.num_cpus, gpus=cfg.num_gpus),
+            actors=(cfg.min_actors, cfg.max_actors),
+        )
+
     def __init__(self, cfg: GenerateConfig, model_ref: str, cache_dir: str, run_seed: int, out_root: str):
         # Inversion and sampling must walk the same (DDIM) trajectory for a real source.
         scheduler = "ddim" if cfg.intra.source == "real" else cfg.scheduler
@@ -237,11 +269,17 @@ class GenerateIntra(_DiffusionStage):
         started = time.time()
         prompts = [row[schema.SOURCE_REPORT], row[schema.REPORT]]
         ctrl = p2p.make_controller(
-            self.pipe, prompts, c.num_inference_steps, kind=c.controller, cross_replace=c.cross_replace,
-            self_replace=c.self_replace, self_replace_max_tokens=c.self_replace_max_tokens,
+            self.pipe,
+            prompts,
+            c.num_inference_steps,
+            kind=c.controller,
+            cross_replace=c.cross_replace,
+            self_replace=c.self_replace,
+            self_replace_max_tokens=c.self_replace_max_tokens,
             local_blend_words=list(c.local_blend_words) if c.local_blend_words else None,
-            local_blend_threshold=c.local_blend_threshold, reweight=c.reweight or None,
-        )  # fmt: skip
+            local_blend_threshold=c.local_blend_threshold,
+            reweight=c.reweight or None,
+        )
         real = None
         if c.source == "real":
             real = images.read_image(row[schema.SOURCE_IMAGE_URI])
@@ -258,9 +296,16 @@ class GenerateIntra(_DiffusionStage):
                 self.pipe, self.height, self.width, torch.Generator("cpu").manual_seed(self.seed(row))
             )
         result = p2p.run_with_controller(
-            self.pipe, prompts, ctrl, num_inference_steps=c.num_inference_steps, guidance_scale=c.guidance_scale,
-            height=self.height, width=self.width, latents=latent, output_type="np",
-        )  # fmt: skip
+            self.pipe,
+            prompts,
+            ctrl,
+            num_inference_steps=c.num_inference_steps,
+            guidance_scale=c.guidance_scale,
+            height=self.height,
+            width=self.width,
+            latents=latent,
+            output_type="np",
+        )
         source_image, edited = result.images[0], result.images[1]
         row[schema.IMAGE_URI] = self.save(edited)
         row[schema.GENERATED_SOURCE_URI] = self.save(source_image)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from pairaug_ray import images, schema, storage
-from pairaug_ray.manifest import IMAGES_DIR
+from pairaug_ray.pairs import IMAGES_DIR
 
 
 def ingest_images(batch: pa.Table, *, out_root: str | None = None) -> pa.Table:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import textwrap
 import time
@@ -25,8 +26,12 @@ import pyarrow as pa
 
 from pairaug_ray import schema
 from pairaug_ray.config import RewriteConfig, RewriteMode
+from pairaug_ray.errors import UserError
+from pairaug_ray.stages.base import Resources, StagePlan
 from pairaug_ray.text.labeler import label_report
 from pairaug_ray.text.quality import assess_rewrite, clean_output, word_count
+
+log = logging.getLogger(__name__)
 
 MODE_ORIGIN = {
     "inter": schema.ORIGIN_INTER,
@@ -36,8 +41,8 @@ MODE_ORIGIN = {
 ORIGIN_MODE = {v: k for k, v in MODE_ORIGIN.items()}
 
 
-class MissingSecretError(RuntimeError):
-    pass
+class MissingSecretError(UserError, RuntimeError):
+    """The environment variable that should hold a secret is not set."""
 
 
 def rewrite_pair_id(parent_id: str, mode: str, sample_index: int) -> str:
@@ -172,6 +177,16 @@ class RulesRewriter(_Rewriter):
 
     backend = "rules"
 
+    @classmethod
+    def plan(cls, cfg: RewriteConfig, run_seed: int) -> StagePlan:
+        return StagePlan(
+            "rewrite",
+            cls,
+            {"cfg": cfg, "run_seed": run_seed},
+            batch_size=cfg.batch_size,
+            actors=(1, cfg.rules.actors),
+        )
+
     def __init__(self, cfg: RewriteConfig, run_seed: int):
         from pairaug_ray.text.rewrite import RULES_VERSION
 
@@ -221,6 +236,21 @@ class OpenAIRewriter(_Rewriter):
 
     backend = "openai"
 
+    @classmethod
+    def plan(cls, cfg: RewriteConfig, run_seed: int) -> StagePlan:
+        assert cfg.openai is not None
+        return StagePlan(
+            "rewrite",
+            cls,
+            {"cfg": cfg, "run_seed": run_seed},
+            batch_size=cfg.batch_size,
+            resources=Resources(cpus=0.5),  # the actor mostly waits on the network
+            actors=(1, cfg.openai.actors),
+            # Several blocks in flight per actor, so the client's semaphore stays full across block
+            # boundaries instead of draining to the slowest request of each block.
+            calls_per_actor=4,
+        )
+
     def __init__(self, cfg: RewriteConfig, run_seed: int):
         from pairaug_ray.models.openai_chat import OpenAIChatClient
 
@@ -240,6 +270,15 @@ class OpenAIRewriter(_Rewriter):
     async def __call__(self, batch: pa.Table) -> pa.Table:
         rows = await asyncio.gather(*(self._one(r) for r in batch.to_pylist()))
         return schema.rows_to_table(list(rows))
+
+    def __del__(self) -> None:
+        # Ray Data deletes the UDF when its actor shuts down gracefully: close the connections then.
+        client = getattr(self, "client", None)
+        if client is not None:
+            try:
+                client.close()
+            except Exception as e:  # never raise from a finaliser; the process is ending anyway
+                log.debug("closing the OpenAI client: %s", e)
 
     async def _one(self, row: dict[str, Any]) -> dict[str, Any]:
         if row.get(schema.STATUS) == schema.STATUS_SKIPPED:
@@ -286,6 +325,19 @@ class LocalRewriter(_Rewriter):
     """A Hugging Face causal LM (local folder, s3:// or hub id) generating in batches on one device."""
 
     backend = "local"
+
+    @classmethod
+    def plan(cls, cfg: RewriteConfig, run_seed: int, cache_dir: str) -> StagePlan:
+        lc = cfg.local
+        assert lc is not None
+        return StagePlan(
+            "rewrite",
+            cls,
+            {"cfg": cfg, "run_seed": run_seed, "cache_dir": cache_dir},
+            batch_size=cfg.batch_size,
+            resources=Resources(cpus=1, gpus=lc.num_gpus),
+            actors=(1, lc.actors),
+        )
 
     def __init__(self, cfg: RewriteConfig, run_seed: int, cache_dir: str):
         from pairaug_ray.models.local_lm import LocalChatModel

@@ -96,9 +96,15 @@ class Postprocess(_Rewriter):
         out = {k: v for k, v in row.items() if k in schema.CORE_COLUMNS or k in schema.OPTIONAL_FIELDS}
         reason = f"engine error: {error}" if error else self.check(out, text)
         return self.finish(
-            out, text=text, reason=reason, attempts=self.attempt, seed=int(sampling.get("seed") or 0),
-            started=datetime.now(UTC), tokens_in=tokens_in, tokens_out=tokens_out,
-        )  # fmt: skip
+            out,
+            text=text,
+            reason=reason,
+            attempts=self.attempt,
+            seed=int(sampling.get("seed") or 0),
+            started=datetime.now(UTC),
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+        )
 
 
 def build_processor(config: Any, preprocess: Callable, postprocess: Callable) -> Callable:

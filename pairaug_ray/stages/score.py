@@ -13,9 +13,7 @@ scoring again:
     S2 = cos(f(x') - f(x), g(t') - g(t)) the image changed the way the report changed
     S3 = cos(f(x'), f(x))               fidelity to the original patient
 
-`prune_batch` applies the rules: InterAug keeps S_a > tau; IntraAug keeps a pair when every S_k
-exceeds its mean over all IntraAug pairs of the run minus epsilon. The means are global: they are
-computed over the whole scored dataset first (see pipeline/augment.py), then applied here.
+The pruning rules that read these scores are in stages/prune.py.
 """
 
 from __future__ import annotations
@@ -28,8 +26,9 @@ import pyarrow as pa
 
 from pairaug_ray import images, schema
 from pairaug_ray.config import ScoreConfig
+from pairaug_ray.stages.base import Resources, StagePlan
 
-INTRA_SCORES = (schema.SCORE_S1, schema.SCORE_S2, schema.SCORE_S3)
+INTRA_SCORES = schema.INTRA_SCORE_COLUMNS
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -54,6 +53,17 @@ def intra_scores(
 class ScorePairs:
     """Ray Data actor: scores the generated pairs of a batch; unreadable images become row errors."""
 
+    @classmethod
+    def plan(cls, cfg: ScoreConfig, *, model_ref: str, cache_dir: str) -> StagePlan:
+        return StagePlan(
+            "score",
+            cls,
+            {"cfg": cfg, "model_ref": model_ref, "cache_dir": cache_dir},
+            batch_size=cfg.batch_size,
+            resources=Resources(cpus=cfg.num_cpus, gpus=cfg.num_gpus),
+            actors=(cfg.min_actors, cfg.max_actors),
+        )
+
     def __init__(self, cfg: ScoreConfig, model_ref: str, cache_dir: str):
         from pairaug_ray.models.refs import resolve_model
         from pairaug_ray.models.scorers import load_scorer
@@ -68,10 +78,15 @@ class ScorePairs:
             model_id=model_ref,
         )
         self.info = json.dumps(
-            {"model": model_ref, "kind": type(self.scorer).__name__, "mode": cfg.mode,
-             "logit_scale": round(self.scorer.logit_scale, 6), "original": cfg.original},
+            {
+                "model": model_ref,
+                "kind": type(self.scorer).__name__,
+                "mode": cfg.mode,
+                "logit_scale": round(self.scorer.logit_scale, 6),
+                "original": cfg.original,
+            },
             sort_keys=True,
-        )  # fmt: skip
+        )
 
     def _original_uri(self, row: dict[str, Any]) -> str | None:
         return (
@@ -137,27 +152,3 @@ class ScorePairs:
     def _embed(self, fn, items: list) -> np.ndarray:
         parts = [fn(items[i : i + self.cfg.batch_size]) for i in range(0, len(items), self.cfg.batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
-
-
-def prune_batch(batch: pa.Table, *, tau: float, epsilon: float, means: dict[str, float | None]) -> pa.Table:
-    """Set `kept` and `pruning` on every row from its scores and the run's global IntraAug means."""
-    thresholds = {k: (None if m is None else m - epsilon) for k, m in means.items()}
-    info = json.dumps(
-        {"tau": tau, "epsilon": epsilon, "means": means, "thresholds": thresholds}, sort_keys=True
-    )
-    rows = batch.to_pylist()
-    for r in rows:
-        ok = r.get(schema.STATUS) == schema.STATUS_OK
-        origin = r.get(schema.ORIGIN)
-        if origin == schema.ORIGIN_INTER:
-            kept = ok and r.get(schema.SCORE_A) is not None and r[schema.SCORE_A] > tau
-        elif origin == schema.ORIGIN_INTRA:
-            kept = ok and all(
-                r.get(k) is not None and thresholds[k] is not None and r[k] > thresholds[k]
-                for k in INTRA_SCORES
-            )
-        else:  # AugText paraphrases keep the real image: PairAug does not prune them
-            kept = ok
-        r[schema.KEPT] = bool(kept)
-        r[schema.PRUNING] = info
-    return schema.rows_to_table(rows)

@@ -1,106 +1,37 @@
-"""Training data: which pairs, what text, and image decoding in the Ray Data pipeline.
+"""Training batches: image decoding in the Ray Data pipeline, and MedCutMix when batches are made.
 
 Decoding, CheXzero preprocessing, AugImg and tokenisation run in Ray Data (`PreprocessPairs`, an
 actor per CPU share), so the training workers only receive ready tensors through
-`iter_torch_batches`.
+`iter_torch_batches`; `MedCutMixCollate` mixes a batch as the worker takes it. What text a pair
+trains on is text/train_text.py; the AugImg transforms are models/augimg.py.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import random
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import torch
-import torch.nn.functional as F
 from ray.data.collate_fn import NumpyBatchCollateFn
 
 from pairaug_ray import images, schema
-from pairaug_ray.config import AugImgConfig, MedCutMixConfig, TrainConfig
+from pairaug_ray.config import MedCutMixConfig, TrainConfig
+from pairaug_ray.models.augimg import augment_image
+from pairaug_ray.models.tokenizer import load_tokenizer
+from pairaug_ray.text.train_text import training_text
 
 log = logging.getLogger(__name__)
 
-NUMERIC_COLUMNS = ("pixel_values", "input_ids", "attention_mask", "origin")
+NUMERIC_COLUMNS = ("pixel_values", "input_ids", "attention_mask", schema.ORIGIN)
 ORIGIN_CODES = {
     schema.ORIGIN_REAL: 0,
     schema.ORIGIN_INTER: 1,
     schema.ORIGIN_INTRA: 2,
     schema.ORIGIN_AUGTEXT: 3,
 }
-
-
-def training_text(row: dict[str, Any], mode: str) -> str:
-    """CheXzero trains on the impression. Synthetic reports have no sections (the LLM rewrote the
-    whole text), so they, and corpora without sections, use the report as it is."""
-    impression = (row.get(schema.IMPRESSION) or "").strip()
-    findings = (row.get(schema.FINDINGS) or "").strip()
-    report = (row.get(schema.REPORT) or "").strip()
-    if row.get(schema.ORIGIN, schema.ORIGIN_REAL) != schema.ORIGIN_REAL or mode == "report":
-        return report or " "
-    if mode == "impression":
-        return impression or report or "NO IMPRESSION"
-    return " ".join(p for p in (findings, impression) if p) or report or " "
-
-
-# --- AugImg (torch ops on one image; no torchvision in the base image) -----------------------------------------
-
-
-def random_resized_crop(x: torch.Tensor, scale: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
-    """torchvision's RandomResizedCrop(size, scale, ratio=(3/4, 4/3)) on a (C, H, W) tensor."""
-    _, h, w = x.shape
-    area = h * w
-    for _ in range(10):
-        target = area * float(torch.empty(1).uniform_(*scale, generator=gen))
-        log_ratio = torch.empty(1).uniform_(math.log(3 / 4), math.log(4 / 3), generator=gen)
-        aspect = math.exp(float(log_ratio))
-        cw, ch = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
-        if 0 < cw <= w and 0 < ch <= h:
-            top = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
-            left = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
-            crop = x[:, top : top + ch, left : left + cw]
-            return F.interpolate(crop[None], size=(h, w), mode="bicubic", align_corners=False)[0]
-    return x  # torchvision falls back to a centre crop; the whole image is the closest here
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, int(math.ceil(3 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
-    k = torch.exp(-(t**2) / (2 * sigma**2))
-    k = k / k.sum()
-    c = x.shape[0]
-    y = F.pad(x[None], (radius, radius, radius, radius), mode="reflect")
-    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    y = F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-    return y[0]
-
-
-def augment_image(x: torch.Tensor, cfg: AugImgConfig, gen: torch.Generator) -> torch.Tensor:
-    """AugImg: random resized crop, Gaussian blur, random grayscale. Keeps shape; values stay in the
-    input's range (crop/resize with bicubic is clamped to it, blur averages)."""
-    lo, hi = float(x.min()), float(x.max())
-    x = random_resized_crop(x, cfg.crop_scale, gen).clamp(lo, hi)
-    if float(torch.rand(1, generator=gen)) < cfg.blur_p:
-        x = gaussian_blur(x, float(torch.empty(1).uniform_(*cfg.blur_sigma, generator=gen)))
-    if float(torch.rand(1, generator=gen)) < cfg.grayscale_p:
-        x = x.mean(dim=0, keepdim=True).expand_as(x).clone()
-    return x
-
-
-def load_tokenizer(source: str | None):
-    """The checkpoint's CLIP tokenizer, or one built from the CLIP BPE vocabulary (random init)."""
-    from transformers import CLIPTokenizer
-
-    from pairaug_ray.models.tokenizer import build_clip_tokenizer
-
-    if source:
-        return CLIPTokenizer.from_pretrained(source)
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        return build_clip_tokenizer(tmp)
 
 
 class PreprocessPairs:
@@ -133,7 +64,7 @@ class PreprocessPairs:
             else np.zeros((0, 3, self.size, self.size), np.float32),
             "input_ids": ids,
             "attention_mask": mask,
-            "origin": np.asarray(origins, np.int64),
+            schema.ORIGIN: np.asarray(origins, np.int64),
         }
         if self.cfg.medcutmix.enabled:
             # The labeler runs here, once per report, so that mixing a batch in the loop is string work.

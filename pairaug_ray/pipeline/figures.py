@@ -1,0 +1,83 @@
+"""The augment job's pictures: score histograms with the thresholds drawn, and a grid of example
+pairs (real | InterAug | IntraAug from the same real pair). Everything is read with column reads
+of the finished outputs, without a Ray execution."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pyarrow.compute as pc
+
+from pairaug_ray import schema, storage
+from pairaug_ray.config import JobConfig
+from pairaug_ray.pairs import read_columns
+
+EXAMPLE_COLUMNS = [
+    schema.PAIR_ID,
+    schema.IMAGE_URI,
+    schema.REPORT,
+    schema.ORIGIN,
+    schema.STUDY_ID,
+    *schema.SCORE_COLUMNS,
+    schema.KEPT,
+]
+
+
+def write_figures(cfg: JobConfig) -> dict[str, str]:
+    """Score histograms with the thresholds marked, and a grid of example pairs."""
+    from pairaug_ray.viz import example_grid, score_histograms
+
+    out = {}
+    table = read_columns(cfg.synthetic_dir(), [*schema.SCORE_COLUMNS, schema.PRUNING])
+    pruning = json.loads(table.column(schema.PRUNING)[0].as_py()) if table.num_rows else {}
+    thresholds = {schema.SCORE_A: pruning.get("tau"), **(pruning.get("thresholds") or {})}
+    scores = {c: table.column(c).to_pylist() for c in schema.SCORE_COLUMNS}
+    out["score_histograms"] = score_histograms(
+        scores, thresholds, storage.join(cfg.run.output_dir, "scores.png")
+    )
+    if cfg.augment.examples:
+        examples = pick_examples(cfg, cfg.augment.examples)
+        if examples:
+            out["examples"] = example_grid(examples, storage.join(cfg.run.output_dir, "examples.png"))
+    return out
+
+
+def pick_examples(cfg: JobConfig, n: int) -> list[dict[str, Any]]:
+    """Real pairs with both an InterAug and an IntraAug pair, kept ones first."""
+    synthetic = cfg.synthetic_dir()
+    keys = read_columns(
+        synthetic,
+        [schema.PAIR_ID, schema.PARENT_ID, schema.ORIGIN, schema.KEPT],
+        where=pc.field(schema.ORIGIN).isin([schema.ORIGIN_INTER, schema.ORIGIN_INTRA]),
+    ).to_pylist()
+    by_parent: dict[str, dict[str, dict]] = {}
+    for r in keys:
+        slot = by_parent.setdefault(r[schema.PARENT_ID], {})
+        if r[schema.ORIGIN] not in slot or (
+            r.get(schema.KEPT) and not slot[r[schema.ORIGIN]].get(schema.KEPT)
+        ):
+            slot[r[schema.ORIGIN]] = r
+    ranked = sorted(
+        by_parent.items(),
+        key=lambda kv: (-len(kv[1]), -sum(bool(v.get(schema.KEPT)) for v in kv[1].values()), kv[0]),
+    )
+    chosen = ranked[:n]
+    if not chosen:
+        return []
+    wanted = sorted({r[schema.PAIR_ID] for _, slot in chosen for r in slot.values()})
+    rows = _by_id(synthetic, wanted)
+    real = _by_id(cfg.validated_dir(), sorted(pid for pid, _ in chosen))
+    return [
+        {
+            "original": real.get(pid),
+            "inter": rows.get(slot["inter"][schema.PAIR_ID]) if "inter" in slot else None,
+            "intra": rows.get(slot["intra"][schema.PAIR_ID]) if "intra" in slot else None,
+        }
+        for pid, slot in chosen
+    ]
+
+
+def _by_id(root: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+    table = read_columns(root, EXAMPLE_COLUMNS, where=pc.field(schema.PAIR_ID).isin(ids))
+    return {r[schema.PAIR_ID]: r for r in table.to_pylist()}

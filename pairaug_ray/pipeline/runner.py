@@ -1,0 +1,93 @@
+"""One runner for every resumable stage (rewrite, generate, score, ...).
+
+A resumable stage reads an input dataset and appends its rows to an output dataset while it
+streams, so finished work is on disk before the job ends. Around the stage's own work the runner
+does the same steps every time:
+
+    1. refuse to mix rows made with other settings into the output (its `identity`)
+    2. mark the output incomplete in dataset.json
+    3. scan what a previous run finished (unreadable files of a killed write are removed)
+    4. build the tasks not done yet, run the stage plans over them, append the rows
+    5. finalize: exactly one row per pair_id; count outcomes from the same pass
+    6. mark the output complete, with the outcome counts
+
+`passes > 1` redoes rows that ended in an error in further passes (the vLLM back-end, whose engine
+does not retry single requests). A job wires a stage in a few lines:
+
+    run_resumable(ResumableStage(
+        name="score", input=src, output=out, identity={...},
+        todo=lambda done: read_manifest(src).filter(...),
+        process=ScorePairs.plan(cfg.score, ...).apply,
+    ))
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from pairaug_ray import progress, schema
+from pairaug_ray.config import ConfigError
+from pairaug_ray.manifest import write_manifest
+from pairaug_ray.pairs import read_info, write_info
+from pairaug_ray.pipeline.common import outcome_line, status_counts
+from pairaug_ray.resume import finalize, scan_output
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ResumableStage:
+    name: str  # "rewrite", "generate", "score": the key in dataset.json, the label on the terminal
+    input: str
+    output: str
+    identity: dict[str, Any]  # the settings that shape each output row; a rerun must keep them
+    todo: Callable[[frozenset[str]], ray.data.Dataset]  # the tasks left, given the pair ids done
+    process: Callable[..., ray.data.Dataset]  # tasks -> rows; called with (tasks) or (tasks, pass)
+    retry_errors: bool = True  # redo rows that ended in an error on a rerun
+    passes: int = 1
+    expected: Callable[[frozenset[str]], int | None] | None = None  # tasks left, for the progress bar
+    noun: str = "rows"
+
+
+def check_output_identity(out: str, stage: str, identity: dict[str, Any]) -> None:
+    """Refuse to add rows made with other settings to an existing stage output."""
+    recorded = read_info(out).get(stage)
+    if recorded is not None and recorded != identity:
+        diff = sorted(k for k in identity if recorded.get(k) != identity[k])
+        raise ConfigError(
+            f"{out} holds {stage} output made with other settings ({', '.join(diff)} differ); "
+            f"set {stage}.output to a new location, or delete the old output to redo it"
+        )
+
+
+def run_resumable(stage: ResumableStage) -> dict[str, Any]:
+    """Run `stage` into its output, resuming what a previous run left; returns the outcome counts."""
+    out = stage.output
+    check_output_identity(out, stage.name, stage.identity)
+    info = {stage.name: stage.identity, "input": stage.input}
+    write_info(out, {**info, "complete": False})
+    with progress.stage(stage.name, f"{stage.input} -> {out}") as shown:
+        for attempt in range(1, stage.passes + 1):
+            state = scan_output(out, retry_errors=stage.retry_errors)
+            if state.removed_files:
+                log.warning("removed %d partially written file(s) from %s", len(state.removed_files), out)
+            if state.done:
+                progress.say(f"{'':<{progress.WIDTH}} resuming: {len(state.done)} {stage.noun} already done")
+            expected = stage.expected(state.done) if stage.expected and progress.enabled() else None
+            tasks = stage.todo(state.done)
+            rows = stage.process(tasks, attempt) if stage.passes > 1 else stage.process(tasks)
+            with progress.bar(stage.name, total=expected, unit=stage.noun) as counter:
+                write_manifest(rows, out, mode="append", info=info, counter=counter)
+            report = finalize(out)
+            if not status_counts(report.summary).get(schema.STATUS_ERROR):
+                break
+        summary = dict(report.summary)
+        summary["finalize"] = {"rows": report.rows, "duplicates_removed": report.duplicates_removed}
+        write_info(out, {**info, "complete": True, "outcomes": summary})
+        shown["line"] = outcome_line(summary, stage.noun)
+    return summary
