@@ -71,7 +71,10 @@ class RayConfig(StrictModel):
         ge=78,
         description="Local Ray only: object store cap; Ray's default (30% of RAM) is too greedy on laptops.",
     )
-    progress_bars: bool = Field(True, description="Ray Data progress bars.")
+    progress_bars: bool = Field(
+        True,
+        description="A progress bar per stage on the terminal (rows, rows/s, ETA); the stage lines stay.",
+    )
 
 
 class PhantomCorpusConfig(StrictModel):
@@ -212,45 +215,6 @@ class RewritePrompts(StrictModel):
     )
 
 
-def _host_is_internal(host: str) -> bool:
-    """Loopback, or a name that only resolves inside a cluster (a bare service name, *.svc, *.cluster.local)."""
-    import ipaddress
-
-    host = host.strip("[]").lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    return "." not in host or host.endswith((".svc", ".svc.cluster.local", ".cluster.local"))
-
-
-def endpoint_refusal(url: str, allowed_hosts: tuple[str, ...], allow_external: bool) -> str | None:
-    """Why reports must not be sent to `url`, or None when they may.
-
-    Reports are medical data: only loopback, cluster-internal names and hosts on the allow-list
-    receive them, unless the config explicitly allows external endpoints.
-    """
-    from urllib.parse import urlparse
-
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        return f"{url!r} is not an http(s) URL"
-    host = parsed.hostname.lower()
-    if allow_external or _host_is_internal(host):
-        return None
-    for allowed in allowed_hosts:
-        allowed = allowed.lower()
-        if host == allowed or (allowed.startswith(".") and host.endswith(allowed)):
-            return None
-    return (
-        f"refusing to send reports to {host}: it is not loopback, a cluster-internal name or on "
-        "rewrite.openai.allowed_hosts. Reports are medical data; to use an external API add the host to "
-        "allowed_hosts (or set allow_external: true) once you are sure the data may leave your network"
-    )
-
-
 class OpenAIBackendConfig(StrictModel):
     """Any OpenAI-compatible chat-completions endpoint: OpenAI, Azure OpenAI, vLLM, Ray Serve, llm-katan."""
 
@@ -285,12 +249,8 @@ class OpenAIBackendConfig(StrictModel):
         (), description="Extra hosts that may receive reports ('.example.org' = suffix)."
     )
     allow_external: bool = Field(False, description="Allow any host. Reports are medical data: think first.")
-
-    @model_validator(mode="after")
-    def _check(self) -> OpenAIBackendConfig:
-        if reason := endpoint_refusal(self.base_url, self.allowed_hosts, self.allow_external):
-            raise ValueError(reason)
-        return self
+    # Whether base_url may receive reports is decided by the client that sends them
+    # (models/openai_chat.py, `check_endpoint`); the jobs ask it before any work starts.
 
 
 class VLLMBackendConfig(StrictModel):

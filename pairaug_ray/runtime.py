@@ -47,7 +47,11 @@ def init_ray(cfg: RayConfig) -> None:
         # Ray Data logs every finished dataset at INFO; progress bars already say that.
         logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx = DataContext.get_current()
-    ctx.enable_progress_bars = cfg.progress_bars
-    ctx.enable_operator_progress_bars = cfg.progress_bars
+    # The stages draw their own bars (pipeline/progress.py: one per stage, rows/s and an ETA); Ray
+    # Data's draw one line per operator and would flood the log file the terminal sends them to.
+    ctx.enable_progress_bars = False
+    ctx.enable_operator_progress_bars = False
     ctx.print_on_execution_start = False
-    ctx.enable_progress_bar_name_truncation = False  # stage names are short; the warning is noise
+    from pairaug_ray import progress
+
+    progress.show_bars(cfg.progress_bars)

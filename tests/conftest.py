@@ -126,3 +126,51 @@ def real_dicom_path() -> Path:
 # that Ray's workers inherit it, as pods inherit a Kubernetes Secret mounted as an env variable.
 TEST_API_KEY_ENV = "PAIRAUG_TEST_API_KEY"
 os.environ.setdefault(TEST_API_KEY_ENV, "sk-pairaug-test-0123456789abcdef")
+
+
+# --- kill a job half-way -------------------------------------------------------------------------------------
+
+
+def rows_written(root: str) -> int:
+    """Rows in the Parquet files under ROOT/manifest, counting only files that can be read."""
+    import contextlib
+
+    import pyarrow.parquet as pq
+
+    from pairaug_ray import storage
+
+    n = 0
+    for f in storage.list_files(storage.join(root, "manifest"), ".parquet"):
+        with contextlib.suppress(Exception):  # a file cut short by the kill; the rerun removes it
+            n += pq.read_metadata(f).num_rows
+    return n
+
+
+@pytest.fixture
+def kill_midway(tmp_path):
+    """kill_midway(["augment", "--config", path], watch=OUT, rows=N) starts `pairaug ...` in its own
+    process group, SIGKILLs the whole group once OUT holds N rows, and returns the rows written by
+    then. Fails if the job ends before it can be killed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def run(command: list[str], *, watch: str, rows: int, timeout: float = 300) -> int:
+        log_path = tmp_path / "killed-job.log"
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "pairaug_ray", *command],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while rows_written(watch) < rows and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert proc.poll() is None, f"the job ended before it could be killed: {log_path.read_text()[-2000:]}"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        return rows_written(watch)
+
+    return run

@@ -157,21 +157,40 @@ def build_context(paths: list[str]) -> list[str]:
 def test_dockerignore_keeps_the_context_small():
     repo_files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
-    never = [".venv/bin/python", ".venv/lib/python3.11/site-packages/torch/lib/libtorch.so", ".git/HEAD",
-             ".git/objects/ab/cdef", ".tools/helm", "runs/demo/summary.json", "runs/demo/generated/a.png",
-             "data/mimic/files/p10/s1.jpg", "weights/roentgen/unet/diffusion_pytorch_model.safetensors",
-             "models/clip/model.bin", "pairaug_ray/models/leftover.safetensors", "pairaug_ray/__pycache__/cli.cpython-311.pyc",
-             "configs/.env", "configs/corpus.parquet", "credentials.json", ".env", "tests/test_helm.py",
-             "helm/pairaug/values.yaml", "k8s/rayjob-augment.yaml", "Dockerfile"]  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    never = [
+        ".venv/bin/python",
+        ".venv/lib/python3.11/site-packages/torch/lib/libtorch.so",
+        ".git/HEAD",
+        ".git/objects/ab/cdef",
+        ".tools/helm",
+        "runs/demo/summary.json",
+        "runs/demo/generated/a.png",
+        "data/mimic/files/p10/s1.jpg",
+        "weights/roentgen/unet/diffusion_pytorch_model.safetensors",
+        "models/clip/model.bin",
+        "pairaug_ray/models/leftover.safetensors",
+        "pairaug_ray/__pycache__/cli.cpython-311.pyc",
+        "configs/.env",
+        "configs/corpus.parquet",
+        "credentials.json",
+        ".env",
+        "tests/test_helm.py",
+        "helm/pairaug/values.yaml",
+        "k8s/rayjob-augment.yaml",
+        "Dockerfile",
+    ]
     assert build_context(never) == []
     kept = build_context(sorted(set(repo_files)))
     assert {
         "pyproject.toml",
         "README.md",
         "pairaug_ray/__init__.py",
-        "pairaug_ray/cli.py",
+        "pairaug_ray/cli/__init__.py",
         "configs/demo.yaml",
     } <= set(kept)
     assert {p.split("/")[0] for p in kept} <= {"pyproject.toml", "README.md", "pairaug_ray", "configs"}
@@ -197,8 +216,10 @@ def test_install_steps_work_in_a_clean_venv(tmp_path):
     report = tmp_path / "report.json"
     proc = subprocess.run(
         [str(python), *argv[1:], "--dry-run", "--ignore-installed", "--quiet", "--report", str(report)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     import json
 
@@ -212,23 +233,36 @@ def test_install_steps_work_in_a_clean_venv(tmp_path):
     context = tmp_path / "context"
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     for rel in build_context(files):
         if (REPO / rel).is_file():
             (context / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, context / rel)
     # The dependencies are those of this test's interpreter (PYTHONPATH), so that `pairaug --version`
-    # does not depend on what cli.py imports; the package itself comes from the clean venv.
+    # does not depend on what the cli package imports; the package itself comes from the clean venv.
     import sysconfig
 
-    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-           "PYTHONPATH": sysconfig.get_paths()["purelib"]}  # fmt: skip
+    env = {
+        "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "PYTHONPATH": sysconfig.get_paths()["purelib"],
+    }
     proc = subprocess.run(
         ["/bin/sh", "-c", package_step], cwd=context, env=env, capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("pairaug-ray 0.1.0"), proc.stdout
-    where = subprocess.run([str(python), "-c", "import pairaug_ray; print(pairaug_ray.__file__)"],
-                           env=env, cwd=tmp_path, capture_output=True, text=True, check=True).stdout  # fmt: skip
+    where = subprocess.run(
+        [str(python), "-c", "import pairaug_ray; print(pairaug_ray.__file__)"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert where.startswith(str(venv)), where

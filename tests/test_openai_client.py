@@ -17,8 +17,14 @@ def echo(system: str, user: str, seed: int) -> str:
 
 
 def _cfg(server: FakeOpenAIServer, **kw) -> OpenAIBackendConfig:
-    base = {"base_url": server.base_url, "api_key_env": None, "max_retries": 4, "backoff_initial_s": 0.05,
-            "backoff_max_s": 2.0, "timeout_s": 2.0}  # fmt: skip
+    base = {
+        "base_url": server.base_url,
+        "api_key_env": None,
+        "max_retries": 4,
+        "backoff_initial_s": 0.05,
+        "backoff_max_s": 2.0,
+        "timeout_s": 2.0,
+    }
     return OpenAIBackendConfig(**{**base, **kw})
 
 
@@ -101,17 +107,48 @@ def test_concurrency_and_qps_limits():
     assert starts[-1] - starts[0] >= 0.4  # 10 requests at 20/s span at least 9 intervals of 50 ms
 
 
-def test_external_endpoint_refused_even_without_config_validation():
-    cfg = OpenAIBackendConfig.model_construct(
-        **{
-            **OpenAIBackendConfig.model_construct().__dict__,
-            "base_url": "https://api.example.com/v1",
-            "allowed_hosts": (),
-            "allow_external": False,
-        }
+def test_the_client_owns_the_egress_policy():
+    """The config accepts any URL; the client (and the jobs, through check_endpoint) refuse to send
+    reports to a host that is not loopback, cluster-internal or allow-listed."""
+    from pairaug_ray.errors import UserError
+    from pairaug_ray.models.openai_chat import EndpointRefusedError, check_endpoint
+
+    external = OpenAIBackendConfig(base_url="https://api.example.com/v1")
+    with pytest.raises(EndpointRefusedError, match="refusing to send reports to api.example.com") as e:
+        OpenAIChatClient(external, None)
+    assert isinstance(e.value, UserError) and isinstance(e.value, PermissionError)
+    for url in (
+        "http://127.0.0.1:8000/v1",
+        "http://vllm.llm.svc.cluster.local:8000/v1",
+        "http://vllm:8000/v1",
+    ):
+        check_endpoint(OpenAIBackendConfig(base_url=url))
+    check_endpoint(
+        OpenAIBackendConfig(base_url="https://api.example.com/v1", allowed_hosts=(".example.com",))
     )
-    with pytest.raises(PermissionError, match="refusing to send reports to api.example.com"):
-        OpenAIChatClient(cfg, None)
+    check_endpoint(OpenAIBackendConfig(base_url="https://api.example.com/v1", allow_external=True))
+    with pytest.raises(EndpointRefusedError, match="not an http"):
+        check_endpoint(OpenAIBackendConfig(base_url="ftp://127.0.0.1/v1"))
+
+
+def test_close_from_another_thread_closes_the_connections():
+    """Ray Data runs the async rewriter on an event-loop thread and tears the actor down from its main
+    thread: close() there must close the connections of the loop's client."""
+    import threading
+
+    with FakeOpenAIServer(responder=echo) as server:
+        client = OpenAIChatClient(_cfg(server), None)
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        assert asyncio.run_coroutine_threadsafe(_chat(client), loop).result(10).error is None
+        client.close()
+        assert client._client.is_closed()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+    unused = OpenAIChatClient(_cfg(server), None)
+    unused.close()  # never used: nothing in flight, closed all the same
+    assert unused._client.is_closed()
 
 
 def test_retry_after_parsing():

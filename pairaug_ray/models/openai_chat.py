@@ -9,6 +9,11 @@
 
 The API key is read by the caller from the environment and handed over here; it is never logged,
 and any error text that might echo it is redacted.
+
+Reports are medical data, so this client also owns the egress policy (`check_endpoint`): it sends
+nothing to a host that is not loopback, a cluster-internal name or on the config's allow-list,
+unless the config explicitly allows external endpoints. The jobs call `check_endpoint` before any
+work starts; the client checks again when it is built.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion
 
-from pairaug_ray.config import OpenAIBackendConfig, endpoint_refusal
+from pairaug_ray.config import OpenAIBackendConfig
+from pairaug_ray.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,56 @@ class ChatResult:
     tokens_out: int = 0
     latency_s: float = 0.0
     finish_reason: str | None = None
+
+
+class EndpointRefusedError(UserError, PermissionError):
+    """The configured endpoint may not receive reports."""
+
+
+def _host_is_internal(host: str) -> bool:
+    """Loopback, or a name that only resolves inside a cluster (a bare service name, *.svc, *.cluster.local)."""
+    import ipaddress
+
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    return "." not in host or host.endswith((".svc", ".svc.cluster.local", ".cluster.local"))
+
+
+def endpoint_refusal(url: str, allowed_hosts: tuple[str, ...], allow_external: bool) -> str | None:
+    """Why reports must not be sent to `url`, or None when they may.
+
+    Reports are medical data: only loopback, cluster-internal names and hosts on the allow-list
+    receive them, unless the config explicitly allows external endpoints.
+    """
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return f"{url!r} is not an http(s) URL"
+    host = parsed.hostname.lower()
+    if allow_external or _host_is_internal(host):
+        return None
+    for allowed in allowed_hosts:
+        allowed = allowed.lower()
+        if host == allowed or (allowed.startswith(".") and host.endswith(allowed)):
+            return None
+    return (
+        f"refusing to send reports to {host}: it is not loopback, a cluster-internal name or on "
+        "rewrite.openai.allowed_hosts. Reports are medical data; to use an external API add the host to "
+        "allowed_hosts (or set allow_external: true) once you are sure the data may leave your network"
+    )
+
+
+def check_endpoint(cfg: OpenAIBackendConfig) -> None:
+    """Raise EndpointRefusedError, naming the host and the settings that would allow it, unless
+    `cfg.base_url` may receive reports."""
+    if reason := endpoint_refusal(cfg.base_url, cfg.allowed_hosts, cfg.allow_external):
+        raise EndpointRefusedError(reason)
 
 
 class RateLimiter:
@@ -87,9 +143,9 @@ class OpenAIChatClient:
     """One client per actor; `chat` may be awaited by many coroutines at once."""
 
     def __init__(self, cfg: OpenAIBackendConfig, api_key: str | None, *, seed: int = 0):
-        if reason := endpoint_refusal(cfg.base_url, cfg.allowed_hosts, cfg.allow_external):
-            raise PermissionError(reason)
+        check_endpoint(cfg)
         self.cfg = cfg
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the connections belong to
         self._secret = api_key or ""
         self._rng = random.Random(seed)
         self._limiter = RateLimiter(cfg.qps)
@@ -131,6 +187,7 @@ class OpenAIChatClient:
     ) -> ChatResult:
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self.cfg.concurrency)
+            self._loop = asyncio.get_running_loop()
         request: dict[str, Any] = {
             "model": self.cfg.model,
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
@@ -198,6 +255,28 @@ class OpenAIChatClient:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Close the HTTP connections from any thread: the rewriter actor's teardown calls this from
+        the actor's main thread while the connections belong to Ray Data's event-loop thread."""
+        if self._client.is_closed():
+            return
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            asyncio.run(self._client.close())  # never used, or its loop is gone: nothing is in flight
+        elif not loop.is_running():
+            loop.run_until_complete(self._client.close())
+        elif _in_loop(loop):
+            loop.create_task(self._client.close())
+        else:
+            asyncio.run_coroutine_threadsafe(self._client.close(), loop).result(timeout_s)
+
+
+def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 def _short(text: str, limit: int = 200) -> str:

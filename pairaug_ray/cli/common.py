@@ -1,0 +1,76 @@
+"""What the command modules share: the config arguments, and how a job command runs.
+
+Each module of this package registers its commands (`register(commands)`) beside their handlers.
+A job command loads its config, then runs inside `job_terminal`, which sends library output to a
+log file under the run's output folder and keeps the screen for stage lines, bars and results.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class Commands:
+    """Adds subcommands to the `pairaug` parser: `commands.add(name, handler, help, description)`."""
+
+    def __init__(self, sub: Any):
+        self.sub = sub
+
+    def add(
+        self, name: str, fn: Handler, help: str, description: str | None = None
+    ) -> argparse.ArgumentParser:
+        p = self.sub.add_parser(name, help=help, description=description or help)
+        p.set_defaults(fn=fn, command_name=name)
+        return p
+
+
+def add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument(
+        "--config", "-c", required=required, metavar="YAML", help="job config file (local or s3://)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set corpus.phantom.patients=10 (repeatable; VALUE is YAML)",
+    )
+
+
+def add_io_args(p: argparse.ArgumentParser, input_help: str, output_key: str) -> None:
+    """--input/--output of a stage command: run the stage between other datasets than the config's."""
+    p.add_argument("--input", default=None, metavar="ROOT", help=input_help)
+    p.add_argument("--output", default=None, metavar="ROOT", help=f"where to write (default: {output_key})")
+
+
+def load(args: argparse.Namespace):
+    from pairaug_ray.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def in_terminal(args: argparse.Namespace, log_dir: str | None):
+    """The job terminal for this command (see cli/terminal.py)."""
+    from pairaug_ray.cli.terminal import job_terminal
+
+    return job_terminal(log_dir, args.command_name, verbose=args.verbose, level=args.log_level)
+
+
+def job(fn: Callable[[Any, argparse.Namespace], int]) -> Handler:
+    """A handler of a config-driven job: fn(cfg, args), run with its library output in
+    <run.output_dir>/logs/."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from pairaug_ray import storage
+
+        cfg = load(args)
+        with in_terminal(args, storage.join(cfg.run.output_dir, "logs")):
+            return fn(cfg, args)
+
+    handler.__doc__ = fn.__doc__
+    return handler
