@@ -36,7 +36,7 @@ from pairaug_ray.models.contrastive import DualEncoder, clamp_logit_scale, clip_
 from pairaug_ray.models.tokenizer import build_clip_tokenizer  # noqa: E402
 from pairaug_ray.pipeline.train import train_job  # noqa: E402
 from pairaug_ray.runtime import init_ray  # noqa: E402
-from pairaug_ray.stages.train_data import training_text  # noqa: E402
+from pairaug_ray.text.train_text import training_text  # noqa: E402
 
 
 def plain_loop(rows: list[dict], preset: str, batch: int, epochs: int, device: str) -> tuple[float, float]:
@@ -92,29 +92,47 @@ def main() -> None:
         build_phantom(PhantomCorpusConfig(patients=args.patients, size=256, seed=2), corpus)
         rows = [r for r in read_manifest(corpus).take_all() if r[schema.SPLIT] == "train"]
         device = "cuda" if args.gpu else "cpu"
-        print(f"{args.preset} CLIP, {len(rows)} real pairs, global batch {args.batch}, {args.epochs} epochs, "
-              f"on {'GPU' if args.gpu else f'CPU ({os.cpu_count()} cores)'}")  # fmt: skip
+        print(
+            f"{args.preset} CLIP, {len(rows)} real pairs, global batch {args.batch}, {args.epochs} epochs, "
+            f"on {'GPU' if args.gpu else f'CPU ({os.cpu_count()} cores)'}"
+        )
         with PeakMemory() as mem:
             plain, prep = plain_loop(rows, args.preset, args.batch, args.epochs, device)
-        print(f"  plain PyTorch loop: {plain:.1f} samples/s (preprocessing up front {prep:.1f} s, "
-              f"{len(rows) / prep:.0f} pairs/s); peak RSS {mem.peak_mib:.0f} MiB")  # fmt: skip
+        print(
+            f"  plain PyTorch loop: {plain:.1f} samples/s (preprocessing up front {prep:.1f} s, "
+            f"{len(rows) / prep:.0f} pairs/s); peak RSS {mem.peak_mib:.0f} MiB"
+        )
         for n in args.workers:
             cpus = 0.5 if not args.gpu else 4
-            cfg = parse_config({
-                "run": {"output_dir": os.path.join(tmp, f"run{n}"), "seed": 0},
-                "corpus": {"kind": "manifest", "manifest": corpus},
-                "train": {"preset": args.preset, "num_workers": n, "cpus_per_worker": cpus, "use_gpu": args.gpu,
-                          "batch_size": args.batch, "epochs": args.epochs, "optimizer": "adamw", "lr": 5e-4,
-                          "synthetic_origins": [], "text": "findings+impression", "checkpoint_every_steps": 10_000},
-            })  # fmt: skip
+            cfg = parse_config(
+                {
+                    "run": {"output_dir": os.path.join(tmp, f"run{n}"), "seed": 0},
+                    "corpus": {"kind": "manifest", "manifest": corpus},
+                    "train": {
+                        "preset": args.preset,
+                        "num_workers": n,
+                        "cpus_per_worker": cpus,
+                        "use_gpu": args.gpu,
+                        "batch_size": args.batch,
+                        "epochs": args.epochs,
+                        "optimizer": "adamw",
+                        "lr": 5e-4,
+                        "synthetic_origins": [],
+                        "text": "findings+impression",
+                        "checkpoint_every_steps": 10_000,
+                    },
+                }
+            )
             with PeakMemory() as mem:
                 t0 = time.perf_counter()
                 summary = train_job(cfg)
                 wall = time.perf_counter() - t0
             m = summary["metrics"]  # the last epoch: steady state
-            print(f"  Ray Train, {n} worker(s): {m['samples_per_s']:.1f} samples/s in the last epoch "
-                  f"(ratio {m['samples_per_s'] / plain:.2f} to the plain loop), data wait {m['data_wait_s']:.1f} s of "
-                  f"that epoch, job wall {wall:.0f} s; peak RSS {mem.peak_mib:.0f} MiB")  # fmt: skip
+            print(
+                f"  Ray Train, {n} worker(s): {m['samples_per_s']:.1f} samples/s in the last epoch "
+                f"(ratio {m['samples_per_s'] / plain:.2f} to the plain loop), data wait {m['data_wait_s']:.1f} s of "
+                f"that epoch, job wall {wall:.0f} s; peak RSS {mem.peak_mib:.0f} MiB"
+            )
             print("    " + json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in m.items()}))
 
 

@@ -13,10 +13,11 @@ import torch.multiprocessing as mp
 
 from pairaug_ray import schema, storage
 from pairaug_ray.config import AugImgConfig, parse_config
+from pairaug_ray.models.augimg import augment_image
 from pairaug_ray.models.clip import CHEXZERO_MEAN_255, CHEXZERO_STD_255, build_clip, chexzero_pixels, tokenize
 from pairaug_ray.models.contrastive import DualEncoder, clip_loss
 from pairaug_ray.models.tokenizer import EOS_ID, build_clip_tokenizer
-from pairaug_ray.stages.train_data import augment_image, training_text
+from pairaug_ray.text.train_text import training_text
 
 
 def test_loss_equals_a_direct_computation():
@@ -70,7 +71,12 @@ def _ddp_worker(rank: int, world: int, store: str, out: str) -> None:
     clip_loss(img, txt, scale).backward()
     if rank == 0:
         torch.save(_grads(model.module), out)
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
+    # Exit without running the destructors: DDP's Reducer joins gloo's worker thread while holding
+    # the GIL, and that thread may still need the GIL to free its last work item; the process then
+    # never exits (seen on a loaded 2-core machine: the test hung until killed).
+    os._exit(0)
 
 
 def test_two_ddp_workers_give_the_single_process_gradient(tmp_path):
@@ -118,8 +124,12 @@ def test_tokenize_truncates_and_keeps_the_end_token(tmp_path):
 
 
 def test_training_text():
-    real = {schema.ORIGIN: "real", schema.REPORT: "FINDINGS: a. IMPRESSION: b.", schema.FINDINGS: "Small effusion.",
-            schema.IMPRESSION: "Effusion."}  # fmt: skip
+    real = {
+        schema.ORIGIN: "real",
+        schema.REPORT: "FINDINGS: a. IMPRESSION: b.",
+        schema.FINDINGS: "Small effusion.",
+        schema.IMPRESSION: "Effusion.",
+    }
     assert training_text(real, "impression") == "Effusion."
     assert training_text(real, "findings+impression") == "Small effusion. Effusion."
     assert training_text({**real, schema.IMPRESSION: None}, "impression") == real[schema.REPORT]
@@ -144,13 +154,25 @@ def test_augimg_keeps_size_and_range():
 
 
 def _train_cfg(out: str, corpus: str, **train):
-    return parse_config({
-        "run": {"output_dir": out, "seed": 0},
-        "corpus": {"kind": "manifest", "manifest": corpus},
-        "train": {"preset": "tiny", "num_workers": 2, "cpus_per_worker": 0.5, "batch_size": 16, "epochs": 4,
-                  "optimizer": "adamw", "lr": 5e-4, "synthetic_origins": [], "checkpoint_every_steps": 2,
-                  "text": "findings+impression", **train},
-    })  # fmt: skip
+    return parse_config(
+        {
+            "run": {"output_dir": out, "seed": 0},
+            "corpus": {"kind": "manifest", "manifest": corpus},
+            "train": {
+                "preset": "tiny",
+                "num_workers": 2,
+                "cpus_per_worker": 0.5,
+                "batch_size": 16,
+                "epochs": 4,
+                "optimizer": "adamw",
+                "lr": 5e-4,
+                "synthetic_origins": [],
+                "checkpoint_every_steps": 2,
+                "text": "findings+impression",
+                **train,
+            },
+        }
+    )
 
 
 @pytest.mark.slow
@@ -185,10 +207,12 @@ def test_short_run_learns_and_checkpoints_to_s3(ray_local, phantom_root, s3_buck
 def test_a_failed_worker_group_resumes_at_its_checkpoint_with_medcutmix(ray_local, phantom_root, tmp_path):
     """Two DDP workers with MedCutMix on every batch; an injected failure resumes at the checkpoint."""
     from pairaug_ray.pipeline.train import train_job
+    from pairaug_ray.testing.faults import FailOnceAtStep
 
     mcm = {"enabled": True, "p": 1.0, "layer": 1}
     cfg = _train_cfg(str(tmp_path / "run"), phantom_root, epochs=2, max_failures=1, medcutmix=mcm)
-    summary = train_job(cfg, fail_at_step=3)  # checkpoints at step 2; the failure at step 3 loses one step
+    # Checkpoints at step 2; the failure at step 3 loses one step.
+    summary = train_job(cfg, step_hook=FailOnceAtStep(3, tmp_path / "failed-once"))
     steps = 2 * (summary["data"]["real"]["pairs"] // 16)
     assert summary["restored_from"] == [2]
     assert summary["metrics"]["step"] == steps

@@ -189,10 +189,6 @@ def make_tiny_models(out_dir: str | Path, seed: int = 0) -> dict[str, str]:
     return {"diffusion": str(sd_dir), "scorer": str(clip_dir)}
 
 
-def count_parameters(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 # A word list for the tiny MedCLIP's WordPiece vocabulary (the real one uses Bio_ClinicalBERT's).
 _REPORT_WORDS = [
     "no",
@@ -278,8 +274,14 @@ def make_tiny_medclip(out_dir: str | Path, seed: int = 0) -> str:
     swin_cfg = SwinConfig(
         image_size=224, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=7
     )
-    bert_cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                          intermediate_size=64, max_position_embeddings=512)  # fmt: skip
+    bert_cfg = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
     swin_cfg.save_pretrained(out / "swin")
     bert_cfg.save_pretrained(out / "bert")
     torch.manual_seed(seed)

@@ -89,3 +89,14 @@ def build_clip_tokenizer(work_dir: str | Path, bpe_file: Path | None = None) -> 
     return CLIPTokenizer.from_pretrained(
         str(work_dir), model_max_length=CONTEXT_LENGTH, pad_token="<|endoftext|>"
     )
+
+
+def load_tokenizer(source: str | None) -> CLIPTokenizer:
+    """The checkpoint's CLIP tokenizer, or, for a model trained from random init (`source` None),
+    one built from the CLIP BPE vocabulary."""
+    if source:
+        return CLIPTokenizer.from_pretrained(source)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return build_clip_tokenizer(tmp)

@@ -26,13 +26,14 @@ from ray.data import ActorPoolStrategy
 
 from pairaug_ray import schema, storage
 from pairaug_ray.config import ConfigError, EvalDatasetConfig, JobConfig
-from pairaug_ray.eval.datasets import IMAGE_ID, EvalSet, load_eval_set
-from pairaug_ray.eval.metrics import best_f1_threshold, evaluate
+from pairaug_ray.eval.datasets import EvalSet, load_eval_set
+from pairaug_ray.eval.metrics import best_f1_threshold, evaluate, format_interval
 from pairaug_ray.eval.zeroshot import ZeroShotModel, ensemble, zero_shot_probabilities
 from pairaug_ray.models.refs import resolve_model
 from pairaug_ray.pipeline.common import real_pairs_root
 from pairaug_ray.runtime import init_ray
-from pairaug_ray.stages.embed import EMBED_ERROR, EmbedImages
+from pairaug_ray.schema import EMBED_ERROR, IMAGE_ID, IMAGE_URI, embedding_column
+from pairaug_ray.stages.embed import EmbedImages
 
 log = logging.getLogger(__name__)
 META_FILE, MODEL_DIR = "train_meta.json", "model"
@@ -57,8 +58,13 @@ def run_checkpoints(run_dir: str) -> list[dict[str, Any]]:
         folder = meta_uri.rsplit("/", 1)[0]
         auc = meta.get("val_auc")
         finite = auc is not None and math.isfinite(auc)
-        found.append({"path": f"{folder}/{MODEL_DIR}", "step": meta.get("step", meta.get("state", {}).get("step")),
-                      "val_auc": float(auc) if finite else None})  # fmt: skip
+        found.append(
+            {
+                "path": f"{folder}/{MODEL_DIR}",
+                "step": meta.get("step", meta.get("state", {}).get("step")),
+                "val_auc": float(auc) if finite else None,
+            }
+        )
     if not found:
         raise ConfigError(f"no checkpoints under {run_dir} (expected */{META_FILE} from `pairaug train`)")
     return sorted(found, key=lambda c: c["step"] or 0)
@@ -89,11 +95,24 @@ def model_rows(cfg: JobConfig) -> list[ModelRow]:
             )
             top = ranked[: spec["ensemble"]]
             if len(top) < spec["ensemble"]:
-                log.warning("%s: an ensemble of %d checkpoints was asked for, the run kept %d (raise "
-                            "train.keep_checkpoints)", spec["name"], spec["ensemble"], len(top))  # fmt: skip
-            rows.append(ModelRow(f"{spec['name']} ensemble", [resolve_model(c["path"]).path for c in top],
-                                 {"checkpoints": [c["path"] for c in top], "val_auc": [c["val_auc"] for c in top],
-                                  "ranked_by": "val_auc" if top[0]["val_auc"] is not None else "step"}))  # fmt: skip
+                log.warning(
+                    "%s: an ensemble of %d checkpoints was asked for, the run kept %d (raise "
+                    "train.keep_checkpoints)",
+                    spec["name"],
+                    spec["ensemble"],
+                    len(top),
+                )
+            rows.append(
+                ModelRow(
+                    f"{spec['name']} ensemble",
+                    [resolve_model(c["path"]).path for c in top],
+                    {
+                        "checkpoints": [c["path"] for c in top],
+                        "val_auc": [c["val_auc"] for c in top],
+                        "ranked_by": "val_auc" if top[0]["val_auc"] is not None else "step",
+                    },
+                )
+            )
     return rows
 
 
@@ -122,16 +141,24 @@ def _embed_pass(
     cfg: JobConfig, data: EvalSet, checkpoints: list[str]
 ) -> tuple[list[np.ndarray], pd.DataFrame]:
     e = cfg.evaluate
-    frame = data.frame[[IMAGE_ID, "image_uri"]]
-    ds = ray.data.from_pandas(frame).repartition(max(1, len(frame) // e.batch_size)).map_batches(
-        EmbedImages,
-        fn_constructor_kwargs={"model_paths": checkpoints, "pad_size": e.pad_size, "use_gpu": e.num_gpus > 0},
-        compute=ActorPoolStrategy(min_size=1, max_size=e.max_actors),
-        num_cpus=e.num_cpus,
-        num_gpus=e.num_gpus,
-        batch_size=e.batch_size,
-        batch_format="pandas",
-    )  # fmt: skip
+    frame = data.frame[[IMAGE_ID, IMAGE_URI]]
+    ds = (
+        ray.data.from_pandas(frame)
+        .repartition(max(1, len(frame) // e.batch_size))
+        .map_batches(
+            EmbedImages,
+            fn_constructor_kwargs={
+                "model_paths": checkpoints,
+                "pad_size": e.pad_size,
+                "use_gpu": e.num_gpus > 0,
+            },
+            compute=ActorPoolStrategy(min_size=1, max_size=e.max_actors),
+            num_cpus=e.num_cpus,
+            num_gpus=e.num_gpus,
+            batch_size=e.batch_size,
+            batch_format="pandas",
+        )
+    )
     out = ds.to_pandas()
     failed = out[out[EMBED_ERROR].notna()]
     for _, r in failed.head(5).iterrows():
@@ -144,7 +171,7 @@ def _embed_pass(
             f"evaluation dataset {data.name!r}: none of its {len(frame)} images could be read "
             f"(first error: {failed[EMBED_ERROR].iloc[0]})"
         )
-    embs = [np.stack(ok.loc[kept[IMAGE_ID], f"emb_{i}"].to_numpy()) for i in range(len(checkpoints))]
+    embs = [np.stack(ok.loc[kept[IMAGE_ID], embedding_column(i)].to_numpy()) for i in range(len(checkpoints))]
     return embs, kept
 
 
@@ -240,7 +267,7 @@ def evaluate_job(cfg: JobConfig) -> dict[str, Any]:
     if e.linear_probe.enabled:
         results["linear_probe"] = _probe(cfg, rows[0])
     results["figures"] = write_report(cfg, rows, results, curves)
-    storage.write_text(storage.join(out_dir, "metrics.json"), json.dumps(results, indent=2, default=_json))
+    storage.write_json(storage.join(out_dir, "metrics.json"), results)
     results["output"] = out_dir
     return results
 
@@ -276,8 +303,16 @@ def _probe(cfg: JobConfig, row: ModelRow) -> dict[str, Any]:
     spec = _dataset_spec(cfg, lp.dataset or EvalDatasetConfig(name="probe", split=None))
     data = _load(spec)
     (emb,), kept = embed_images(cfg, data, row.checkpoints[:1])
-    result = linear_probe(emb, kept[data.labels].to_numpy(float), data.labels, lp.fractions, lp.split, lp.seed,
-                          lp.c_grid, cfg.evaluate.n_bootstrap)  # fmt: skip
+    result = linear_probe(
+        emb,
+        kept[data.labels].to_numpy(float),
+        data.labels,
+        lp.fractions,
+        lp.split,
+        lp.seed,
+        lp.c_grid,
+        cfg.evaluate.n_bootstrap,
+    )
     return {"model": row.name, "dataset": spec.name, **result}
 
 
@@ -285,39 +320,30 @@ def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)
 
 
-def _json(x):
-    if isinstance(x, np.generic):
-        return x.item()
-    return str(x)
-
-
 # --- report --------------------------------------------------------------------------------------------------
 
 
 def training_sample(cfg: JobConfig, per_origin: int) -> pd.DataFrame:
-    """Up to `per_origin` training pairs of each origin: real (train split) and kept synthetic ones."""
-    from ray.data.expressions import col
+    """Up to `per_origin` training pairs of each origin: real (train split) and kept synthetic ones
+    (column reads, no Ray execution)."""
+    import pyarrow.compute as pc
 
-    from pairaug_ray.manifest import read_manifest
+    from pairaug_ray.pairs import manifest_columns, read_columns
     from pairaug_ray.pipeline.train import PAIR_COLUMNS
 
     wanted = [*PAIR_COLUMNS, *schema.LABEL_COLUMNS, schema.STUDY_ID, schema.ERROR]
-    frames = []
+    ok = pc.field(schema.STATUS) == schema.STATUS_OK
     real_root = cfg.train.real or real_pairs_root(cfg)
-    real = read_manifest(real_root).filter(
-        expr=(col(schema.STATUS) == schema.STATUS_OK) & (col(schema.SPLIT) == "train")
-    )
-    frames.append(real.limit(per_origin).to_pandas())
+    columns = [c for c in wanted if c in manifest_columns(real_root)]
+    frames = [
+        read_columns(real_root, columns, where=ok & (pc.field(schema.SPLIT) == "train")).slice(0, per_origin)
+    ]
     syn_root = cfg.train.synthetic or cfg.synthetic_dir()
     if storage.exists(storage.join(syn_root, "manifest")):
-        syn = read_manifest(syn_root).filter(
-            expr=(col(schema.KEPT) == True)  # noqa: E712 (an expression, not a comparison)
-            & (col(schema.STATUS) == schema.STATUS_OK)
-        )
+        kept = read_columns(syn_root, columns, where=ok & (pc.field(schema.KEPT) == True))  # noqa: E712
         for origin in (schema.ORIGIN_INTER, schema.ORIGIN_INTRA):
-            frames.append(syn.filter(expr=col(schema.ORIGIN) == origin).limit(per_origin).to_pandas())
-    df = pd.concat(frames, ignore_index=True)
-    return df[[c for c in wanted if c in df.columns]]
+            frames.append(kept.filter(pc.equal(kept[schema.ORIGIN], origin)).slice(0, per_origin))
+    return pd.concat([f.to_pandas() for f in frames], ignore_index=True)
 
 
 def write_report(
@@ -325,7 +351,7 @@ def write_report(
 ) -> dict[str, str]:
     from pairaug_ray import images
     from pairaug_ray.eval import report
-    from pairaug_ray.stages.train_data import training_text
+    from pairaug_ray.text.train_text import training_text
 
     e = cfg.evaluate
     figures: dict[str, bytes] = {}
@@ -376,8 +402,8 @@ def comparison_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return table
 
 
-def _cell(ci: dict[str, float]) -> str:
-    return f"{ci['mean']:.4f} ({ci['lower']:.4f}-{ci['upper']:.4f})"
+def _cell(ci: dict[str, Any]) -> str:
+    return format_interval(ci)
 
 
 def format_table(results: dict[str, Any]) -> str:

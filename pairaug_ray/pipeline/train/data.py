@@ -1,0 +1,113 @@
+"""The train job's data: which pairs (real training pairs plus kept synthetic ones), the validation
+images, and the Ray Data pipeline that turns pairs into tensors (pairaug_ray/stages/train_data.py)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import ray
+from ray.data import ActorPoolStrategy
+from ray.data.expressions import col
+
+from pairaug_ray import schema
+from pairaug_ray.config import ConfigError, JobConfig, TrainConfig
+from pairaug_ray.manifest import read_manifest
+from pairaug_ray.pipeline.common import real_pairs_root
+from pairaug_ray.stages.train_data import PreprocessPairs
+
+log = logging.getLogger(__name__)
+
+PAIR_COLUMNS = [
+    schema.PAIR_ID,
+    schema.IMAGE_URI,
+    schema.REPORT,
+    schema.FINDINGS,
+    schema.IMPRESSION,
+    schema.ORIGIN,
+]
+
+
+def _select(ds: ray.data.Dataset) -> ray.data.Dataset:
+    return ds.map_batches(
+        lambda t: schema.conform(t, all_optional=True).select(PAIR_COLUMNS), batch_format="pyarrow"
+    )
+
+
+def training_pairs(cfg: JobConfig) -> tuple[ray.data.Dataset, dict[str, Any]]:
+    """The real training pairs and the synthetic ones the config asks for, and how many of each."""
+    t = cfg.train
+    real_root = t.real or real_pairs_root(cfg)
+    real = read_manifest(real_root).filter(
+        expr=(col(schema.STATUS) == schema.STATUS_OK) & (col(schema.SPLIT) == "train")
+    )
+    n_real = real.count()
+    if n_real == 0:
+        raise ConfigError(f"no real training pairs in {real_root} (status ok, split train)")
+    info: dict[str, Any] = {"real": {"root": real_root, "pairs": n_real}, "synthetic": {}}
+    ds = _select(real)
+    if t.synthetic_origins:
+        syn_root = t.synthetic or cfg.synthetic_dir()
+        syn = read_manifest(syn_root).filter(
+            expr=(col(schema.KEPT) == True)  # noqa: E712 (an expression, not a comparison)
+            & (col(schema.STATUS) == schema.STATUS_OK)
+            & col(schema.ORIGIN).is_in(list(t.synthetic_origins))
+        )
+        n_syn = syn.count()
+        if t.synthetic_ratio is not None and n_syn:
+            fraction = min(1.0, t.synthetic_ratio * n_real / n_syn)
+            syn = syn.random_sample(fraction, seed=cfg.run.seed)
+            n_syn = syn.count()
+        info["synthetic"] = {
+            "root": syn_root,
+            "origins": list(t.synthetic_origins),
+            "ratio": t.synthetic_ratio,
+            "pairs": n_syn,
+        }
+        if n_syn:
+            ds = ds.union(_select(syn))
+    info["pairs"] = n_real + info["synthetic"].get("pairs", 0)
+    # Materialised before the trainer starts: only the manifest rows (ids, paths, text; images are
+    # decoded later, per batch), a few hundred MB for MIMIC-CXR. Reading them while the training
+    # workers already hold their CPUs would leave the read tasks nothing to run on, on small clusters.
+    return ds.materialize(), info
+
+
+def validation_rows(cfg: JobConfig) -> list[dict[str, Any]]:
+    """Real validation pairs with at least one label that has both classes (else none: val_auc is off)."""
+    t = cfg.train
+    if not t.validation:
+        return []
+    root = t.real or real_pairs_root(cfg)
+    label_cols = [schema.label_column(lb) for lb in t.validation_labels]
+    ds = read_manifest(root)
+    if any(c not in ds.columns() for c in label_cols):
+        log.warning("validation AUC off: %s has no label columns %s", root, label_cols)
+        return []
+    rows = (
+        ds.filter(expr=(col(schema.STATUS) == schema.STATUS_OK) & (col(schema.SPLIT) == t.validation_split))
+        .select_columns([schema.IMAGE_URI, *label_cols])
+        .limit(t.validation_max_images)
+        .take_all()
+    )
+    # Not mentioned counts as negative, uncertain is left out (as the evaluation does by default).
+    for r in rows:
+        r["labels"] = [None if r[c] == -1 else float(r[c] == 1) for c in label_cols]
+    usable = [j for j in range(len(label_cols)) if len({r["labels"][j] for r in rows} - {None}) == 2]
+    if not usable:
+        log.warning(
+            "validation AUC off: no label has both classes in %d %s rows", len(rows), t.validation_split
+        )
+        return []
+    return [{"uri": r[schema.IMAGE_URI], "labels": r["labels"]} for r in rows]
+
+
+def preprocessed(ds: ray.data.Dataset, t: TrainConfig, size: int, seed: int) -> ray.data.Dataset:
+    return ds.randomize_block_order(seed=seed).map_batches(
+        PreprocessPairs,
+        fn_constructor_kwargs={"cfg": t, "size": size, "tokenizer_source": t.init, "seed": seed},
+        compute=ActorPoolStrategy(min_size=1, max_size=max(1, t.num_workers)),
+        num_cpus=0.5,
+        batch_size=16,
+        batch_format="pyarrow",
+    )

@@ -1,0 +1,225 @@
+"""The `train` job: check the config against the cluster, gather the pairs, run the TorchTrainer,
+and summarise the run (metrics, checkpoints, the model folder to use as a scorer)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+from pairaug_ray import progress, storage
+from pairaug_ray.config import ConfigError, JobConfig, TrainConfig
+from pairaug_ray.pipeline.train.data import preprocessed, training_pairs, validation_rows
+from pairaug_ray.pipeline.train.loop import META_FILE, MODEL_DIR, train_loop_per_worker
+from pairaug_ray.runtime import init_ray
+
+log = logging.getLogger(__name__)
+
+
+def _storage(uri: str):
+    """Ray Train's storage_path and filesystem: S3 through s3fs (which honours AWS_ENDPOINT_URL)."""
+    if storage.is_s3(uri):
+        import pyarrow.fs
+        import s3fs
+
+        return uri.removeprefix("s3://"), pyarrow.fs.PyFileSystem(
+            pyarrow.fs.FSSpecHandler(s3fs.S3FileSystem())
+        )
+    return storage.absolute(uri), None
+
+
+def _should_cache(t: TrainConfig, pairs: int, size: int) -> bool:
+    if t.cache_preprocessed != "auto":
+        return t.cache_preprocessed == "always"
+    if t.augment_image.enabled:
+        return False
+    tensor_bytes = pairs * (3 * size * size * 4 + 2 * 77 * 8 + 64)
+    store = ray.available_resources().get("object_store_memory", 0)
+    return tensor_bytes < 0.25 * store
+
+
+def check_train_cpus(t: TrainConfig) -> None:
+    """On a local Ray, workers that reserve every CPU leave none for the ingest actors: it would hang."""
+    total = ray.cluster_resources().get("CPU", 0)
+    reserved = max(1, t.num_workers) * t.cpus_per_worker + 0.5
+    if not t.use_gpu and reserved > total:
+        raise ConfigError(
+            f"train.num_workers x train.cpus_per_worker ({max(1, t.num_workers)} x {t.cpus_per_worker}) plus 0.5 CPU "
+            f"for data preprocessing exceeds the cluster's {total:g} CPUs; lower train.cpus_per_worker (e.g. 0.5)"
+        )
+
+
+def train_job(cfg: JobConfig, *, step_hook: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train (or resume) `train.name` under the train storage; returns metrics and checkpoint paths.
+
+    `step_hook(state)`, if given, runs on every worker after every optimiser step (it is pickled to
+    the workers): instrumentation, and the tests' fault injection."""
+    from pairaug_ray.models.clip import PRESETS
+
+    t = cfg.train
+    _check_medcutmix(t, PRESETS)
+    init_ray(cfg.ray)
+    check_train_cpus(t)
+    pairs, info = training_pairs(cfg)
+    validation = validation_rows(cfg)
+    info["validation"] = {"pairs": len(validation), "labels": t.validation_labels} if validation else None
+    steps_per_epoch = info["pairs"] // t.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"{info['pairs']} training pairs are fewer than one global batch (train.batch_size {t.batch_size})"
+        )
+    size = _vision_setting(t, PRESETS, "image_size")
+    storage_path, fs = _storage(cfg.train_dir())
+    train_data = preprocessed(pairs, t, size, cfg.run.seed)
+    info["cached"] = _should_cache(t, info["pairs"], size)
+    if info["cached"]:
+        # Materialised once: every epoch then reads tensors instead of re-decoding images (the loader
+        # stall in docs/benchmarks.md); Ray Train still shuffles locally per epoch.
+        train_data = train_data.materialize()
+    meta = {
+        "preset": t.preset,
+        "init": t.init,
+        "text": t.text,
+        "image_size": size,
+        "data": info,
+        "batch_size": t.batch_size,
+        "num_workers": t.num_workers,
+        "optimizer": t.optimizer,
+        "lr": t.lr,
+    }
+    total_steps = steps_per_epoch * t.epochs
+    what = f"{t.preset} CLIP on {info['pairs']} pairs, {t.num_workers} worker(s), {total_steps} steps"
+    with (
+        progress.stage("train", what) as shown,
+        progress.bar("train", total=total_steps, unit="steps") as counter,
+    ):
+        result = _fit(
+            cfg, train_data, meta, steps_per_epoch, validation, storage_path, fs, step_hook, counter
+        )
+        shown["line"] = (
+            f"step {result.metrics.get('step')}, loss {result.metrics.get('loss', float('nan')):.4f}"
+        )
+    return _summary(cfg, result, meta)
+
+
+def _fit(cfg, train_data, meta, steps_per_epoch, validation, storage_path, fs, step_hook, counter):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    t = cfg.train
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "train": t.model_dump(mode="json"),
+            "seed": cfg.run.seed,
+            "steps_per_epoch": steps_per_epoch,
+            "meta": meta,
+            "step_hook": step_hook,
+            "progress": counter,
+            "validation": validation,
+            # Ray Train's local mode does not persist checkpoints; the loop writes them here itself.
+            "local_dir": storage.join(cfg.train_dir(), t.name) if t.num_workers == 0 else None,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=t.num_workers,
+            use_gpu=t.use_gpu,
+            resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})},
+        ),
+        run_config=RunConfig(
+            name=t.name,
+            storage_path=storage_path,
+            storage_filesystem=fs,
+            # With val_auc, the kept checkpoints are the best by it (the ensemble's top-k); Ray Train
+            # always keeps the latest too, which a restart resumes from.
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=t.keep_checkpoints,
+                checkpoint_score_attribute="val_auc" if validation else None,
+                checkpoint_score_order="max",
+            ),
+            failure_config=FailureConfig(max_failures=t.max_failures),
+        ),
+        datasets={"train": train_data},
+    )
+    log.info("training %s: %s", t.preset, json.dumps(meta["data"], default=str))
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    return result
+
+
+def _summary(cfg: JobConfig, result: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    t = cfg.train
+    run_dir = storage.join(cfg.train_dir(), t.name)
+    if t.num_workers == 0:  # local mode: the loop wrote its checkpoints to storage itself
+        steps = sorted(p for p in storage.list_files(run_dir, META_FILE) if "/checkpoint_step" in p)
+        checkpoint, fs = (
+            (steps[-1].rsplit("/", 1)[0].removeprefix("s3://") if steps else None),
+            _storage(run_dir)[1],
+        )
+    else:
+        checkpoint = result.checkpoint.path if result.checkpoint else None
+    final = json.loads(storage.read_text(f"{_uri(checkpoint, fs)}/{META_FILE}")) if checkpoint else {}
+    state = final.get("state", {})
+    summary = {
+        "run": run_dir,
+        "metrics": result.metrics,
+        "checkpoint": _uri(checkpoint, fs),
+        "model": _uri(f"{checkpoint}/{MODEL_DIR}", fs) if checkpoint else None,
+        "history": state.get("history", []),
+        "restored_from": state.get("restored_from", []),
+        "val_history": state.get("val_history", []),
+        **meta,
+    }
+    storage.write_json(storage.join(run_dir, "train_summary.json"), summary)
+    return summary
+
+
+def _check_medcutmix(t: TrainConfig, presets: dict) -> None:
+    if not t.medcutmix.enabled:
+        return
+    layers = _vision_setting(t, presets, "num_hidden_layers")
+    if t.medcutmix.layer >= layers:
+        raise ConfigError(
+            f"train.medcutmix.layer {t.medcutmix.layer}: the image encoder has layers 0..{layers - 1}"
+        )
+
+
+def _uri(path: str | None, fs) -> str | None:
+    return None if path is None else (f"s3://{path}" if fs is not None else path)
+
+
+def _vision_setting(t: TrainConfig, presets: dict, key: str) -> int:
+    """A vision-tower setting of the model to train: from the init checkpoint's config, else the preset."""
+    if t.init:
+        from transformers import CLIPConfig
+
+        return int(getattr(CLIPConfig.from_pretrained(t.init).vision_config, key))
+    return int(presets[t.preset]["vision_config"][key])
+
+
+def format_train(summary: dict[str, Any]) -> str:
+    m = summary.get("metrics") or {}
+    d = summary["data"]
+    syn = d.get("synthetic") or {}
+    return "\n".join(
+        [
+            f"trained {summary['preset']} on {d['pairs']} pairs ({d['real']['pairs']} real, {syn.get('pairs', 0)} synthetic "
+            f"{'+'.join(syn.get('origins', [])) or ''}) with {summary['num_workers']} worker(s)",
+            f"  step {m.get('step')}, epoch {m.get('epoch')}, loss {m.get('loss', float('nan')):.4f}, "
+            f"{m.get('samples_per_s', 0):.1f} samples/s",
+            *(
+                [
+                    f"  validation zero-shot AUC {summary['val_history'][-1]['val_auc']:.4f} at step "
+                    f"{summary['val_history'][-1]['step']} (best {max(v['val_auc'] for v in summary['val_history']):.4f})"
+                ]
+                if summary.get("val_history")
+                else []
+            ),
+            f"  checkpoint  {summary['checkpoint']}",
+            f"  model       {summary['model']}   (a transformers CLIP folder: use it as score.model)",
+            f"  summary     {summary['run']}/train_summary.json",
+        ]
+    )
