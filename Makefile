@@ -18,7 +18,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup browser demo test test-fast lint format clean
+.PHONY: setup browser demo test test-fast lint format k8s clean
 
 setup: $(STAMP)
 
@@ -55,6 +55,10 @@ lint: setup
 format: setup
 	$(BIN)/ruff format pairaug_ray tests bench
 	$(BIN)/ruff check --fix pairaug_ray tests bench
+
+# k8s/serviceaccount.yaml and k8s/rayjob-*.yaml are rendered from the Helm chart (k8s/values.yaml).
+k8s: $(HELM)
+	$(BIN)/python .ci/render_k8s.py --helm $(HELM)
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -62,6 +62,8 @@ def rendered() -> dict[str, list[dict]]:
 def manifests() -> list[dict]:
     docs = []
     for path in sorted(K8S.glob("*.yaml")):
+        if path.name == "values.yaml":  # the values the chart renders k8s/ from, not a manifest
+            continue
         docs += [d for d in yaml.load_all(path.read_text(), Loader=Loader) if d]
     return docs
 
@@ -129,8 +131,11 @@ def groups(cluster_spec: dict) -> list[tuple[str, dict]]:
 
 def pod_specs(obj: dict) -> list[tuple[str, dict]]:
     """Every pod spec an object will create: Ray groups and RayJob submitters."""
-    found = [(f"{obj['kind']}/{obj['metadata']['name']}/{name}", g["template"]["spec"])
-             for spec in cluster_specs(obj) for name, g in groups(spec)]  # fmt: skip
+    found = [
+        (f"{obj['kind']}/{obj['metadata']['name']}/{name}", g["template"]["spec"])
+        for spec in cluster_specs(obj)
+        for name, g in groups(spec)
+    ]
     if obj["kind"] == "RayJob" and "submitterPodTemplate" in obj["spec"]:
         found.append(
             (f"RayJob/{obj['metadata']['name']}/submitter", obj["spec"]["submitterPodTemplate"]["spec"])
@@ -156,8 +161,10 @@ def check_objects(docs: list[dict], validators) -> None:
             assert len(name) <= limit and DNS1035.match(name), (
                 f"{obj['kind']} name {name!r} refused by KubeRay"
             )
-            to_core = [({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": s}, where)
-                       for where, s in pod_specs(obj)]  # fmt: skip
+            to_core = [
+                ({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": s}, where)
+                for where, s in pod_specs(obj)
+            ]
         else:
             to_core = [(obj, f"{obj['kind']}/{name}")]
         for core, where in to_core:
@@ -234,8 +241,13 @@ def test_default_cluster_layout(rendered):
     (rc,) = only(docs, "RayCluster")
     spec = rc["spec"]
     assert rc["metadata"]["name"] == "pairaug" and spec["rayVersion"] == "2.60.0"
-    for key in ("helm.sh/chart", "app.kubernetes.io/name", "app.kubernetes.io/instance",
-                "app.kubernetes.io/version", "app.kubernetes.io/managed-by"):  # fmt: skip
+    for key in (
+        "helm.sh/chart",
+        "app.kubernetes.io/name",
+        "app.kubernetes.io/instance",
+        "app.kubernetes.io/version",
+        "app.kubernetes.io/managed-by",
+    ):
         assert all(key in d["metadata"]["labels"] for d in docs), key
     # Autoscaling: in-tree, v2, with the idle timeout and upscaling mode of values.yaml.
     assert spec["enableInTreeAutoscaling"] is True
@@ -358,8 +370,15 @@ def test_rayjob_mode(rendered):
 
 def test_long_names_are_truncated(crd_validators):
     release = "a-very-long-release-name-for-the-radiology-team-xyz"  # Helm allows up to 53
-    docs = render("--set", "jobs.evaluate.enabled=true", "--set", "jobs.augment.enabled=true",
-                  "--set-string", "pipelineConfigs.files.a\\.yaml=run: {}", release=release)  # fmt: skip
+    docs = render(
+        "--set",
+        "jobs.evaluate.enabled=true",
+        "--set",
+        "jobs.augment.enabled=true",
+        "--set-string",
+        "pipelineConfigs.files.a\\.yaml=run: {}",
+        release=release,
+    )
     check_objects(docs, crd_validators)
     names = {d["kind"]: d["metadata"]["name"] for d in docs}
     assert len(names["RayCluster"]) == 53
@@ -436,6 +455,23 @@ def test_values_yaml_documents_every_key():
 # --- k8s/: plain manifests -------------------------------------------------------------------------------
 
 
+def test_plain_manifests_are_the_charts_rendering(tmp_path):
+    """k8s/serviceaccount.yaml and k8s/rayjob-*.yaml are `make k8s`'s rendering of the chart: a change
+    to the chart or to k8s/values.yaml that is not rendered into them fails here."""
+    import sys
+
+    script = [sys.executable, str(REPO / ".ci" / "render_k8s.py"), "--helm", str(HELM), "--check"]
+    proc = subprocess.run(script, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    # The check can fail: a hand edit of a copy is found.
+    for f in K8S.glob("*.yaml"):
+        shutil.copy(f, tmp_path / f.name)
+    edited = tmp_path / "rayjob-train.yaml"
+    edited.write_text(edited.read_text().replace("backoffLimit: 1", "backoffLimit: 5"))
+    proc = subprocess.run([*script, "--dir", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 1 and "+  backoffLimit: 1" in proc.stdout and "make k8s" in proc.stderr
+
+
 def test_plain_manifests_validate(manifests, crd_validators):
     kinds = sorted(d["kind"] for d in manifests)
     assert kinds.count("RayJob") == 3 and kinds.count("RayService") == 1
@@ -495,6 +531,15 @@ def test_quick_start_of_the_docs_renders(crd_validators, tmp_path):
     (cm,) = only(docs, "ConfigMap")
     assert cm["data"]["demo.yaml"].strip() == (REPO / "configs" / "demo.yaml").read_text().strip()
     # The RayJob-mode example of the docs.
-    jobs = render("-f", str(CHART / "values.yaml"), "--set", "cluster.enabled=false", "--set", "jobs.augment.enabled=true",
-                  "--set", "jobs.augment.config=s3://bucket/configs/augment.yaml", release="pairaug-exp1")  # fmt: skip
+    jobs = render(
+        "-f",
+        str(CHART / "values.yaml"),
+        "--set",
+        "cluster.enabled=false",
+        "--set",
+        "jobs.augment.enabled=true",
+        "--set",
+        "jobs.augment.config=s3://bucket/configs/augment.yaml",
+        release="pairaug-exp1",
+    )
     assert [d["metadata"]["name"] for d in only(jobs, "RayJob")] == ["pairaug-exp1-augment"]

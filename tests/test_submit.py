@@ -90,7 +90,8 @@ def test_build_rayjob_from_a_template():
     assert yaml.safe_load(spec["runtimeEnvYAML"]) == {"env_vars": {"A": "1"}}
     assert spec["shutdownAfterJobFinishes"] is True and spec["rayClusterSpec"]["rayVersion"] == "2.60.0"
     images = {c["image"] for c in submit._containers(spec)}
-    assert images == {"reg.example/pairaug:9"} and len(submit._containers(spec)) == 3  # head, gpu, submitter
+    # head, CPU workers, GPU workers, submitter: every container takes the image
+    assert images == {"reg.example/pairaug:9"} and len(submit._containers(spec)) == 4
     # On an existing cluster, the template's own cluster and its lifetime settings go away.
     job = build_rayjob(cmd, "x", cluster="pairaug", template=template)
     assert job["spec"]["clusterSelector"] == {"ray.io/cluster": "pairaug"}
@@ -218,10 +219,25 @@ def submit_in_thread(argv: list[str]) -> tuple[threading.Thread, dict]:
 def test_rayjob_on_an_existing_cluster_succeeds(kube, capsys):
     name = "pairaug-augment-t1"
     thread, result = submit_in_thread(
-        ["--rayjob", "--kubeconfig", kube.kubeconfig, "--cluster", "pairaug", "--name", name,
-         "--runtime-env-json", '{"env_vars": {"AWS_REGION": "eu-west-1"}}', "--poll-interval", "0.05",
-         "--", "pairaug", "augment", "--config", "/etc/pairaug/configs/demo.yaml"]
-    )  # fmt: skip
+        [
+            "--rayjob",
+            "--kubeconfig",
+            kube.kubeconfig,
+            "--cluster",
+            "pairaug",
+            "--name",
+            name,
+            "--runtime-env-json",
+            '{"env_vars": {"AWS_REGION": "eu-west-1"}}',
+            "--poll-interval",
+            "0.05",
+            "--",
+            "pairaug",
+            "augment",
+            "--config",
+            "/etc/pairaug/configs/demo.yaml",
+        ]
+    )
     op = FakeOperator(kube, name)  # the namespace comes from the kubeconfig context
     job = op.wait_for_job()
     assert job["spec"]["clusterSelector"] == {"ray.io/cluster": "pairaug"}
@@ -247,10 +263,27 @@ def test_rayjob_on_an_existing_cluster_succeeds(kube, capsys):
 def test_rayjob_from_a_template_that_fails(kube, capsys):
     name = "pairaug-train-t2"
     thread, result = submit_in_thread(
-        ["--rayjob", "--kubeconfig", kube.kubeconfig, "-n", "ml", "--template", str(REPO / "k8s" / "rayjob-train.yaml"),
-         "--image", "reg.example/pairaug:0.1.0", "--name", name, "--poll-interval", "0.05",
-         "--", "pairaug", "train", "--config", "s3://b/train.yaml"]
-    )  # fmt: skip
+        [
+            "--rayjob",
+            "--kubeconfig",
+            kube.kubeconfig,
+            "-n",
+            "ml",
+            "--template",
+            str(REPO / "k8s" / "rayjob-train.yaml"),
+            "--image",
+            "reg.example/pairaug:0.1.0",
+            "--name",
+            name,
+            "--poll-interval",
+            "0.05",
+            "--",
+            "pairaug",
+            "train",
+            "--config",
+            "s3://b/train.yaml",
+        ]
+    )
     op = FakeOperator(kube, name, namespace="ml")
     job = op.wait_for_job()
     assert job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"] == (
@@ -274,9 +307,23 @@ def test_rayjob_from_a_template_that_fails(kube, capsys):
 def test_rayjob_deleted_while_followed(kube, capsys):
     name = "pairaug-evaluate-t3"
     thread, result = submit_in_thread(
-        ["--rayjob", "--kubeconfig", kube.kubeconfig, "--cluster", "pairaug", "--name", name,
-         "--poll-interval", "0.05", "--", "pairaug", "evaluate", "--config", "s3://b/e.yaml"]
-    )  # fmt: skip
+        [
+            "--rayjob",
+            "--kubeconfig",
+            kube.kubeconfig,
+            "--cluster",
+            "pairaug",
+            "--name",
+            name,
+            "--poll-interval",
+            "0.05",
+            "--",
+            "pairaug",
+            "evaluate",
+            "--config",
+            "s3://b/e.yaml",
+        ]
+    )
     op = FakeOperator(kube, name)
     op.wait_for_job()
     kube.custom.delete_namespaced_custom_object("ray.io", "v1", "team", "rayjobs", name)
@@ -286,8 +333,21 @@ def test_rayjob_deleted_while_followed(kube, capsys):
 
 
 def test_rayjob_no_wait_and_name_clash(kube, capsys):
-    argv = ["--rayjob", "--kubeconfig", kube.kubeconfig, "--cluster", "pairaug", "--name", "pairaug-job-t4",
-            "--no-wait", "--", "pairaug", "augment", "--config", "s3://b/a.yaml"]  # fmt: skip
+    argv = [
+        "--rayjob",
+        "--kubeconfig",
+        kube.kubeconfig,
+        "--cluster",
+        "pairaug",
+        "--name",
+        "pairaug-job-t4",
+        "--no-wait",
+        "--",
+        "pairaug",
+        "augment",
+        "--config",
+        "s3://b/a.yaml",
+    ]
     assert run(argv) == EXIT_OK
     assert (
         "not waiting; follow it with: kubectl -n team get rayjob pairaug-job-t4 -w" in capsys.readouterr().out
@@ -316,18 +376,53 @@ def ray_head():
     bin_dir = Path(sys.executable).parent
     gcs, dash, agent, client, metrics, env_agent = _free_ports(6)
     token = secrets.token_hex(16)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    }
     env.pop("RAY_ADDRESS", None)
     temp_dir = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # short: Ray's socket paths live under it
     head = subprocess.Popen(
-        [str(bin_dir / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
-         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--dashboard-agent-listen-port", str(agent),
-         "--ray-client-server-port", str(client), "--metrics-export-port", str(metrics),
-         "--runtime-env-agent-port", str(env_agent), "--num-cpus", "2", "--object-store-memory", "300000000",
-         "--include-dashboard", "true", "--disable-usage-stats", "--temp-dir", temp_dir],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        [
+            str(bin_dir / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(gcs),
+            "--dashboard-host",
+            "127.0.0.1",
+            "--dashboard-port",
+            str(dash),
+            "--dashboard-agent-listen-port",
+            str(agent),
+            "--ray-client-server-port",
+            str(client),
+            "--metrics-export-port",
+            str(metrics),
+            "--runtime-env-agent-port",
+            str(env_agent),
+            "--num-cpus",
+            "2",
+            "--object-store-memory",
+            "300000000",
+            "--include-dashboard",
+            "true",
+            "--disable-usage-stats",
+            "--temp-dir",
+            temp_dir,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{dash}"
     try:
         deadline = time.monotonic() + 120
@@ -363,8 +458,22 @@ def test_job_api_success_with_working_dir_and_runtime_env(ray_head, tmp_path, ca
     monkeypatch.setenv("RAY_AUTH_TOKEN", token)
     (tmp_path / "marker.txt").write_text("from the working dir")
     code = "import os; print('job says', os.environ['PROBE'], '|', open('marker.txt').read())"
-    rc = run(["--address", url, "--working-dir", str(tmp_path), "--runtime-env-json", '{"env_vars": {"PROBE": "hi"}}',
-              "--poll-interval", "0.2", "--", "python", "-c", code])  # fmt: skip
+    rc = run(
+        [
+            "--address",
+            url,
+            "--working-dir",
+            str(tmp_path),
+            "--runtime-env-json",
+            '{"env_vars": {"PROBE": "hi"}}',
+            "--poll-interval",
+            "0.2",
+            "--",
+            "python",
+            "-c",
+            code,
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == EXIT_OK, out
     assert "job says hi | from the working dir" in out and "SUCCEEDED" in out
@@ -375,8 +484,20 @@ def test_job_api_success_with_working_dir_and_runtime_env(ray_head, tmp_path, ca
 def test_job_api_failure_exits_nonzero(ray_head, capsys, monkeypatch):
     url, token = ray_head
     monkeypatch.setenv("RAY_AUTH_TOKEN", token)
-    rc = run(["--address", url, "--submission-id", "pairaug-fails", "--poll-interval", "0.2",
-              "--", "python", "-c", "import sys; print('about to fail'); sys.exit(3)"])  # fmt: skip
+    rc = run(
+        [
+            "--address",
+            url,
+            "--submission-id",
+            "pairaug-fails",
+            "--poll-interval",
+            "0.2",
+            "--",
+            "python",
+            "-c",
+            "import sys; print('about to fail'); sys.exit(3)",
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == EXIT_FAILED
     assert "about to fail" in captured.out
@@ -406,13 +527,36 @@ def test_the_augment_job_runs_as_a_ray_job(ray_head, ray_local, tiny_models, tmp
     url, token = ray_head
     monkeypatch.setenv("RAY_AUTH_TOKEN", token)
     out = tmp_path / "run"
-    overrides = [f"run.output_dir={out}", "corpus.phantom.patients=3", "ray.progress_bars=false",
-                 f"models.diffusion={tiny_models['diffusion']}", f"models.scorer={tiny_models['scorer']}",
-                 "generate.height=64", "generate.width=64", "generate.inter.num_inference_steps=4",
-                 "generate.intra.num_inference_steps=4", "augment.examples=1"]  # fmt: skip
-    rc = run(["--address", url, "--working-dir", str(REPO), "--poll-interval", "0.5", "--",
-              "python", "-m", "pairaug_ray", "augment", "--config", "configs/demo.yaml",
-              *[a for o in overrides for a in ("--set", o)]])  # fmt: skip
+    overrides = [
+        f"run.output_dir={out}",
+        "corpus.phantom.patients=3",
+        "ray.progress_bars=false",
+        f"models.diffusion={tiny_models['diffusion']}",
+        f"models.scorer={tiny_models['scorer']}",
+        "generate.height=64",
+        "generate.width=64",
+        "generate.inter.num_inference_steps=4",
+        "generate.intra.num_inference_steps=4",
+        "augment.examples=1",
+    ]
+    rc = run(
+        [
+            "--address",
+            url,
+            "--working-dir",
+            str(REPO),
+            "--poll-interval",
+            "0.5",
+            "--",
+            "python",
+            "-m",
+            "pairaug_ray",
+            "augment",
+            "--config",
+            "configs/demo.yaml",
+            *[a for o in overrides for a in ("--set", o)],
+        ]
+    )
     log = capsys.readouterr().out
     assert rc == EXIT_OK, log[-3000:]
     assert "augment job 'demo' finished" in log and token not in log
