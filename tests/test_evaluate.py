@@ -78,6 +78,29 @@ def test_missing_labels_are_left_out_per_label():
     )
 
 
+def test_a_label_without_positives_is_null_with_its_reason_in_strict_json():
+    from pairaug_ray import storage
+    from pairaug_ray.eval.metrics import evaluate, format_interval
+
+    rng = np.random.default_rng(0)
+    y = np.stack([rng.integers(0, 2, 60), np.zeros(60)], axis=1).astype(float)  # "b" has no positives
+    m = evaluate(y, rng.random((60, 2)), ["a", "b"], n_bootstrap=50)
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    back = json.loads(storage.json_text(m), parse_constant=refuse)  # what jq and JavaScript accept
+    auc = back["per_label"]["b"]["auc"]
+    assert (
+        auc["mean"] is None and auc["observed"] is None and auc["undefined"] == "no positives in this split"
+    )
+    assert (
+        back["per_label"]["a"]["auc"]["mean"] is not None and "undefined" not in back["per_label"]["a"]["auc"]
+    )
+    assert back["macro"]["auc"]["mean"] == pytest.approx(back["per_label"]["a"]["auc"]["mean"], abs=1e-4)
+    assert format_interval(auc) == "n/a (no positives in this split)"
+
+
 def test_threshold_rule_on_hand_made_cases():
     y = np.array([1, 1, 0, 0, 1.0])
     s = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
@@ -193,10 +216,14 @@ def test_chexpert_test_ground_truth_layout(tmp_path):
     """CheXzero's test labels (groundtruth.csv of the CheXpert test set): one row per study."""
     from pairaug_ray.eval.datasets import from_chexpert
 
-    header = ("Study,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,Lung Opacity,Lung Lesion,Edema,"
-              "Consolidation,Pneumonia,Atelectasis,Pneumothorax,Pleural Effusion,Pleural Other,Fracture,Support Devices")  # fmt: skip
-    rows = ["CheXpert-v1.0/test/patient64741/study1,0,1,1,1,0,0,0,0,1,0,0,0,0,1",
-            "CheXpert-v1.0/test/patient64742/study1,1,0,0,0,0,0,0,0,0,0,0,0,0,0"]  # fmt: skip
+    header = (
+        "Study,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,Lung Opacity,Lung Lesion,Edema,"
+        "Consolidation,Pneumonia,Atelectasis,Pneumothorax,Pleural Effusion,Pleural Other,Fracture,Support Devices"
+    )
+    rows = [
+        "CheXpert-v1.0/test/patient64741/study1,0,1,1,1,0,0,0,0,1,0,0,0,0,1",
+        "CheXpert-v1.0/test/patient64742/study1,1,0,0,0,0,0,0,0,0,0,0,0,0,0",
+    ]
     (tmp_path / "groundtruth.csv").write_text("\n".join([header, *rows]) + "\n")
     data = from_chexpert(
         str(tmp_path / "groundtruth.csv"), "s3://b/chexpert", ["Atelectasis", "Cardiomegaly"]
@@ -276,8 +303,22 @@ def test_metrics_cli_matches_ids_and_rejects_bad_input(tmp_path, capsys):
         tmp_path / "scores.csv", index=False
     )
     out = tmp_path / "m.json"
-    assert main(["metrics", "--labels", str(tmp_path / "labels.csv"), "--scores", str(tmp_path / "scores.csv"),
-                 "--bootstrap", "200", "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "metrics",
+                "--labels",
+                str(tmp_path / "labels.csv"),
+                "--scores",
+                str(tmp_path / "scores.csv"),
+                "--bootstrap",
+                "200",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     m = json.loads(out.read_text())
     assert m["per_label"]["a"]["auc"]["observed"] == pytest.approx(roc_auc_score(y[:, 0], s[:, 0]), abs=5e-5)
     assert "macro" in capsys.readouterr().out
@@ -289,8 +330,20 @@ def test_metrics_cli_matches_ids_and_rejects_bad_input(tmp_path, capsys):
         == 2
     )
     assert "no scores for 20 id(s)" in capsys.readouterr().err
-    assert main(["metrics", "--labels", str(tmp_path / "labels.csv"), "--scores", str(tmp_path / "scores.csv"),
-                 "--id-column", "study"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "metrics",
+                "--labels",
+                str(tmp_path / "labels.csv"),
+                "--scores",
+                str(tmp_path / "scores.csv"),
+                "--id-column",
+                "study",
+            ]
+        )
+        == 2
+    )
     assert "no id column 'study'" in capsys.readouterr().err
 
 
@@ -306,14 +359,22 @@ def evaluated(ray_local, phantom_root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("evaluate")
     a = save_clip(build_clip("tiny", seed=1), make_processor(64), tmp / "a")
     b = save_clip(build_clip("tiny", seed=2), make_processor(64), tmp / "b")
-    cfg = parse_config({
-        "run": {"output_dir": str(tmp / "run")},
-        "corpus": {"kind": "manifest", "manifest": phantom_root},
-        "train": {"synthetic_origins": []},
-        "evaluate": {"models": [{"name": "base", "path": a}, {"name": "+PairAug", "path": b}],
-                     "n_bootstrap": 200, "num_cpus": 0.5, "max_actors": 1, "tsne_per_origin": 30, "grid_pairs": 4,
-                     "linear_probe": {"enabled": True, "fractions": [0.1, 1.0]}},
-    })  # fmt: skip
+    cfg = parse_config(
+        {
+            "run": {"output_dir": str(tmp / "run")},
+            "corpus": {"kind": "manifest", "manifest": phantom_root},
+            "train": {"synthetic_origins": []},
+            "evaluate": {
+                "models": [{"name": "base", "path": a}, {"name": "+PairAug", "path": b}],
+                "n_bootstrap": 200,
+                "num_cpus": 0.5,
+                "max_actors": 1,
+                "tsne_per_origin": 30,
+                "grid_pairs": 4,
+                "linear_probe": {"enabled": True, "fractions": [0.1, 1.0]},
+            },
+        }
+    )
     return evaluate_job(cfg)
 
 
@@ -327,8 +388,11 @@ def test_evaluate_job_writes_metrics_predictions_and_report(evaluated, capsys):
     ds = metrics["datasets"]["phantom-test"]
     assert set(ds["models"]) == {"base", "+PairAug"} and ds["info"]["images"] > 10
     # The written predictions give the same numbers through `pairaug metrics`.
-    again = metrics_from_csvs(str(out / "predictions" / "phantom-test--labels.csv"),
-                              str(out / "predictions" / "phantom-test---PairAug.csv"), n_bootstrap=200)  # fmt: skip
+    again = metrics_from_csvs(
+        str(out / "predictions" / "phantom-test--labels.csv"),
+        str(out / "predictions" / "phantom-test---PairAug.csv"),
+        n_bootstrap=200,
+    )
     assert again["macro"]["auc"] == ds["models"]["+PairAug"]["macro"]["auc"]
     assert set(metrics["linear_probe"]["fractions"]) == {"0.1", "1"}
     assert {"roc-phantom-test", "tsne", "pairs-real"} <= {Path(p).stem for p in metrics["figures"].values()}
@@ -353,15 +417,26 @@ def test_report_renders_in_headless_chromium_with_its_images(evaluated, tmp_path
     report = Path(evaluated["output"]) / "report.html"
     # Load the report as it is, plus a script that counts decoded images once the page has loaded.
     probe = tmp_path / "probe.html"
-    probe.write_text(report.read_text().replace(
-        "</body>",
-        "<script>addEventListener('load', () => { const imgs = [...document.images];"
-        " document.title = 'IMAGES ' + imgs.length + ' DECODED ' + imgs.filter(i => i.naturalWidth > 0).length"
-        " + ' TABLES ' + document.querySelectorAll('table').length; });</script></body>",
-    ))  # fmt: skip
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]  # fmt: skip
+    probe.write_text(
+        report.read_text().replace(
+            "</body>",
+            "<script>addEventListener('load', () => { const imgs = [...document.images];"
+            " document.title = 'IMAGES ' + imgs.length + ' DECODED ' + imgs.filter(i => i.naturalWidth > 0).length"
+            " + ' TABLES ' + document.querySelectorAll('table').length; });</script></body>",
+        )
+    )
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=5000",
+    ]
     dom = subprocess.run(
         [_chromium(), *flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120
     )
@@ -371,6 +446,10 @@ def test_report_renders_in_headless_chromium_with_its_images(evaluated, tmp_path
     assert n_images == len(figures) >= 3 and decoded == n_images, title  # all present and decodable
     assert tables >= 3
     shot = tmp_path / "shot.png"
-    subprocess.run([_chromium(), *flags, f"--screenshot={shot}", "--window-size=1200,2000", report.as_uri()],
-                   capture_output=True, timeout=120, check=True)  # fmt: skip
+    subprocess.run(
+        [_chromium(), *flags, f"--screenshot={shot}", "--window-size=1200,2000", report.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one

@@ -20,8 +20,10 @@ validation set and F1/ACC are computed at it.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -130,6 +132,9 @@ def best_f1_threshold(y: np.ndarray, scores: np.ndarray) -> float:
     return float(f1_acc_from_counts(y, scores, np.ones((1, len(y))))[2][0])
 
 
+UNDEFINED = "undefined"  # the key that says why a metric has no value
+
+
 @dataclass(frozen=True)
 class Interval:
     mean: float  # CheXzero's point estimate: the bootstrap mean
@@ -137,8 +142,22 @@ class Interval:
     upper: float
     observed: float  # the metric on the data as it is
 
-    def as_dict(self) -> dict[str, float]:
-        return {k: round(float(v), 4) for k, v in vars(self).items()}
+    def as_dict(self, undefined: str = "no resample has both classes") -> dict[str, Any]:
+        """Rounded values; a value that is not a number (NaN) is null, and `undefined` says why, so
+        that metrics.json stays JSON that any reader accepts."""
+        out: dict[str, Any] = {
+            k: round(float(v), 4) if math.isfinite(v) else None for k, v in vars(self).items()
+        }
+        if any(v is None for v in out.values()):
+            out[UNDEFINED] = undefined
+        return out
+
+
+def format_interval(c: dict[str, Any] | None) -> str:
+    """'0.8123 (0.7711-0.8502)', or 'n/a (<why>)' when the metric is undefined."""
+    if c is None or c.get("mean") is None:
+        return f"n/a ({c.get(UNDEFINED, 'not computed')})" if c else "n/a"
+    return f"{c['mean']:.4f} ({c['lower']:.4f}-{c['upper']:.4f})"
 
 
 def chexzero_interval(replicates: np.ndarray, observed: float) -> Interval:
@@ -195,13 +214,21 @@ def evaluate(
         auc_r, f1_r, acc_r = np.concatenate(auc_r), np.concatenate(f1_r), np.concatenate(acc_r)
         f1_o, acc_o, thr = f1_acc_from_counts(y, s, once, fixed)
         observed = {"auc": auc_from_counts(y, s, once)[0], "f1": f1_o[0], "acc": acc_o[0]}
+        positives, negatives = int(np.nansum(y)), int((y == 0).sum())
+        why = (
+            "no positives in this split"
+            if positives == 0
+            else "no negatives in this split"
+            if negatives == 0
+            else "some resamples have one class"
+        )
         per_label[name] = {
-            "auc": chexzero_interval(auc_r, observed["auc"]).as_dict(),
-            "f1": chexzero_interval(f1_r, observed["f1"]).as_dict(),
-            "acc": chexzero_interval(acc_r, observed["acc"]).as_dict(),
-            "threshold": round(float(thr[0]), 6),
-            "positives": int(np.nansum(y)),
-            "negatives": int((y == 0).sum()),
+            "auc": chexzero_interval(auc_r, observed["auc"]).as_dict(why),
+            "f1": chexzero_interval(f1_r, observed["f1"]).as_dict(why),
+            "acc": chexzero_interval(acc_r, observed["acc"]).as_dict(why),
+            "threshold": round(float(thr[0]), 6) if math.isfinite(thr[0]) else None,
+            "positives": positives,
+            "negatives": negatives,
         }
         for k, r in (("auc", auc_r), ("f1", f1_r), ("acc", acc_r)):
             reps[k].append(r)
@@ -211,8 +238,12 @@ def evaluate(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: a label with one class
             mean_r = np.nanmean(stacked, axis=0)
-            observed = float(np.nanmean([per_label[name][k]["observed"] for name in labels]))
-        macro[k] = chexzero_interval(mean_r, observed).as_dict()
+            observed = float(
+                np.nanmean(
+                    [np.nan if (v := per_label[name][k]["observed"]) is None else v for name in labels]
+                )
+            )
+        macro[k] = chexzero_interval(mean_r, observed).as_dict("no label has both classes in this split")
     return {
         "n": n,
         "labels": list(labels),

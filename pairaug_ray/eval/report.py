@@ -19,8 +19,12 @@ from sklearn.metrics import roc_curve  # noqa: E402
 
 from pairaug_ray import schema, storage  # noqa: E402
 
-ORIGIN_COLOURS = {schema.ORIGIN_REAL: "#1f77b4", schema.ORIGIN_INTER: "#d62728", schema.ORIGIN_INTRA: "#2ca02c",
-                  schema.ORIGIN_AUGTEXT: "#9467bd"}  # fmt: skip
+ORIGIN_COLOURS = {
+    schema.ORIGIN_REAL: "#1f77b4",
+    schema.ORIGIN_INTER: "#d62728",
+    schema.ORIGIN_INTRA: "#2ca02c",
+    schema.ORIGIN_AUGTEXT: "#9467bd",
+}
 
 
 def _png(fig) -> bytes:
@@ -81,8 +85,8 @@ def tsne_figure(image_emb: np.ndarray, text_emb: np.ndarray, origins: list[str],
 
 
 def _ci(c: dict[str, float]) -> str:
-    if c is None or np.isnan(c["mean"]):
-        return "n/a"
+    if c is None or c.get("mean") is None:
+        return f"n/a<br><small>{html.escape(c.get('undefined', '')) if c else ''}</small>"
     return f"{c['mean']:.4f}<br><small>({c['lower']:.4f}&ndash;{c['upper']:.4f})</small>"
 
 
@@ -99,8 +103,10 @@ def comparison_table_html(results: dict[str, Any]) -> str:
             m = results["datasets"][d]["models"].get(model)
             cells += [_ci(m["macro"][k]) if m else "&ndash;" for k in ("auc", "acc", "f1")]
         body.append(f"<tr><th>{html.escape(model)}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    return (f'<table class="cmp"><thead><tr><th rowspan="2">model</th>{head}</tr><tr>{sub}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table>")  # fmt: skip
+    return (
+        f'<table class="cmp"><thead><tr><th rowspan="2">model</th>{head}</tr><tr>{sub}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
 
 
 def per_label_html(dataset: str, ds: dict[str, Any]) -> str:
@@ -130,10 +136,12 @@ table.cmp th{background:#f3f3f3}figure{margin:1em 0}img{max-width:100%}small{col
 
 
 def render_html(results: dict[str, Any], figures: dict[str, bytes], probe_html: str = "") -> str:
-    sections = ["<h2>Zero-shot classification</h2>",
-                "<p>CheXzero's protocol: positive and negative prompts, softmax over the two raw cosines, "
-                "macro averages with 95% bootstrap intervals (mean of 1,000 resamples; 25th and 975th sorted values).</p>",
-                comparison_table_html(results)]  # fmt: skip
+    sections = [
+        "<h2>Zero-shot classification</h2>",
+        "<p>CheXzero's protocol: positive and negative prompts, softmax over the two raw cosines, "
+        "macro averages with 95% bootstrap intervals (mean of 1,000 resamples; 25th and 975th sorted values).</p>",
+        comparison_table_html(results),
+    ]
     for d, ds in results["datasets"].items():
         sections.append(f"<h3>{html.escape(d)} <small>({ds['info']['images']} images)</small></h3>")
         sections.append(per_label_html(d, ds))
@@ -149,8 +157,10 @@ def render_html(results: dict[str, Any], figures: dict[str, bytes], probe_html: 
     if grids:
         sections.append("<h2>Pairs</h2>")
         sections += [_img(k, figures[k], f"{k.removeprefix('pairs-')} pairs") for k in grids]
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>pairaug-ray evaluation</title>"
-            f"<style>{STYLE}</style></head><body><h1>pairaug-ray evaluation</h1>{''.join(sections)}</body></html>")  # fmt: skip
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>pairaug-ray evaluation</title>"
+        f"<style>{STYLE}</style></head><body><h1>pairaug-ray evaluation</h1>{''.join(sections)}</body></html>"
+    )
 
 
 def probe_table_html(probe: dict[str, Any]) -> str:
@@ -159,9 +169,11 @@ def probe_table_html(probe: dict[str, Any]) -> str:
         f"<td>{_ci(r['macro']['acc'])}</td><td>{_ci(r['macro']['f1'])}</td></tr>"
         for f, r in probe["fractions"].items()
     )
-    return (f"<h2>Linear probing</h2><p>{html.escape(probe['model'])} on {html.escape(probe['dataset'])}, frozen "
-            f"image encoder, split {probe['split']}.</p><table><thead><tr><th>train fraction</th><th>rows</th>"
-            f"<th>AUC</th><th>ACC</th><th>F1</th></tr></thead><tbody>{rows}</tbody></table>")  # fmt: skip
+    return (
+        f"<h2>Linear probing</h2><p>{html.escape(probe['model'])} on {html.escape(probe['dataset'])}, frozen "
+        f"image encoder, split {probe['split']}.</p><table><thead><tr><th>train fraction</th><th>rows</th>"
+        f"<th>AUC</th><th>ACC</th><th>F1</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
 
 
 def write(out_dir: str, results: dict[str, Any], figures: dict[str, bytes]) -> dict[str, str]:

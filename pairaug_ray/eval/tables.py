@@ -12,7 +12,7 @@ import pandas as pd
 
 from pairaug_ray import storage
 from pairaug_ray.errors import UserError
-from pairaug_ray.eval.metrics import evaluate
+from pairaug_ray.eval.metrics import evaluate, format_interval
 
 
 class TableInputError(UserError, ValueError):
@@ -77,21 +77,24 @@ def metrics_from_csvs(
 
 
 def format_metrics(m: dict[str, Any]) -> str:
-    def cell(c):
-        return f"{c['mean']:.4f} ({c['lower']:.4f}-{c['upper']:.4f})"
+    cell = format_interval
 
     width = max(len(lb) for lb in [*m["labels"], "macro"])
     lines = [f"{'label':<{width}}  {'AUC (95% CI)':<24} {'ACC (95% CI)':<24} {'F1 (95% CI)':<24} threshold"]
     for lb in m["labels"]:
         v = m["per_label"][lb]
         lines.append(
-            f"{lb:<{width}}  {cell(v['auc']):<24} {cell(v['acc']):<24} {cell(v['f1']):<24} {v['threshold']:.4f}"
+            f"{lb:<{width}}  {cell(v['auc']):<24} {cell(v['acc']):<24} {cell(v['f1']):<24} {_threshold(v['threshold'])}"
         )
     lines.append(
         f"{'macro':<{width}}  {cell(m['macro']['auc']):<24} {cell(m['macro']['acc']):<24} {cell(m['macro']['f1'])}"
     )
     lines.append(f"{m['n']} images, {m['n_bootstrap']} bootstrap resamples, {m['threshold_rule']} threshold")
     return "\n".join(lines)
+
+
+def _threshold(t: float | None) -> str:
+    return "n/a" if t is None else f"{t:.4f}"
 
 
 def load_metrics(run: str) -> dict[str, Any]:

@@ -106,16 +106,26 @@ def validation_auc(
 
     def text(prompts: list[str]) -> np.ndarray:
         ids, mask = tokenize(tokenizer, prompts)
-        f = _features(clip.get_text_features(input_ids=torch.from_numpy(ids).to(device),
-                                             attention_mask=torch.from_numpy(mask).to(device)))  # fmt: skip
+        f = _features(
+            clip.get_text_features(
+                input_ids=torch.from_numpy(ids).to(device), attention_mask=torch.from_numpy(mask).to(device)
+            )
+        )
         return torch.nn.functional.normalize(f.float(), dim=-1).cpu().numpy()
 
-    img = np.concatenate([
-        torch.nn.functional.normalize(
-            _features(clip.get_image_features(pixel_values=pixels[i : i + batch_size].to(device))).float(), dim=-1
-        ).cpu().numpy()
-        for i in range(0, len(pixels), batch_size)
-    ])  # fmt: skip
+    img = np.concatenate(
+        [
+            torch.nn.functional.normalize(
+                _features(
+                    clip.get_image_features(pixel_values=pixels[i : i + batch_size].to(device))
+                ).float(),
+                dim=-1,
+            )
+            .cpu()
+            .numpy()
+            for i in range(0, len(pixels), batch_size)
+        ]
+    )
     probs = zero_shot_probabilities(img, text(list(labels)), text([f"no {lb}" for lb in labels]))
     clip.train(was_training)
     ones = np.ones((1, len(y)))
