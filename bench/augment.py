@@ -45,18 +45,31 @@ from pairaug_ray.stages.score import ScorePairs  # noqa: E402
 
 
 def job(tmp: str, corpus: str, models: dict, size: int, steps: int, out: str):
-    return parse_config({
-        "run": {"name": "bench", "output_dir": out, "seed": 0},
-        "ray": {"num_cpus": 2, "object_store_memory_mb": 512, "progress_bars": False},
-        "corpus": {"kind": "manifest", "manifest": corpus},
-        "models": {"diffusion": models["diffusion"], "scorer": models["scorer"], "cache_dir": os.path.join(tmp, "cache")},
-        "rewrite": {"modes": ["inter", "intra", "paraphrase"], "min_words": 10},
-        "generate": {"height": size, "width": size, "num_gpus": 0, "num_cpus": 0.5, "max_actors": 1,
-                     "inter": {"num_inference_steps": steps, "batch_size": 4}, "intra": {"num_inference_steps": steps}},
-        "score": {"num_cpus": 0.5, "max_actors": 1},
-        "prune": {"tau": -0.12},
-        "augment": {"examples": 0},
-    })  # fmt: skip
+    return parse_config(
+        {
+            "run": {"name": "bench", "output_dir": out, "seed": 0},
+            "ray": {"num_cpus": 2, "object_store_memory_mb": 512, "progress_bars": False},
+            "corpus": {"kind": "manifest", "manifest": corpus},
+            "models": {
+                "diffusion": models["diffusion"],
+                "scorer": models["scorer"],
+                "cache_dir": os.path.join(tmp, "cache"),
+            },
+            "rewrite": {"modes": ["inter", "intra", "paraphrase"], "min_words": 10},
+            "generate": {
+                "height": size,
+                "width": size,
+                "num_gpus": 0,
+                "num_cpus": 0.5,
+                "max_actors": 1,
+                "inter": {"num_inference_steps": steps, "batch_size": 4},
+                "intra": {"num_inference_steps": steps},
+            },
+            "score": {"num_cpus": 0.5, "max_actors": 1},
+            "prune": {"tau": -0.12},
+            "augment": {"examples": 0},
+        }
+    )
 
 
 def table(root: str) -> pa.Table:
@@ -128,8 +141,10 @@ def main() -> None:
                 f"{n:>8} {summary['stages']['validate']['rows']:>5} {pairs:>6} {job_s:>7.1f} {pairs / job_s:>8.2f} "
                 f"{sum(model.values()):>8.1f} {sum(model.values()) / job_s:>10.2f} {mem.peak_mib:>7.0f} MiB"
             )
-            print(f"{'':>8} job stages: {', '.join(f'{k} {v:.1f}' for k, v in seconds.items() if k not in ('total', 'prepare'))}; "
-                  f"plain model time: {stages}")  # fmt: skip
+            print(
+                f"{'':>8} job stages: {', '.join(f'{k} {v:.1f}' for k, v in seconds.items() if k not in ('total', 'prepare'))}; "
+                f"plain model time: {stages}"
+            )
     ray.shutdown()
 
 

@@ -84,8 +84,16 @@ def bench_embedding(n_images: int, preset: str, gpu: bool, batch: int) -> None:
         for i in range(0, len(uris), batch):
             model.embed_images([images.read_image(u) for u in uris[i : i + batch]])
         plain = len(uris) / (time.perf_counter() - t0)
-        cfg = parse_config({"evaluate": {"batch_size": batch, "num_cpus": 1.0, "num_gpus": 1.0 if gpu else 0.0,
-                                          "max_actors": 1 if gpu else 2}})  # fmt: skip
+        cfg = parse_config(
+            {
+                "evaluate": {
+                    "batch_size": batch,
+                    "num_cpus": 1.0,
+                    "num_gpus": 1.0 if gpu else 0.0,
+                    "max_actors": 1 if gpu else 2,
+                }
+            }
+        )
         with PeakMemory() as mem:
             t0 = time.perf_counter()
             embs, kept = embed_images(cfg, data, [model_dir])
@@ -93,8 +101,10 @@ def bench_embedding(n_images: int, preset: str, gpu: bool, batch: int) -> None:
         assert isinstance(kept, pd.DataFrame) and embs[0].shape[0] == len(uris)
     print(f"embedding: {len(uris)} phantom images, {preset} CLIP, batch {batch}, {'GPU' if gpu else 'CPU'}")
     print(f"  plain loop (decode + preprocess + embed): {plain:.1f} images/s")
-    print(f"  Ray Data EmbedImages actors:              {ray_rate:.1f} images/s  (ratio {ray_rate / plain:.2f}, "
-          f"incl. actor start-up; peak RSS {mem.peak_mib:.0f} MiB)")  # fmt: skip
+    print(
+        f"  Ray Data EmbedImages actors:              {ray_rate:.1f} images/s  (ratio {ray_rate / plain:.2f}, "
+        f"incl. actor start-up; peak RSS {mem.peak_mib:.0f} MiB)"
+    )
 
 
 def main() -> None:

@@ -38,9 +38,11 @@ from pairaug_ray.runtime import init_ray  # noqa: E402
 from pairaug_ray.stages.generate import GenerateInter, GenerateIntra  # noqa: E402
 
 SOURCE = "there is a small left pleural effusion. heart size is normal. no pneumothorax."
-TARGETS = ["there is a large left pleural effusion. heart size is normal. no pneumothorax.",
-           "no pleural effusion. the heart is enlarged. no pneumothorax.",
-           "there is a small right pneumothorax. heart size is normal. no pleural effusion."]  # fmt: skip
+TARGETS = [
+    "there is a large left pleural effusion. heart size is normal. no pneumothorax.",
+    "no pleural effusion. the heart is enlarged. no pneumothorax.",
+    "there is a small right pneumothorax. heart size is normal. no pleural effusion.",
+]
 
 
 def tasks(n: int, origin: str) -> list[dict]:
@@ -66,13 +68,29 @@ def plain_loop(model_dir: str, rows: list[dict], cfg, branch: str) -> float:
         if i == warm:
             t0 = time.perf_counter()
         if branch == "inter":
-            pipe([r[schema.REPORT]], num_inference_steps=g.num_inference_steps, guidance_scale=g.guidance_scale,
-                 height=h, width=w, generator=[torch.Generator().manual_seed(i)], output_type="np")  # fmt: skip
+            pipe(
+                [r[schema.REPORT]],
+                num_inference_steps=g.num_inference_steps,
+                guidance_scale=g.guidance_scale,
+                height=h,
+                width=w,
+                generator=[torch.Generator().manual_seed(i)],
+                output_type="np",
+            )
         else:
             prompts = [r[schema.SOURCE_REPORT], r[schema.REPORT]]
             ctrl = p2p.make_controller(pipe, prompts, g.num_inference_steps)
-            p2p.run_with_controller(pipe, prompts, ctrl, num_inference_steps=g.num_inference_steps, guidance_scale=g.guidance_scale,
-                                    height=h, width=w, generator=torch.Generator().manual_seed(i), output_type="np")  # fmt: skip
+            p2p.run_with_controller(
+                pipe,
+                prompts,
+                ctrl,
+                num_inference_steps=g.num_inference_steps,
+                guidance_scale=g.guidance_scale,
+                height=h,
+                width=w,
+                generator=torch.Generator().manual_seed(i),
+                output_type="np",
+            )
     return (len(rows) - warm) / (time.perf_counter() - t0)
 
 
@@ -112,13 +130,29 @@ def control_overhead(model_dir: str, cfg, repeats: int) -> tuple[float, float]:
     batch = latent.expand(2, *latent.shape[1:]).clone()
 
     def plain():
-        pipe(prompts, num_inference_steps=g.num_inference_steps, guidance_scale=g.guidance_scale, height=h, width=h,
-             latents=batch.clone(), output_type="np")  # fmt: skip
+        pipe(
+            prompts,
+            num_inference_steps=g.num_inference_steps,
+            guidance_scale=g.guidance_scale,
+            height=h,
+            width=h,
+            latents=batch.clone(),
+            output_type="np",
+        )
 
     def controlled():
         ctrl = p2p.make_controller(pipe, prompts, g.num_inference_steps)
-        p2p.run_with_controller(pipe, prompts, ctrl, num_inference_steps=g.num_inference_steps,
-                                guidance_scale=g.guidance_scale, height=h, width=h, latents=latent, output_type="np")  # fmt: skip
+        p2p.run_with_controller(
+            pipe,
+            prompts,
+            ctrl,
+            num_inference_steps=g.num_inference_steps,
+            guidance_scale=g.guidance_scale,
+            height=h,
+            width=h,
+            latents=latent,
+            output_type="np",
+        )
 
     times = {}
     for name, fn in (("plain", plain), ("controlled", controlled)):
@@ -150,10 +184,17 @@ def main() -> None:
         # Ray for half a CPU, so that one CPU stays free for Ray Data's read and write tasks).
         actors, per_actor_cpus = (gpus, 1.0) if args.gpu else (2, 0.5)
         cfg = parse_config(
-            {"generate": {"height": args.size, "width": args.size, "num_gpus": 1 if args.gpu else 0, "num_cpus": per_actor_cpus,
-                          "inter": {"num_inference_steps": args.steps, "batch_size": 1},
-                          "intra": {"num_inference_steps": args.steps}}}
-        ).generate  # fmt: skip
+            {
+                "generate": {
+                    "height": args.size,
+                    "width": args.size,
+                    "num_gpus": 1 if args.gpu else 0,
+                    "num_cpus": per_actor_cpus,
+                    "inter": {"num_inference_steps": args.steps, "batch_size": 1},
+                    "intra": {"num_inference_steps": args.steps},
+                }
+            }
+        ).generate
         init_ray(
             RayConfig(num_cpus=args.num_cpus, num_gpus=gpus, object_store_memory_mb=512, progress_bars=False)
         )

@@ -90,10 +90,22 @@ def drain(ds: ray.data.Dataset) -> tuple[int, float, float]:
 
 def ours(base_url: str, n: int, concurrency: int, batch_size: int, actors: int = 1) -> ray.data.Dataset:
     cfg = parse_config(
-        {"rewrite": {"backend": "openai", "max_attempts": 1, "min_words": 0, "batch_size": batch_size,
-                     "openai": {"base_url": base_url, "api_key_env": None, "concurrency": concurrency // actors, "model": "fake",
-                                "timeout_s": 30}}}
-    ).rewrite  # fmt: skip
+        {
+            "rewrite": {
+                "backend": "openai",
+                "max_attempts": 1,
+                "min_words": 0,
+                "batch_size": batch_size,
+                "openai": {
+                    "base_url": base_url,
+                    "api_key_env": None,
+                    "concurrency": concurrency // actors,
+                    "model": "fake",
+                    "timeout_s": 30,
+                },
+            }
+        }
+    ).rewrite
     return tasks(n).map_batches(
         OpenAIRewriter,
         fn_constructor_kwargs={"cfg": cfg, "run_seed": 0},

@@ -22,8 +22,13 @@ LONG_REPORT = " ".join(["there is a small left pleural effusion with adjacent at
 def rewrites(ray_local, phantom_root, tmp_path_factory) -> str:
     """Four InterAug and four IntraAug rewrites of phantom reports (one with an over-long report)."""
     base = tmp_path_factory.mktemp("rw")
-    cfg = parse_config({"run": {"output_dir": str(base / "run")}, "corpus": {"kind": "manifest", "manifest": phantom_root},
-                        "rewrite": {"modes": ["inter", "intra"], "min_words": 10}})  # fmt: skip
+    cfg = parse_config(
+        {
+            "run": {"output_dir": str(base / "run")},
+            "corpus": {"kind": "manifest", "manifest": phantom_root},
+            "rewrite": {"modes": ["inter", "intra"], "min_words": 10},
+        }
+    )
     rewrite_job(cfg)
     rows = [r for r in read_manifest(cfg.rewrite_dir()).take_all() if r[schema.STATUS] == "ok"]
     pick = [r for r in rows if r[schema.ORIGIN] == "inter"][:4] + [
@@ -36,8 +41,16 @@ def rewrites(ray_local, phantom_root, tmp_path_factory) -> str:
 
 
 def _cfg(tmp_path, tiny_models, **generate):
-    gen = {"height": SIZE, "width": SIZE, "num_gpus": 0, "num_cpus": 0.5, "max_actors": 1,
-           "inter": {"num_inference_steps": STEPS, "batch_size": 2}, "intra": {"num_inference_steps": STEPS}, **generate}  # fmt: skip
+    gen = {
+        "height": SIZE,
+        "width": SIZE,
+        "num_gpus": 0,
+        "num_cpus": 0.5,
+        "max_actors": 1,
+        "inter": {"num_inference_steps": STEPS, "batch_size": 2},
+        "intra": {"num_inference_steps": STEPS},
+        **generate,
+    }
     return parse_config(
         {
             "run": {"output_dir": str(tmp_path / "run"), "seed": 5},

@@ -17,15 +17,37 @@ from pairaug_ray.manifest import read_manifest
 
 # The published headers of MIMIC-CXR-JPG v2.0.0.
 METADATA_COLUMNS = [
-    "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows", "Columns",
-    "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",
+    "dicom_id",
+    "subject_id",
+    "study_id",
+    "PerformedProcedureStepDescription",
+    "ViewPosition",
+    "Rows",
+    "Columns",
+    "StudyDate",
+    "StudyTime",
+    "ProcedureCodeSequence_CodeMeaning",
+    "ViewCodeSequence_CodeMeaning",
     "PatientOrientationCodeSequence_CodeMeaning",
-]  # fmt: skip
+]
 CHEXPERT_COLUMNS = [
-    "subject_id", "study_id", "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum",
-    "Fracture", "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other", "Pneumonia",
-    "Pneumothorax", "Support Devices",
-]  # fmt: skip
+    "subject_id",
+    "study_id",
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Enlarged Cardiomediastinum",
+    "Fracture",
+    "Lung Lesion",
+    "Lung Opacity",
+    "No Finding",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Pneumonia",
+    "Pneumothorax",
+    "Support Devices",
+]
 
 REPORT_EFFUSION = """                                 FINAL REPORT
  EXAMINATION:  CHEST (PA AND LAT)
@@ -50,12 +72,34 @@ REPORT_NO_IMPRESSION = """                                 FINAL REPORT
 """
 
 STUDIES = [  # subject, study, [(dicom, view, split)], report or None
-    ("10000032", "50414267", [("02aa804e-bde0afdd-112c0b34-7bc16630-4e384014", "PA", "train"),
-                              ("174413ec-4ec4c1f7-34ea26b7-c5f994f8-79ef1962", "LATERAL", "train")], REPORT_EFFUSION),
-    ("10000032", "53189527", [("2a2277a9-b0ded155-c0de8eb9-c124d10e-82c5caab", "AP", "train")], REPORT_NO_IMPRESSION),
-    ("10000764", "57375967", [("096052b7-d256dc40-453a102b-fa7d01c6-1b22c6b4", "PA", "validate")], REPORT_EFFUSION),
-    ("10000898", "50771383", [("1a2b3c4d-00000000-00000000-00000000-00000001", "PA", "test")], None),  # no report file
-]  # fmt: skip
+    (
+        "10000032",
+        "50414267",
+        [
+            ("02aa804e-bde0afdd-112c0b34-7bc16630-4e384014", "PA", "train"),
+            ("174413ec-4ec4c1f7-34ea26b7-c5f994f8-79ef1962", "LATERAL", "train"),
+        ],
+        REPORT_EFFUSION,
+    ),
+    (
+        "10000032",
+        "53189527",
+        [("2a2277a9-b0ded155-c0de8eb9-c124d10e-82c5caab", "AP", "train")],
+        REPORT_NO_IMPRESSION,
+    ),
+    (
+        "10000764",
+        "57375967",
+        [("096052b7-d256dc40-453a102b-fa7d01c6-1b22c6b4", "PA", "validate")],
+        REPORT_EFFUSION,
+    ),
+    (
+        "10000898",
+        "50771383",
+        [("1a2b3c4d-00000000-00000000-00000000-00000001", "PA", "test")],
+        None,
+    ),  # no report file
+]
 
 
 def _write_csv_gz(path, df: pd.DataFrame) -> None:
@@ -76,14 +120,46 @@ def mimic_tree(tmp_path):
                 buf, "JPEG"
             )
             (study_dir / f"{dicom}.jpg").write_bytes(buf.getvalue())
-            meta.append([dicom, subject, study, "CHEST (PA AND LAT)", view, 3056, 2544, 21800506, 213014.531,
-                         "CHEST (PA AND LAT)", "postero-anterior", "Erect"])  # fmt: skip
+            meta.append(
+                [
+                    dicom,
+                    subject,
+                    study,
+                    "CHEST (PA AND LAT)",
+                    view,
+                    3056,
+                    2544,
+                    21800506,
+                    213014.531,
+                    "CHEST (PA AND LAT)",
+                    "postero-anterior",
+                    "Erect",
+                ]
+            )
             split.append([dicom, study, subject, sp])
         if report is not None:
             (study_dir.parent / f"s{study}.txt").write_text(report)
         effusion = 1.0 if report == REPORT_EFFUSION else np.nan
-        labels.append([subject, study, np.nan, 0.0, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan,
-                       effusion, np.nan, np.nan, 0.0 if report == REPORT_EFFUSION else np.nan, np.nan])  # fmt: skip
+        labels.append(
+            [
+                subject,
+                study,
+                np.nan,
+                0.0,
+                np.nan,
+                np.nan,
+                np.nan,
+                np.nan,
+                np.nan,
+                np.nan,
+                np.nan,
+                effusion,
+                np.nan,
+                np.nan,
+                0.0 if report == REPORT_EFFUSION else np.nan,
+                np.nan,
+            ]
+        )
     _write_csv_gz(root / "mimic-cxr-2.0.0-metadata.csv.gz", pd.DataFrame(meta, columns=METADATA_COLUMNS))
     _write_csv_gz(
         root / "mimic-cxr-2.0.0-split.csv.gz",

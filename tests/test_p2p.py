@@ -28,9 +28,16 @@ def _latent(pipe, size=128, seed=0):
 
 def _run(pipe, prompts, ctrl, latent, size=128, guidance=4.0):
     return p2p.run_with_controller(
-        pipe, prompts, ctrl, num_inference_steps=STEPS, guidance_scale=guidance, latents=latent,
-        height=size, width=size, output_type="np",
-    )  # fmt: skip
+        pipe,
+        prompts,
+        ctrl,
+        num_inference_steps=STEPS,
+        guidance_scale=guidance,
+        latents=latent,
+        height=size,
+        width=size,
+        output_type="np",
+    )
 
 
 # --- token alignment ----------------------------------------------------------------------------------
@@ -220,8 +227,18 @@ def test_reweight_scales_chosen_tokens(pipe):
     assert torch.allclose(out[0, :, :, 2], 3 * base[:, :, 2]) and torch.allclose(
         out[0, :, :, 3], base[:, :, 3]
     )
-    s, e = p2p.edit(pipe, "no large effusion", "no large effusion", controller="reweight", reweight={"large": 2.0},
-                    num_inference_steps=STEPS, guidance_scale=4.0, generator=torch.Generator().manual_seed(0), height=128, width=128)  # fmt: skip
+    s, e = p2p.edit(
+        pipe,
+        "no large effusion",
+        "no large effusion",
+        controller="reweight",
+        reweight={"large": 2.0},
+        num_inference_steps=STEPS,
+        guidance_scale=4.0,
+        generator=torch.Generator().manual_seed(0),
+        height=128,
+        width=128,
+    )
     assert s.size == e.size == (128, 128)
 
 

@@ -63,10 +63,16 @@ def test_local_backend_with_smollm2(small_corpus, smollm_dir, tmp_path):
         {
             "run": {"output_dir": str(tmp_path / "run")},
             "corpus": {"kind": "manifest", "manifest": small_corpus},
-            "rewrite": {"backend": "local", "modes": ["inter"], "max_attempts": 2, "min_words": 10, "max_tokens": 80,
-                        "local": {"model": smollm_dir, "batch_size": 3}},
+            "rewrite": {
+                "backend": "local",
+                "modes": ["inter"],
+                "max_attempts": 2,
+                "min_words": 10,
+                "max_tokens": 80,
+                "local": {"model": smollm_dir, "batch_size": 3},
+            },
         }
-    )  # fmt: skip
+    )
     rewrite_job(cfg)
     _check(read_manifest(cfg.rewrite_dir()).take_all(), "local")
 
@@ -85,10 +91,29 @@ def test_openai_backend_against_llm_katan(small_corpus, smollm_dir, tmp_path):
     key = os.environ[TEST_API_KEY_ENV]  # the server validates it: the back-end must send it
     with open(tmp_path / "katan.log", "w") as log:
         server = subprocess.Popen(
-            [exe, "-m", smollm_dir, "-n", "smollm2", "-h", "127.0.0.1", "-p", str(port), "-d", "cpu", "--no-quantize",
-             "--max-tokens", "80", "--validate-keys", "--api-keys", f"openai={key}"],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )  # fmt: skip
+            [
+                exe,
+                "-m",
+                smollm_dir,
+                "-n",
+                "smollm2",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-d",
+                "cpu",
+                "--no-quantize",
+                "--max-tokens",
+                "80",
+                "--validate-keys",
+                "--api-keys",
+                f"openai={key}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -108,11 +133,22 @@ def test_openai_backend_against_llm_katan(small_corpus, smollm_dir, tmp_path):
             {
                 "run": {"output_dir": str(tmp_path / "run")},
                 "corpus": {"kind": "manifest", "manifest": small_corpus},
-                "rewrite": {"backend": "openai", "modes": ["inter"], "max_attempts": 2, "min_words": 10, "max_tokens": 80,
-                            "openai": {"base_url": f"http://127.0.0.1:{port}/v1", "model": "smollm2", "api_key_env": TEST_API_KEY_ENV,
-                                       "concurrency": 1, "timeout_s": 120}},
+                "rewrite": {
+                    "backend": "openai",
+                    "modes": ["inter"],
+                    "max_attempts": 2,
+                    "min_words": 10,
+                    "max_tokens": 80,
+                    "openai": {
+                        "base_url": f"http://127.0.0.1:{port}/v1",
+                        "model": "smollm2",
+                        "api_key_env": TEST_API_KEY_ENV,
+                        "concurrency": 1,
+                        "timeout_s": 120,
+                    },
+                },
             }
-        )  # fmt: skip
+        )
         rewrite_job(cfg)
         _check(read_manifest(cfg.rewrite_dir()).take_all(), "openai")
     finally:

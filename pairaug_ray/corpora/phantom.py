@@ -23,7 +23,8 @@ from pairaug_ray.config import PhantomCorpusConfig
 from pairaug_ray.corpora import phantom_anatomy as anatomy
 from pairaug_ray.corpora import phantom_reports as reports
 from pairaug_ray.corpora.common import report_text
-from pairaug_ray.manifest import IMAGES_DIR, write_manifest
+from pairaug_ray.manifest import write_manifest
+from pairaug_ray.pairs import IMAGES_DIR
 
 PHANTOM_VERSION = "1"  # bump when rendering or wording changes: it is part of every pair_id
 

@@ -40,9 +40,14 @@ SEVERITY_WORD = {
 }
 DEVICES = ("endotracheal tube", "nasogastric tube", "central venous catheter")
 ZONES = ("upper", "middle", "lower")
-LOBE = {("right", "upper"): "right upper lobe", ("right", "middle"): "right middle lobe",
-        ("right", "lower"): "right lower lobe", ("left", "upper"): "left upper lobe",
-        ("left", "middle"): "lingula", ("left", "lower"): "left lower lobe"}  # fmt: skip
+LOBE = {
+    ("right", "upper"): "right upper lobe",
+    ("right", "middle"): "right middle lobe",
+    ("right", "lower"): "right lower lobe",
+    ("left", "upper"): "left upper lobe",
+    ("left", "middle"): "lingula",
+    ("left", "lower"): "left lower lobe",
+}
 
 
 def sample_finding(name: str, rng: np.random.Generator) -> dict[str, Any]:
@@ -136,14 +141,18 @@ def _positive_statement(name: str, f: dict, change: str | None, rng: np.random.G
                     ch, "are unchanged"
                 )
             return Statement(_cap(f"the {sev} {what} {ch}."), {obs: POS})
-        opts = [f"there is a {sev} {what}." if f["side"] != "bilateral" else f"there are {sev} {what}.",
-                f"{'new ' if change == 'new' else ''}{sev} {what} with blunting of the costophrenic angle."]  # fmt: skip
+        opts = [
+            f"there is a {sev} {what}." if f["side"] != "bilateral" else f"there are {sev} {what}.",
+            f"{'new ' if change == 'new' else ''}{sev} {what} with blunting of the costophrenic angle.",
+        ]
         return Statement(_cap(str(rng.choice(opts))), {obs: POS})
     if name == "cardiomegaly":
         obs = "Cardiomegaly"
-        opts = [f"the heart is {sev}ly enlarged." if sev != "severe" else "the heart is markedly enlarged.",
-                f"{sev} cardiomegaly{' is unchanged' if change == 'unchanged' else ''}.",
-                f"{'stable ' if change == 'unchanged' else ''}{sev} enlargement of the cardiac silhouette."]  # fmt: skip
+        opts = [
+            f"the heart is {sev}ly enlarged." if sev != "severe" else "the heart is markedly enlarged.",
+            f"{sev} cardiomegaly{' is unchanged' if change == 'unchanged' else ''}.",
+            f"{'stable ' if change == 'unchanged' else ''}{sev} enlargement of the cardiac silhouette.",
+        ]
         return Statement(_cap(str(rng.choice(opts))), {obs: POS})
     if name == "atelectasis":
         obs = "Atelectasis"
@@ -159,8 +168,10 @@ def _positive_statement(name: str, f: dict, change: str | None, rng: np.random.G
     if name == "consolidation":
         lobe = LOBE[(f["side"], f["zone"])]
         if hedge:
-            return Statement(_cap(f"patchy opacity in the {lobe} could represent early pneumonia."),
-                             {"Lung Opacity": POS, "Pneumonia": UNC})  # fmt: skip
+            return Statement(
+                _cap(f"patchy opacity in the {lobe} could represent early pneumonia."),
+                {"Lung Opacity": POS, "Pneumonia": UNC},
+            )
         s = f"{sev} {lobe} consolidation" + (f" {ch}" if ch else "")
         if rng.random() < 0.4:
             return Statement(
@@ -178,8 +189,10 @@ def _positive_statement(name: str, f: dict, change: str | None, rng: np.random.G
         return Statement(_cap(("new " if change == "new" else "") + s), {"Pneumothorax": POS})
     if name == "lung lesion":
         zone = {"upper": "upper", "middle": "mid", "lower": "lower"}[f["zone"]]
-        opts = [f"a {int(rng.integers(6, 15))} mm nodule in the {f['side']} {zone} lung{' is unchanged' if change == 'unchanged' else ''}.",
-                f"{'stable ' if change == 'unchanged' else ''}{f['side']} {zone} lung nodule."]  # fmt: skip
+        opts = [
+            f"a {int(rng.integers(6, 15))} mm nodule in the {f['side']} {zone} lung{' is unchanged' if change == 'unchanged' else ''}.",
+            f"{'stable ' if change == 'unchanged' else ''}{f['side']} {zone} lung nodule.",
+        ]
         return Statement(_cap(str(rng.choice(opts))), {"Lung Lesion": POS})
     if name == "support devices":
         parts = {
@@ -214,14 +227,21 @@ def _resolved_statement(name: str, prev: dict, rng: np.random.Generator) -> Stat
 
 NEGATIVES = {  # absent finding -> ways to say so, each with what it asserts
     "pleural effusion": [("No pleural effusion.", {"Pleural Effusion": NEG})],
-    "pneumothorax": [("No pneumothorax.", {"Pneumothorax": NEG}), ("There is no pneumothorax.", {"Pneumothorax": NEG})],
-    "consolidation": [("No focal consolidation.", {"Consolidation": NEG}),
-                      ("There is no focal consolidation.", {"Consolidation": NEG})],
+    "pneumothorax": [
+        ("No pneumothorax.", {"Pneumothorax": NEG}),
+        ("There is no pneumothorax.", {"Pneumothorax": NEG}),
+    ],
+    "consolidation": [
+        ("No focal consolidation.", {"Consolidation": NEG}),
+        ("There is no focal consolidation.", {"Consolidation": NEG}),
+    ],
     "edema": [("No pulmonary edema.", {"Edema": NEG}), ("There is no pulmonary edema.", {"Edema": NEG})],
-    "cardiomegaly": [("Heart size is normal.", {"Cardiomegaly": NEG}),
-                     ("The heart is normal in size.", {"Cardiomegaly": NEG})],
+    "cardiomegaly": [
+        ("Heart size is normal.", {"Cardiomegaly": NEG}),
+        ("The heart is normal in size.", {"Cardiomegaly": NEG}),
+    ],
     "atelectasis": [("No atelectasis.", {"Atelectasis": NEG})],
-}  # fmt: skip
+}
 
 
 def write_report(
@@ -235,8 +255,16 @@ def write_report(
     """(full report, findings section, impression section, CheXpert labels) for one study."""
     statements: list[Statement] = []
     positives: dict[str, Statement] = {}
-    order = ["support devices", "consolidation", "atelectasis", "lung lesion", "edema",
-             "pleural effusion", "pneumothorax", "cardiomegaly"]  # fmt: skip
+    order = [
+        "support devices",
+        "consolidation",
+        "atelectasis",
+        "lung lesion",
+        "edema",
+        "pleural effusion",
+        "pneumothorax",
+        "cardiomegaly",
+    ]
     for name in order:
         if name in findings:
             positives[name] = _positive_statement(name, findings[name], (changes or {}).get(name), rng)
@@ -274,8 +302,11 @@ def _impression(findings, changes, positives: dict[str, Statement], rng) -> list
     """A short summary of the important positives, in impression style ("Moderate left effusion.")."""
     pathologic = [n for n in positives if n != "support devices"]
     if not pathologic:
-        opts = ["No acute cardiopulmonary process.", "No acute cardiopulmonary abnormality.",
-                "No acute intrathoracic process."]  # fmt: skip
+        opts = [
+            "No acute cardiopulmonary process.",
+            "No acute cardiopulmonary abnormality.",
+            "No acute intrathoracic process.",
+        ]
         return [Statement(str(rng.choice(opts)), {})]
     out = []
     for name in pathologic[:3]:
@@ -321,8 +352,16 @@ def aggregate(statements: list[Statement]) -> dict[str, int | None]:
     return labels
 
 
-INDICATIONS = ["shortness of breath", "cough and fever", "chest pain", "hypoxia", "evaluate for pneumonia",
-               "follow-up of effusion", "line placement", "dyspnea on exertion"]  # fmt: skip
+INDICATIONS = [
+    "shortness of breath",
+    "cough and fever",
+    "chest pain",
+    "hypoxia",
+    "evaluate for pneumonia",
+    "follow-up of effusion",
+    "line placement",
+    "dyspnea on exertion",
+]
 
 
 def _mimic_layout(findings: str, impression: str, has_prior: bool, rng, *, sex: str) -> str:

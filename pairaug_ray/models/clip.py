@@ -28,27 +28,66 @@ from pairaug_ray.models.tokenizer import BOS_ID, CONTEXT_LENGTH, EOS_ID, VOCAB_S
 
 CHEXZERO_MEAN_255, CHEXZERO_STD_255 = 101.48761, 83.43944
 
-_TEXT_512 = {"vocab_size": VOCAB_SIZE, "max_position_embeddings": CONTEXT_LENGTH, "hidden_size": 512,
-             "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 8,
-             "bos_token_id": BOS_ID, "eos_token_id": EOS_ID, "pad_token_id": EOS_ID}  # fmt: skip
+_TEXT_512 = {
+    "vocab_size": VOCAB_SIZE,
+    "max_position_embeddings": CONTEXT_LENGTH,
+    "hidden_size": 512,
+    "intermediate_size": 2048,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 8,
+    "bos_token_id": BOS_ID,
+    "eos_token_id": EOS_ID,
+    "pad_token_id": EOS_ID,
+}
 
 # Architecture presets as data: CLIPConfig keyword arguments.
 PRESETS: dict[str, dict[str, Any]] = {
     # OpenAI ViT-B/32, CheXzero's default (initialised from OpenAI's weights when train.init is set).
-    "vit-b-32": {"projection_dim": 512, "text_config": _TEXT_512,
-                 "vision_config": {"image_size": 224, "patch_size": 32, "hidden_size": 768, "intermediate_size": 3072,
-                                   "num_hidden_layers": 12, "num_attention_heads": 12}},
+    "vit-b-32": {
+        "projection_dim": 512,
+        "text_config": _TEXT_512,
+        "vision_config": {
+            "image_size": 224,
+            "patch_size": 32,
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+        },
+    },
     # CheXzero's random-init alternative: ViT-B/16 (at 224 px here; CheXzero used 320 px).
-    "vit-b-16": {"projection_dim": 512, "text_config": _TEXT_512,
-                 "vision_config": {"image_size": 224, "patch_size": 16, "hidden_size": 768, "intermediate_size": 3072,
-                                   "num_hidden_layers": 12, "num_attention_heads": 12}},
+    "vit-b-16": {
+        "projection_dim": 512,
+        "text_config": _TEXT_512,
+        "vision_config": {
+            "image_size": 224,
+            "patch_size": 16,
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+        },
+    },
     # For tests and the laptop demo: the same shape of model, a few hundred thousand parameters.
-    "tiny": {"projection_dim": 32,
-             "text_config": {**_TEXT_512, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-                             "num_attention_heads": 2},
-             "vision_config": {"image_size": 64, "patch_size": 16, "hidden_size": 64, "intermediate_size": 128,
-                               "num_hidden_layers": 2, "num_attention_heads": 2}},
-}  # fmt: skip
+    "tiny": {
+        "projection_dim": 32,
+        "text_config": {
+            **_TEXT_512,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+        },
+        "vision_config": {
+            "image_size": 64,
+            "patch_size": 16,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+        },
+    },
+}
 
 
 def build_clip(preset: str, init: str | None = None, seed: int = 0) -> CLIPModel:

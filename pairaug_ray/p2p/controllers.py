@@ -328,9 +328,15 @@ class AttentionReweight(AttentionControlEdit):
     """Scales chosen tokens' cross-attention by `equalizer` (edits x 77), after `prev` if given."""
 
     def __init__(
-        self, prompts: Sequence[str], num_steps: int, tokenizer, *, equalizer: torch.Tensor,
-        prev: AttentionControlEdit | None = None, **kw,
-    ):  # fmt: skip
+        self,
+        prompts: Sequence[str],
+        num_steps: int,
+        tokenizer,
+        *,
+        equalizer: torch.Tensor,
+        prev: AttentionControlEdit | None = None,
+        **kw,
+    ):
         super().__init__(prompts, num_steps, tokenizer, **kw)
         self.equalizer = equalizer
         self.prev = prev

@@ -154,12 +154,25 @@ def edit(
     """(source_image, edited_image) as PIL images: `target_prompt` drawn from the same latent as
     `source_prompt` with the source's attention injected (refine by default, as PairAug)."""
     ctrl = make_controller(
-        pipe, [source_prompt, target_prompt], num_inference_steps, kind=controller, cross_replace=cross_replace,
-        self_replace=self_replace, self_replace_max_tokens=self_replace_max_tokens,
-        local_blend_words=local_blend_words, reweight=reweight,
-    )  # fmt: skip
+        pipe,
+        [source_prompt, target_prompt],
+        num_inference_steps,
+        kind=controller,
+        cross_replace=cross_replace,
+        self_replace=self_replace,
+        self_replace_max_tokens=self_replace_max_tokens,
+        local_blend_words=local_blend_words,
+        reweight=reweight,
+    )
     result = run_with_controller(
-        pipe, [source_prompt, target_prompt], ctrl, num_inference_steps=num_inference_steps,
-        guidance_scale=guidance_scale, height=height, width=width, generator=generator, latents=latents,
-    )  # fmt: skip
+        pipe,
+        [source_prompt, target_prompt],
+        ctrl,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        height=height,
+        width=width,
+        generator=generator,
+        latents=latents,
+    )
     return result.images[0], result.images[1]

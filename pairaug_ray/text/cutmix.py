@@ -40,11 +40,13 @@ class ReportAnalysis:
     )  # finding -> first negating sentence span
 
     def to_json(self) -> str:
-        return json.dumps({
-            "present": sorted(self.present),
-            "diagnostic": [[s.text, sorted(s.findings)] for s in self.diagnostic],
-            "negated": {k: list(v) for k, v in self.negated.items()},
-        })  # fmt: skip
+        return json.dumps(
+            {
+                "present": sorted(self.present),
+                "diagnostic": [[s.text, sorted(s.findings)] for s in self.diagnostic],
+                "negated": {k: list(v) for k, v in self.negated.items()},
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str) -> ReportAnalysis:

@@ -27,12 +27,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pairaug_ray.errors import UserError
-from pairaug_ray.schema import CHEXPERT_OBSERVATIONS
+from pairaug_ray.schema import CHEXPERT_OBSERVATIONS, ERROR, LABEL_FILE_ID, REPORT
 from pairaug_ray.text.labeler import label_report
 
-DEFAULT_ID_COLUMN = "id"
-DEFAULT_REPORT_FIELD = "report"
-ERROR_COLUMN = "error"
+DEFAULT_ID_COLUMN, DEFAULT_REPORT_FIELD, ERROR_COLUMN = LABEL_FILE_ID, REPORT, ERROR
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4")
 _PARQUET_BATCH = 10_000
 
