@@ -81,6 +81,20 @@ class RowCounter:
         return self.n, self.info
 
 
+def counted(ds: ray.data.Dataset, counter: Any) -> ray.data.Dataset:
+    """`ds`, telling `counter` (from `bar`) about every batch that comes out of it."""
+    if counter is None:
+        return ds
+    return ds.map_batches(
+        _count, fn_kwargs={"counter": counter}, batch_format="pyarrow", zero_copy_batch=True
+    )
+
+
+def _count(batch: Any, *, counter: Any) -> Any:
+    counter.add.remote(batch.num_rows)
+    return batch
+
+
 def counter() -> Any:
     """The job's counter actor (created once per Ray session, reused by every stage)."""
     return RowCounter.options(name=COUNTER_NAME, get_if_exists=True, lifetime=None).remote()
@@ -103,12 +117,12 @@ def bar(name: str, total: int | None = None, unit: str = "rows") -> Iterator[Any
         unit=f" {unit}",
         file=_console,
         leave=False,
-        dynamic_ncols=True,
+        # Not dynamic_ncols: a terminal that reports 0 columns (some CI ptys) would then hide the bar.
         mininterval=0.5 if tty else 30.0,
         delay=0.5 if tty else 30.0,  # short stages need no bar; a log gets a line every 30 s
-        bar_format="{desc} {bar:24} {n_fmt}/{total_fmt}{unit} {rate_fmt} ETA {remaining}{postfix}"
+        bar_format="{desc} {bar:24} {n_fmt}/{total_fmt}{unit}, {rate_fmt}, ETA {remaining}{postfix}"
         if total
-        else "{desc} {n_fmt}{unit} {rate_fmt}{postfix}",
+        else "{desc} {n_fmt}{unit}, {rate_fmt}{postfix}",
     )
     stop = threading.Event()
 

@@ -133,6 +133,9 @@ def test_training_text():
     assert training_text(real, "impression") == "Effusion."
     assert training_text(real, "findings+impression") == "Small effusion. Effusion."
     assert training_text({**real, schema.IMPRESSION: None}, "impression") == real[schema.REPORT]
+    assert (
+        training_text({**real, schema.IMPRESSION: float("nan")}, "impression") == real[schema.REPORT]
+    )  # pandas
     synthetic = {**real, schema.ORIGIN: "inter", schema.REPORT: "New report."}
     assert training_text(synthetic, "impression") == "New report."
 

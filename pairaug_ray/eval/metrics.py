@@ -154,9 +154,15 @@ class Interval:
 
 
 def format_interval(c: dict[str, Any] | None) -> str:
-    """'0.8123 (0.7711-0.8502)', or 'n/a (<why>)' when the metric is undefined."""
-    if c is None or c.get("mean") is None:
-        return f"n/a ({c.get(UNDEFINED, 'not computed')})" if c else "n/a"
+    """'0.8123 (0.7711-0.8502)'; 'n/a (<why>)' when the metric is undefined, and the point estimate
+    alone when only the interval is (too many resamples without both classes)."""
+    if not c:
+        return "n/a"
+    why = c.get(UNDEFINED, "not computed")
+    if c.get("mean") is None:
+        return f"n/a ({why})"
+    if c.get("lower") is None or c.get("upper") is None:
+        return f"{c['mean']:.4f} (no interval: {why})"
     return f"{c['mean']:.4f} ({c['lower']:.4f}-{c['upper']:.4f})"
 
 

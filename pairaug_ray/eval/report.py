@@ -84,9 +84,11 @@ def tsne_figure(image_emb: np.ndarray, text_emb: np.ndarray, origins: list[str],
     return _png(fig)
 
 
-def _ci(c: dict[str, float]) -> str:
-    if c is None or c.get("mean") is None:
+def _ci(c: dict[str, Any] | None) -> str:
+    if not c or c.get("mean") is None:
         return f"n/a<br><small>{html.escape(c.get('undefined', '')) if c else ''}</small>"
+    if c.get("lower") is None or c.get("upper") is None:
+        return f"{c['mean']:.4f}<br><small>(no interval: {html.escape(c.get('undefined', ''))})</small>"
     return f"{c['mean']:.4f}<br><small>({c['lower']:.4f}&ndash;{c['upper']:.4f})</small>"
 
 

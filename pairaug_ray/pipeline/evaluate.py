@@ -22,9 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import ray
-from ray.data import ActorPoolStrategy
 
-from pairaug_ray import schema, storage
+from pairaug_ray import progress, schema, storage
 from pairaug_ray.config import ConfigError, EvalDatasetConfig, JobConfig
 from pairaug_ray.eval.datasets import EvalSet, load_eval_set
 from pairaug_ray.eval.metrics import best_f1_threshold, evaluate, format_interval
@@ -142,24 +141,10 @@ def _embed_pass(
 ) -> tuple[list[np.ndarray], pd.DataFrame]:
     e = cfg.evaluate
     frame = data.frame[[IMAGE_ID, IMAGE_URI]]
-    ds = (
-        ray.data.from_pandas(frame)
-        .repartition(max(1, len(frame) // e.batch_size))
-        .map_batches(
-            EmbedImages,
-            fn_constructor_kwargs={
-                "model_paths": checkpoints,
-                "pad_size": e.pad_size,
-                "use_gpu": e.num_gpus > 0,
-            },
-            compute=ActorPoolStrategy(min_size=1, max_size=e.max_actors),
-            num_cpus=e.num_cpus,
-            num_gpus=e.num_gpus,
-            batch_size=e.batch_size,
-            batch_format="pandas",
-        )
-    )
-    out = ds.to_pandas()
+    plan = EmbedImages.plan(e, model_paths=checkpoints)
+    ds = plan.apply(ray.data.from_pandas(frame).repartition(max(1, len(frame) // e.batch_size)))
+    with progress.bar("evaluate", total=len(frame), unit="images") as counter:
+        out = progress.counted(ds, counter).to_pandas()
     failed = out[out[EMBED_ERROR].notna()]
     for _, r in failed.head(5).iterrows():
         log.warning("%s: image %s left out: %s", data.name, r[IMAGE_ID], r[EMBED_ERROR])
@@ -233,43 +218,55 @@ def evaluate_job(cfg: JobConfig) -> dict[str, Any]:
     for spec in e.datasets:
         spec = _dataset_spec(cfg, spec)
         data = _load(spec)
-        log.info(
-            "evaluating %d model row(s) on %s (%d images, labels %s)",
-            len(rows),
-            spec.name,
-            len(data.frame),
-            data.labels,
-        )
-        embs, kept = embed_images(cfg, data, all_ckpts)
-        by_ckpt = dict(zip(all_ckpts, embs, strict=True))
-        y = kept[data.labels].to_numpy(float)
-        thresholds_for = (
-            _validation_thresholds(cfg, spec, rows, data.labels) if e.threshold == "validation" else {}
-        )
-        ds_result = {"info": {**data.info, "images": len(kept), "labels": data.labels}, "models": {}}
-        for row in rows:
-            probs = zero_shot(cfg, row.checkpoints, [by_ckpt[c] for c in row.checkpoints], data.labels)
-            ds_result["models"][row.name] = evaluate(
-                y, probs, data.labels, e.n_bootstrap, thresholds_for.get(row.name)
+        what = f"{len(rows)} model row(s) on {spec.name} ({len(data.frame)} images, {', '.join(data.labels)})"
+        with progress.stage("evaluate", what) as shown:
+            ds_result = _evaluate_dataset(cfg, spec, data, rows, all_ckpts, out_dir, curves)
+            shown["line"] = "macro AUC " + ", ".join(
+                f"{name} {format_interval(m['macro']['auc'])}" for name, m in ds_result["models"].items()
             )
-            pred = pd.DataFrame(probs, columns=data.labels)
-            pred.insert(0, IMAGE_ID, kept[IMAGE_ID].to_numpy())
-            storage.write_text(
-                storage.join(out_dir, "predictions", f"{spec.name}--{_slug(row.name)}.csv"),
-                pred.to_csv(index=False),
-            )
-            curves[(spec.name, row.name)] = (y, probs)
-        labels_frame = kept[[IMAGE_ID, *data.labels]]
-        storage.write_text(
-            storage.join(out_dir, "predictions", f"{spec.name}--labels.csv"), labels_frame.to_csv(index=False)
-        )
         results["datasets"][spec.name] = ds_result
     if e.linear_probe.enabled:
-        results["linear_probe"] = _probe(cfg, rows[0])
-    results["figures"] = write_report(cfg, rows, results, curves)
-    storage.write_json(storage.join(out_dir, "metrics.json"), results)
+        with progress.stage("probe", f"linear probing of {rows[0].name}") as shown:
+            results["linear_probe"] = _probe(cfg, rows[0])
+            shown["line"] = ", ".join(
+                f"{float(f):.0%} AUC {r['macro']['auc']['mean']}"
+                for f, r in results["linear_probe"]["fractions"].items()
+            )
+    with progress.stage("report", f"{out_dir}/report.html") as shown:
+        results["figures"] = write_report(cfg, rows, results, curves)
+        storage.write_json(storage.join(out_dir, "metrics.json"), results)
+        shown["line"] = f"{len(results['figures'])} figures"
     results["output"] = out_dir
     return results
+
+
+def _evaluate_dataset(cfg, spec, data, rows, all_ckpts, out_dir, curves) -> dict[str, Any]:
+    """One dataset: embed its images with every checkpoint, score each model row, write predictions."""
+    e = cfg.evaluate
+    embs, kept = embed_images(cfg, data, all_ckpts)
+    by_ckpt = dict(zip(all_ckpts, embs, strict=True))
+    y = kept[data.labels].to_numpy(float)
+    thresholds_for = (
+        _validation_thresholds(cfg, spec, rows, data.labels) if e.threshold == "validation" else {}
+    )
+    ds_result = {"info": {**data.info, "images": len(kept), "labels": data.labels}, "models": {}}
+    for row in rows:
+        probs = zero_shot(cfg, row.checkpoints, [by_ckpt[c] for c in row.checkpoints], data.labels)
+        ds_result["models"][row.name] = evaluate(
+            y, probs, data.labels, e.n_bootstrap, thresholds_for.get(row.name)
+        )
+        pred = pd.DataFrame(probs, columns=data.labels)
+        pred.insert(0, IMAGE_ID, kept[IMAGE_ID].to_numpy())
+        storage.write_text(
+            storage.join(out_dir, "predictions", f"{spec.name}--{_slug(row.name)}.csv"),
+            pred.to_csv(index=False),
+        )
+        curves[(spec.name, row.name)] = (y, probs)
+    labels_frame = kept[[IMAGE_ID, *data.labels]]
+    storage.write_text(
+        storage.join(out_dir, "predictions", f"{spec.name}--labels.csv"), labels_frame.to_csv(index=False)
+    )
+    return ds_result
 
 
 def _validation_thresholds(cfg: JobConfig, spec: EvalDatasetConfig, rows: list[ModelRow], labels: list[str]):

@@ -50,7 +50,8 @@ class ResumableStage:
     process: Callable[..., ray.data.Dataset]  # tasks -> rows; called with (tasks) or (tasks, pass)
     retry_errors: bool = True  # redo rows that ended in an error on a rerun
     passes: int = 1
-    expected: Callable[[frozenset[str]], int | None] | None = None  # tasks left, for the progress bar
+    # How many tasks are left (a column read): the progress bar's total, and 0 skips the execution.
+    expected: Callable[[frozenset[str]], int | None] | None = None
     noun: str = "rows"
 
 
@@ -78,11 +79,12 @@ def run_resumable(stage: ResumableStage) -> dict[str, Any]:
                 log.warning("removed %d partially written file(s) from %s", len(state.removed_files), out)
             if state.done:
                 progress.say(f"{'':<{progress.WIDTH}} resuming: {len(state.done)} {stage.noun} already done")
-            expected = stage.expected(state.done) if stage.expected and progress.enabled() else None
-            tasks = stage.todo(state.done)
-            rows = stage.process(tasks, attempt) if stage.passes > 1 else stage.process(tasks)
-            with progress.bar(stage.name, total=expected, unit=stage.noun) as counter:
-                write_manifest(rows, out, mode="append", info=info, counter=counter)
+            expected = stage.expected(state.done) if stage.expected else None
+            if expected != 0:  # nothing left (a rerun of a finished stage): no actors to start
+                tasks = stage.todo(state.done)
+                rows = stage.process(tasks, attempt) if stage.passes > 1 else stage.process(tasks)
+                with progress.bar(stage.name, total=expected, unit=stage.noun) as counter:
+                    write_manifest(rows, out, mode="append", info=info, counter=counter)
             report = finalize(out)
             if not status_counts(report.summary).get(schema.STATUS_ERROR):
                 break

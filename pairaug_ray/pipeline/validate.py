@@ -55,8 +55,9 @@ def validate_job(cfg: JobConfig, corpus_root: str) -> dict[str, Any]:
     }
     info = read_info(out)
     if info.get("validate") == params and info.get("complete", True):
-        log.info("validated corpus at %s is complete; reusing it", out)
-        return info.get("outcomes") or outcome_summary(out)
+        summary = info.get("outcomes") or outcome_summary(out)
+        progress.say(f"{'validate':<{progress.WIDTH}} done: {outcome_line(summary)} (complete; reused)")
+        return summary
     with progress.stage("validate", f"every row of {corpus_root}") as shown:
         keep_ids, rows = duplicate_ids(corpus_root)
         if keep_ids:

@@ -12,12 +12,26 @@ import numpy as np
 import pandas as pd
 
 from pairaug_ray import images
+from pairaug_ray.config import EvaluateConfig
 from pairaug_ray.schema import EMBED_ERROR, IMAGE_ID, IMAGE_URI, embedding_column
+from pairaug_ray.stages.base import Resources, StagePlan
 
 log = logging.getLogger(__name__)
 
 
 class EmbedImages:
+    @classmethod
+    def plan(cls, cfg: EvaluateConfig, *, model_paths: list[str]) -> StagePlan:
+        return StagePlan(
+            "embed",
+            cls,
+            {"model_paths": model_paths, "pad_size": cfg.pad_size, "use_gpu": cfg.num_gpus > 0},
+            batch_size=cfg.batch_size,
+            resources=Resources(cpus=cfg.num_cpus, gpus=cfg.num_gpus),
+            actors=(1, cfg.max_actors),
+            batch_format="pandas",
+        )
+
     def __init__(self, model_paths: list[str], pad_size: int, use_gpu: bool = False):
         from pairaug_ray.eval.zeroshot import ZeroShotModel
 

@@ -153,12 +153,10 @@ def _fit(cfg, train_data, meta, steps_per_epoch, validation, storage_path, fs, s
 def _summary(cfg: JobConfig, result: Any, meta: dict[str, Any]) -> dict[str, Any]:
     t = cfg.train
     run_dir = storage.join(cfg.train_dir(), t.name)
+    fs = _storage(run_dir)[1]  # None on local disk: checkpoint paths are then plain paths
     if t.num_workers == 0:  # local mode: the loop wrote its checkpoints to storage itself
         steps = sorted(p for p in storage.list_files(run_dir, META_FILE) if "/checkpoint_step" in p)
-        checkpoint, fs = (
-            (steps[-1].rsplit("/", 1)[0].removeprefix("s3://") if steps else None),
-            _storage(run_dir)[1],
-        )
+        checkpoint = steps[-1].rsplit("/", 1)[0].removeprefix("s3://") if steps else None
     else:
         checkpoint = result.checkpoint.path if result.checkpoint else None
     final = json.loads(storage.read_text(f"{_uri(checkpoint, fs)}/{META_FILE}")) if checkpoint else {}
