@@ -94,10 +94,28 @@ def read_columns(root: str, columns: list[str], *, where: pads.Expression | None
     # Every known column is in the dataset's schema, so that `where` may test one that is not read.
     known = [f for f in (*schema.CORE_FIELDS, *schema.OPTIONAL_FIELDS.values()) if f.name not in columns]
     wanted = pa.schema([*(schema.field_for(c) or pa.field(c, pa.string()) for c in columns), *known])
-    table = pads.dataset(paths, schema=wanted, format="parquet", filesystem=fs).to_table(
-        columns=columns, filter=where
-    )
+    try:
+        table = pads.dataset(paths, schema=wanted, format="parquet", filesystem=fs).to_table(
+            columns=columns, filter=where
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        # A raw corpus whose columns have other types than the pair schema's (labels as text, ...):
+        # read them as they are, as validation will before it conforms them.
+        table = _read_as_written(paths, fs, columns)
+        table = table.filter(where) if where is not None else table
     return resolve_image_uris(table, storage.absolute(root))
+
+
+def _read_as_written(paths: list[str], fs: Any, columns: list[str]) -> pa.Table:
+    tables = []
+    for path in paths:
+        present = set(pq.read_schema(path, filesystem=fs).names)
+        t = pq.read_table(path, filesystem=fs, columns=[c for c in columns if c in present])
+        for c in columns:
+            if c not in present:
+                t = t.append_column(c, pa.nulls(t.num_rows, pa.string()))
+        tables.append(t.select(columns))
+    return pa.concat_tables(tables, promote_options="permissive")
 
 
 SUMMARY_COLUMNS = (
