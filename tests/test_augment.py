@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pairaug_ray import schema, storage
-from pairaug_ray.config import PhantomCorpusConfig, load_config, parse_config
+from pairaug_ray.config import load_config, parse_config
 from pairaug_ray.manifest import read_manifest
 from pairaug_ray.pipeline.augment import ErrorBudgetExceeded, augment_job
 from pairaug_ray.pipeline.prune import prune_job
@@ -72,89 +72,12 @@ def _check_synthetic(cfg) -> list[dict]:
     return synthetic
 
 
-@pytest.fixture(scope="module")
-def s3_run(ray_local, s3_server, tiny_models, tmp_path_factory):
-    """A phantom corpus on S3, augmented into S3."""
-    import s3fs
-
-    from pairaug_ray.corpora.phantom import build_phantom
-
-    s3_bucket = "s3://augment-job"
-    s3fs.S3FileSystem(skip_instance_cache=True).mkdir(s3_bucket[5:])
-
-    corpus = f"{s3_bucket}/phantom"
-    build_phantom(PhantomCorpusConfig(patients=5, studies_per_patient=(2, 3), size=96, seed=11), corpus)
-    cfg = parse_config(
-        job_dict(
-            f"{s3_bucket}/run",
-            {"kind": "manifest", "manifest": corpus},
-            tiny_models,
-            models={"cache_dir": str(tmp_path_factory.mktemp("cache"))},
-        )
-    )
-    return cfg, augment_job(cfg)
-
-
-def test_augment_on_s3(s3_run):
-    cfg, summary = s3_run
-    assert cfg.run.output_dir.startswith("s3://")
-    synthetic = _check_synthetic(cfg)
-    origins = Counter(r[schema.ORIGIN] for r in synthetic)
-    assert origins["inter"] > 0 and origins["intra"] > 0 and origins["augtext"] > 0
-    assert all(
-        r[schema.IMAGE_URI].startswith(cfg.generate_dir()) for r in synthetic if r[schema.ORIGIN] != "augtext"
-    )
-
-    on_s3 = json.loads(storage.read_text(f"{cfg.run.output_dir}/summary.json"))
-    assert on_s3["stages"]["validate"]["ok"] == on_s3["stages"]["validate"]["rows"]
-    assert on_s3["stages"]["generate"]["ok"] == origins["inter"] + origins["intra"]
-    assert on_s3["stages"]["score"]["ok"] == on_s3["stages"]["generate"]["ok"]
-    kept = sum(c["kept"] for c in on_s3["stages"]["prune"]["by_origin"].values())
-    assert kept == sum(bool(r[schema.KEPT]) for r in synthetic) > 0
-    for picture in ("scores.png", "examples.png"):
-        assert storage.read_bytes(f"{cfg.run.output_dir}/{picture}")[:8] == b"\x89PNG\r\n\x1a\n"
-    assert on_s3["outputs"]["examples"] == f"{cfg.run.output_dir}/examples.png"
-
-
-def _stamps(*roots: str) -> dict[str, str]:
-    out = {}
-    for root in roots:
-        fs, path = storage.filesystem(root)
-        for f in fs.find(path, detail=True).values():
-            out[f["name"]] = str(f.get("LastModified") or f.get("mtime"))
-    assert out
-    return out
-
-
-def test_reprune_without_regenerating(s3_run, capsys):
-    from pairaug_ray.cli import main
-
-    cfg, _ = s3_run
-    stamp = _stamps(cfg.generate_dir(), cfg.score_dir())
-    prune_job(cfg, tau=2.0, epsilon=0.0)  # cosines never exceed 1: no InterAug pair survives
-    strict = _check_synthetic(cfg)
-    assert not any(r[schema.KEPT] for r in strict if r[schema.ORIGIN] == "inter")
-
-    config = cfg.run.output_dir + "/job.yaml"
-    storage.write_text(config, yaml.safe_dump(cfg.model_dump(mode="json")))
-    assert main(["prune", "--config", config, "--tau", "-2", "--epsilon", "5"]) == 0
-    loose = _check_synthetic(cfg)
-    assert all(r[schema.KEPT] for r in loose if r[schema.STATUS] == "ok")
-    assert "tau -2.0, epsilon 5.0" in capsys.readouterr().out
-    # Nothing upstream was touched.
-    assert stamp == _stamps(cfg.generate_dir(), cfg.score_dir())
-
-
-# --- bad input ----------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def bad_corpus(phantom_root, tmp_path_factory) -> tuple[str, dict[str, str]]:
-    """Six good rows and one of each kind of bad row; returns the root and pair_id -> expected error."""
-    root = tmp_path_factory.mktemp("bad")
+def write_bad_corpus(root: str, phantom_root: str) -> dict[str, str]:
+    """Six good rows and one of each kind of bad row under ROOT (local or s3://); returns
+    pair_id -> the error expected for it."""
     good = [r for r in read_manifest(phantom_root).take_all() if r[schema.SPLIT] == "train"][:6]
-    corrupt = root / "corrupt.png"
-    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n this is not image data")
+    corrupt = storage.join(root, "corrupt.png")
+    storage.write_bytes(corrupt, b"\x89PNG\r\n\x1a\n this is not image data")
     rows, expected = [], {}
 
     def add(base: dict, pid: str, error: str | None, **change):
@@ -173,8 +96,8 @@ def bad_corpus(phantom_root, tmp_path_factory) -> tuple[str, dict[str, str]]:
         **{schema.REPORT: b"Heart size normal \xff\xfe effusion."},
     )
     add(g, "bad-long", "1,000,000 characters", **{schema.REPORT: "x" * 1_000_000})
-    add(g, "bad-missing", "file not found", **{schema.IMAGE_URI: str(root / "no-such.png")})
-    add(g, "bad-corrupt", "not a readable PNG/JPEG/DICOM", **{schema.IMAGE_URI: str(corrupt)})
+    add(g, "bad-missing", "file not found", **{schema.IMAGE_URI: storage.join(root, "no-such.png")})
+    add(g, "bad-corrupt", "not a readable PNG/JPEG/DICOM", **{schema.IMAGE_URI: corrupt})
     add(g, "bad-label", "'yes' is not a label", **{schema.LABEL_COLUMNS[0]: "yes"})
     add(g, good[1][schema.PAIR_ID], "duplicate pair_id", **{schema.REPORT: g[schema.REPORT] + " Also noted."})
     for r in rows:  # report as bytes, one label column as text: a wrong column type
@@ -186,24 +109,64 @@ def bad_corpus(phantom_root, tmp_path_factory) -> tuple[str, dict[str, str]]:
     table = pa.Table.from_pylist(rows)
     assert table.schema.field(schema.REPORT).type == pa.binary()
     assert table.schema.field(schema.LABEL_COLUMNS[0]).type == pa.string()
-    (root / "manifest").mkdir()
-    pq.write_table(table, root / "manifest" / "part-0.parquet")
-    return str(root), expected
+    fs, path = storage.filesystem(storage.join(root, "manifest", "part-0.parquet"))
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(path, "wb") as f:
+        pq.write_table(table, f)
+    return expected
 
 
-def test_bad_rows_are_recorded_and_good_rows_proceed(ray_local, bad_corpus, tiny_models, tmp_path):
-    root, expected = bad_corpus
-    # InterAug only: the bad rows are the point here; both branches run in the other augment tests.
+@pytest.fixture(scope="module")
+def bad_corpus(phantom_root, tmp_path_factory) -> tuple[str, dict[str, str]]:
+    root = str(tmp_path_factory.mktemp("bad"))
+    return root, write_bad_corpus(root, phantom_root)
+
+
+@pytest.fixture(scope="module")
+def s3_run(ray_local, s3_server, phantom_root, tiny_models, tmp_path_factory):
+    """One augment job shared by the tests below (each job costs about a minute on 2 cores): a corpus
+    of six good rows and seven bad ones, on S3, augmented into S3, in all three modes."""
+    import s3fs
+
+    bucket = "s3://augment-job"
+    s3fs.S3FileSystem(skip_instance_cache=True).mkdir(bucket[5:])
+    corpus = f"{bucket}/bad-corpus"
+    expected = write_bad_corpus(corpus, phantom_root)
     cfg = parse_config(
         job_dict(
-            str(tmp_path / "run"),
-            {"kind": "manifest", "manifest": root},
+            f"{bucket}/run",
+            {"kind": "manifest", "manifest": corpus},
             tiny_models,
-            augment={"max_error_fraction": 0.9},
-            rewrite={"modes": ["inter"]},
+            models={"cache_dir": str(tmp_path_factory.mktemp("cache"))},
+            augment={"max_error_fraction": 0.9, "examples": 2},
         )
     )
-    summary = augment_job(cfg)
+    return cfg, augment_job(cfg), expected
+
+
+def test_augment_on_s3(s3_run):
+    cfg, summary, _ = s3_run
+    assert cfg.run.output_dir.startswith("s3://")
+    synthetic = _check_synthetic(cfg)
+    origins = Counter(r[schema.ORIGIN] for r in synthetic)
+    assert origins["inter"] > 0 and origins["intra"] > 0 and origins["augtext"] > 0
+    assert all(
+        r[schema.IMAGE_URI].startswith(cfg.generate_dir()) for r in synthetic if r[schema.ORIGIN] != "augtext"
+    )
+
+    on_s3 = json.loads(storage.read_text(f"{cfg.run.output_dir}/summary.json"))
+    assert on_s3["stages"] == json.loads(storage.json_text(summary["stages"]))
+    assert on_s3["stages"]["generate"]["ok"] == origins["inter"] + origins["intra"]
+    assert on_s3["stages"]["score"]["ok"] == on_s3["stages"]["generate"]["ok"]
+    kept = sum(c["kept"] for c in on_s3["stages"]["prune"]["by_origin"].values())
+    assert kept == sum(bool(r[schema.KEPT]) for r in synthetic) > 0
+    for picture in ("scores.png", "examples.png"):
+        assert storage.read_bytes(f"{cfg.run.output_dir}/{picture}")[:8] == b"\x89PNG\r\n\x1a\n"
+    assert on_s3["outputs"]["examples"] == f"{cfg.run.output_dir}/examples.png"
+
+
+def test_bad_rows_are_recorded_and_good_rows_proceed(s3_run):
+    cfg, summary, expected = s3_run
     validated = _pairs(cfg.validated_dir())
     assert len(validated) == 13
     errors = {r[schema.PAIR_ID]: r[schema.ERROR] for r in validated if r[schema.STATUS] == "error"}
@@ -225,8 +188,35 @@ def test_bad_rows_are_recorded_and_good_rows_proceed(ray_local, bad_corpus, tiny
     rewritten = {r[schema.PARENT_ID] for r in _pairs(cfg.rewrite_dir())}
     assert rewritten == good
     assert summary["stages"]["generate"]["ok"] > 0 and summary["stages"]["generate"].get("error", 0) == 0
-    _check_synthetic(cfg)
-    assert storage.exists(storage.join(cfg.run.output_dir, "summary.json"))
+
+
+def _stamps(*roots: str) -> dict[str, str]:
+    out = {}
+    for root in roots:
+        fs, path = storage.filesystem(root)
+        for f in fs.find(path, detail=True).values():
+            out[f["name"]] = str(f.get("LastModified") or f.get("mtime"))
+    assert out
+    return out
+
+
+def test_reprune_without_regenerating(s3_run, capsys):
+    from pairaug_ray.cli import main
+
+    cfg, _, _ = s3_run
+    stamp = _stamps(cfg.generate_dir(), cfg.score_dir())
+    prune_job(cfg, tau=2.0, epsilon=0.0)  # cosines never exceed 1: no InterAug pair survives
+    strict = _check_synthetic(cfg)
+    assert not any(r[schema.KEPT] for r in strict if r[schema.ORIGIN] == "inter")
+
+    config = cfg.run.output_dir + "/job.yaml"
+    storage.write_text(config, yaml.safe_dump(cfg.model_dump(mode="json")))
+    assert main(["prune", "--config", config, "--tau", "-2", "--epsilon", "5"]) == 0
+    loose = _check_synthetic(cfg)
+    assert all(r[schema.KEPT] for r in loose if r[schema.STATUS] == "ok")
+    assert "tau -2.0, epsilon 5.0" in capsys.readouterr().out
+    # Nothing upstream was touched.
+    assert stamp == _stamps(cfg.generate_dir(), cfg.score_dir())
 
 
 def test_error_budget_stops_the_job_and_keeps_the_work(ray_local, bad_corpus, tiny_models, tmp_path):

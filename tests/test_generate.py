@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -60,10 +61,21 @@ def _cfg(tmp_path, tiny_models, **generate):
     )
 
 
-def test_both_branches_write_images_and_provenance(rewrites, tiny_models, tmp_path):
-    cfg = _cfg(tmp_path, tiny_models)
+@pytest.fixture(scope="module")
+def generated(rewrites, tiny_models, tmp_path_factory):
+    """Both branches on one CPU actor each; shared by the tests below (a generate job costs ~15 s)."""
+    cfg = _cfg(tmp_path_factory.mktemp("gen"), tiny_models)
     summary = generate_job(cfg, input_root=rewrites)
-    rows = read_manifest(cfg.generate_dir()).take_all()
+    return cfg, summary, read_manifest(cfg.generate_dir()).take_all()
+
+
+def _image_names(rows: list[dict]) -> dict[str, str]:
+    """pair_id -> the PNG's name, which is the hash of its bytes."""
+    return {r[schema.PAIR_ID]: r[schema.IMAGE_URI].rsplit("/", 1)[-1] for r in rows}
+
+
+def test_both_branches_write_images_and_provenance(generated, rewrites, tiny_models):
+    cfg, summary, rows = generated
     assert summary["rows"] == len(rows) == 8 and {r[schema.STATUS] for r in rows} == {"ok"}
     by_origin = {o: [r for r in rows if r[schema.ORIGIN] == o] for o in ("inter", "intra")}
     assert len(by_origin["inter"]) == len(by_origin["intra"]) == 4
@@ -94,29 +106,27 @@ def test_both_branches_write_images_and_provenance(rewrites, tiny_models, tmp_pa
     long_row = next(r for r in rows if r[schema.REPORT] == LONG_REPORT)
     assert json.loads(long_row[schema.PROVENANCE]["params"])["truncated_tokens"] > 0  # recorded, not silent
 
-    # A rerun skips everything; the same job into another output reproduces every image bit for bit.
+    # A rerun skips everything (and starts no actors); other settings for the same output are refused.
     files = storage.list_files(storage.join(cfg.generate_dir(), "manifest"), ".parquet")
     assert generate_job(cfg, input_root=rewrites)["rows"] == 8
     assert storage.list_files(storage.join(cfg.generate_dir(), "manifest"), ".parquet") == files
-    again = generate_job(cfg, input_root=rewrites, output_root=str(tmp_path / "again"))
-    assert again["rows"] == 8
-    first = {r[schema.PAIR_ID]: r[schema.IMAGE_URI].rsplit("/", 1)[-1] for r in rows}
-    second = {
-        r[schema.PAIR_ID]: r[schema.IMAGE_URI].rsplit("/", 1)[-1]
-        for r in read_manifest(str(tmp_path / "again")).take_all()
-    }
-    assert first == second  # content-hash names: identical bytes
+    other = _cfg(Path(cfg.run.output_dir).parent, tiny_models, scheduler="ddim")
     with pytest.raises(ConfigError, match="holds generate output made with other settings"):
-        generate_job(_cfg(tmp_path, tiny_models, scheduler="ddim"), input_root=rewrites)
+        generate_job(other, input_root=rewrites)
 
 
-def test_actors_are_placed_on_logical_gpus(rewrites, tiny_models, tmp_path):
+def test_actors_are_placed_on_logical_gpus_and_draw_the_same_images(
+    generated, rewrites, tiny_models, tmp_path
+):
+    """Two actors per branch on logical GPUs instead of one CPU actor: every image is the same, bit for
+    bit (each image's generator is seeded from its pair id, whatever its actor and batch-mates)."""
     cfg = _cfg(tmp_path, tiny_models, num_gpus=1, max_actors=2, branches=["inter", "intra"])
     generate_job(cfg, input_root=rewrites)
     rows = read_manifest(cfg.generate_dir()).take_all()
     ids = {tuple(json.loads(r[schema.PROVENANCE]["params"])["gpu_ids"]) for r in rows}
     assert ids and all(len(i) == 1 and i[0] in ("0", "1") for i in ids)  # one whole GPU per actor
     assert all(json.loads(r[schema.PROVENANCE]["params"])["device"] == "cpu" for r in rows)  # no CUDA here
+    assert _image_names(rows) == _image_names(generated[2])  # content-hash names: identical bytes
 
 
 def test_real_source_inverts_the_patient_image(rewrites, tiny_models, tmp_path):
