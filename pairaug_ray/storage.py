@@ -126,6 +126,10 @@ def write_json(uri: str, obj: Any) -> None:
 def list_files(uri: str, suffix: str = "") -> list[str]:
     """All files under `uri` (recursively) whose names end with `suffix`, as full URIs, sorted."""
     fs, path = filesystem(uri)
+    if is_s3(uri):
+        # s3fs caches listings per process; other processes (Ray workers, a killed run) write and
+        # remove objects here, and a stale listing would hide them from resume and finalize.
+        fs.invalidate_cache(path)
     if not fs.exists(path):
         return []
     found = fs.find(path)

@@ -146,8 +146,8 @@ def rows_written(root: str) -> int:
     return n
 
 
-@pytest.fixture
-def kill_midway(tmp_path):
+@pytest.fixture(scope="session")
+def kill_midway(tmp_path_factory):
     """kill_midway(["augment", "--config", path], watch=OUT, rows=N) starts `pairaug ...` in its own
     process group, SIGKILLs the whole group once OUT holds N rows, and returns the rows written by
     then. Fails if the job ends before it can be killed."""
@@ -157,7 +157,7 @@ def kill_midway(tmp_path):
     import time
 
     def run(command: list[str], *, watch: str, rows: int, timeout: float = 300) -> int:
-        log_path = tmp_path / "killed-job.log"
+        log_path = tmp_path_factory.mktemp("killed") / "job.log"
         with open(log_path, "w") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "pairaug_ray", *command],

@@ -1,4 +1,4 @@
-"""The `augment` job end to end: on S3, re-pruning, bad input, the error budget, kill-and-resume."""
+"""The `augment` job end to end: on S3, killed and resumed, with bad input; re-pruning; the error budget."""
 
 from __future__ import annotations
 
@@ -123,29 +123,36 @@ def bad_corpus(phantom_root, tmp_path_factory) -> tuple[str, dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def s3_run(ray_local, s3_server, phantom_root, tiny_models, tmp_path_factory):
+def s3_run(ray_local, s3_server, phantom_root, tiny_models, tmp_path_factory, kill_midway):
     """One augment job shared by the tests below (each job costs about a minute on 2 cores): a corpus
-    of six good rows and seven bad ones, on S3, augmented into S3, in all three modes."""
+    of six good rows and seven bad ones, on S3, augmented into S3 in all three modes, by a `pairaug
+    augment` process killed (SIGKILL) half-way through generation and then rerun to the end."""
     import s3fs
 
     bucket = "s3://augment-job"
     s3fs.S3FileSystem(skip_instance_cache=True).mkdir(bucket[5:])
     corpus = f"{bucket}/bad-corpus"
     expected = write_bad_corpus(corpus, phantom_root)
-    cfg = parse_config(
-        job_dict(
-            f"{bucket}/run",
-            {"kind": "manifest", "manifest": corpus},
-            tiny_models,
-            models={"cache_dir": str(tmp_path_factory.mktemp("cache"))},
-            augment={"max_error_fraction": 0.9, "examples": 2},
-        )
+    d = job_dict(
+        f"{bucket}/run",
+        {"kind": "manifest", "manifest": corpus},
+        tiny_models,
+        ray={"address": ray_local.get_runtime_context().gcs_address},
+        models={"cache_dir": str(tmp_path_factory.mktemp("cache"))},
+        augment={"max_error_fraction": 0.9, "examples": 2},
+        generate={"rows_per_file": 2, "inter": {"num_inference_steps": 4, "batch_size": 2}},
     )
-    return cfg, augment_job(cfg), expected
+    cfg_path = tmp_path_factory.mktemp("job") / "job.yaml"
+    cfg_path.write_text(yaml.safe_dump(d))
+    cfg = load_config(cfg_path)
+    partial = kill_midway(["augment", "--config", str(cfg_path)], watch=cfg.generate_dir(), rows=2)
+    assert not storage.exists(storage.join(cfg.run.output_dir, "summary.json"))
+    # The rerun, in this process, resumes: validation and rewrites are reused, generation continues.
+    return cfg, augment_job(cfg), expected, partial
 
 
 def test_augment_on_s3(s3_run):
-    cfg, summary, _ = s3_run
+    cfg, summary, _, _ = s3_run
     assert cfg.run.output_dir.startswith("s3://")
     synthetic = _check_synthetic(cfg)
     origins = Counter(r[schema.ORIGIN] for r in synthetic)
@@ -166,7 +173,7 @@ def test_augment_on_s3(s3_run):
 
 
 def test_bad_rows_are_recorded_and_good_rows_proceed(s3_run):
-    cfg, summary, expected = s3_run
+    cfg, summary, expected, _ = s3_run
     validated = _pairs(cfg.validated_dir())
     assert len(validated) == 13
     errors = {r[schema.PAIR_ID]: r[schema.ERROR] for r in validated if r[schema.STATUS] == "error"}
@@ -203,7 +210,7 @@ def _stamps(*roots: str) -> dict[str, str]:
 def test_reprune_without_regenerating(s3_run, capsys):
     from pairaug_ray.cli import main
 
-    cfg, _, _ = s3_run
+    cfg, _, _, _ = s3_run
     stamp = _stamps(cfg.generate_dir(), cfg.score_dir())
     prune_job(cfg, tau=2.0, epsilon=0.0)  # cosines never exceed 1: no InterAug pair survives
     strict = _check_synthetic(cfg)
@@ -233,27 +240,8 @@ def test_error_budget_stops_the_job_and_keeps_the_work(ray_local, bad_corpus, ti
 # --- kill and resume ------------------------------------------------------------------------------------------
 
 
-def test_kill_and_resume(ray_local, phantom_root, tiny_models, tmp_path, kill_midway):
-    from pairaug_ray.manifest import write_manifest
-
-    corpus = str(tmp_path / "corpus")  # 7 real pairs: about 16 images to draw
-    write_manifest(
-        [r for r in read_manifest(phantom_root).take_all() if r[schema.SPLIT] == "train"][:7], corpus
-    )
-    d = job_dict(
-        str(tmp_path / "run"),
-        {"kind": "manifest", "manifest": corpus},
-        tiny_models,
-        ray={"address": ray_local.get_runtime_context().gcs_address},
-        generate={"rows_per_file": 2, "inter": {"num_inference_steps": 4, "batch_size": 2}},
-    )
-    cfg_path = tmp_path / "job.yaml"
-    cfg_path.write_text(yaml.safe_dump(d))
-    cfg = load_config(cfg_path)
-    partial = kill_midway(["augment", "--config", str(cfg_path)], watch=cfg.generate_dir(), rows=4)
-    assert not storage.exists(storage.join(cfg.run.output_dir, "summary.json"))
-
-    summary = augment_job(cfg)  # the rerun resumes: validation and rewrites are reused
+def test_kill_and_resume(s3_run):
+    cfg, summary, _, partial = s3_run
     rewrites = [
         r
         for r in _pairs(cfg.rewrite_dir())
@@ -261,7 +249,7 @@ def test_kill_and_resume(ray_local, phantom_root, tiny_models, tmp_path, kill_mi
     ]
     generated = _pairs(cfg.generate_dir())
     ids = [r[schema.PAIR_ID] for r in generated]
-    assert len(ids) == len(set(ids)) == len(rewrites) == summary["stages"]["generate"]["rows"] > partial
+    assert len(ids) == len(set(ids)) == len(rewrites) == summary["stages"]["generate"]["rows"] > partial > 0
     assert {r[schema.PARENT_ID] for r in generated} == {r[schema.PARENT_ID] for r in rewrites}
     _check_synthetic(cfg)
     assert summary["stages"]["score"]["ok"] == len(generated)

@@ -13,7 +13,6 @@ from pairaug_ray import images, schema, storage
 from pairaug_ray.config import ConfigError, parse_config
 from pairaug_ray.manifest import read_manifest, write_manifest
 from pairaug_ray.pipeline.generate import generate_job
-from pairaug_ray.pipeline.rewrite import rewrite_job
 
 SIZE, STEPS = 64, 5  # 5 steps: the self-replace window (0.2) covers one step
 LONG_REPORT = " ".join(["there is a small left pleural effusion with adjacent atelectasis."] * 12)
@@ -21,22 +20,20 @@ LONG_REPORT = " ".join(["there is a small left pleural effusion with adjacent at
 
 @pytest.fixture(scope="module")
 def rewrites(ray_local, phantom_root, tmp_path_factory) -> str:
-    """Four InterAug and four IntraAug rewrites of phantom reports (one with an over-long report)."""
-    base = tmp_path_factory.mktemp("rw")
-    cfg = parse_config(
-        {
-            "run": {"output_dir": str(base / "run")},
-            "corpus": {"kind": "manifest", "manifest": phantom_root},
-            "rewrite": {"modes": ["inter", "intra"], "min_words": 10},
-        }
-    )
-    rewrite_job(cfg)
-    rows = [r for r in read_manifest(cfg.rewrite_dir()).take_all() if r[schema.STATUS] == "ok"]
+    """Four InterAug and four IntraAug rewrites of phantom reports (one with an over-long report),
+    made by the rules back-end in this process (the rewrite job is tests/test_rewrite.py's)."""
+    from pairaug_ray.stages.rewrite import RulesRewriter, expand_tasks
+
+    cfg = parse_config({"rewrite": {"modes": ["inter", "intra"], "min_words": 10}})
+    real = [r for r in read_manifest(phantom_root).take_all() if r[schema.SPLIT] == "train"][:12]
+    tasks = expand_tasks(pa.Table.from_pylist(real), cfg=cfg.rewrite)
+    rows = [r for r in RulesRewriter(cfg.rewrite, run_seed=0)(tasks).to_pylist() if r[schema.STATUS] == "ok"]
     pick = [r for r in rows if r[schema.ORIGIN] == "inter"][:4] + [
         r for r in rows if r[schema.ORIGIN] == "intra"
     ][:4]
+    assert len(pick) == 8
     pick[0] = {**pick[0], schema.REPORT: LONG_REPORT}
-    root = str(base / "subset")
+    root = str(tmp_path_factory.mktemp("rw") / "subset")
     write_manifest(pick, root)
     return root
 

@@ -179,52 +179,55 @@ def _train_cfg(out: str, corpus: str, **train):
 
 
 @pytest.mark.slow
-def test_short_run_learns_and_checkpoints_to_s3(ray_local, phantom_root, s3_bucket):
+def test_a_run_on_s3_learns_survives_a_failed_worker_group_and_checkpoints_usable_models(
+    ray_local, phantom_root, s3_bucket, tmp_path
+):
+    """Two DDP workers, MedCutMix on every batch, a checkpoint on S3 at each epoch end; a worker fails once
+    in the second epoch, the worker group restarts from the first epoch's checkpoint on S3, and the
+    run goes on to learn."""
     from transformers import CLIPModel
 
     from pairaug_ray.models.scorers import load_scorer
+    from pairaug_ray.pairs import read_columns
     from pairaug_ray.pipeline.train import train_job
+    from pairaug_ray.testing.faults import FailOnceAtStep
 
-    # Checkpoints at epoch ends only: six uploads to S3 rather than one every two steps.
+    train_rows = read_columns(phantom_root, [schema.SPLIT, schema.STATUS]).to_pylist()
+    steps_per_epoch = sum(r == {"split": "train", "status": "ok"} for r in train_rows) // 16
+    steps = 6 * steps_per_epoch
+    mcm = {"enabled": True, "p": 1.0, "layer": 1}
     cfg = _train_cfg(
-        "/unused", phantom_root, storage_path=f"{s3_bucket}/train", epochs=6, checkpoint_every_steps=100
+        "/unused",
+        phantom_root,
+        storage_path=f"{s3_bucket}/train",
+        epochs=6,
+        max_failures=1,
+        medcutmix=mcm,
+        checkpoint_every_steps=100,  # epoch ends only: six uploads to S3
     )
-    summary = train_job(cfg)
+    summary = train_job(cfg, step_hook=FailOnceAtStep(steps_per_epoch + 1, tmp_path / "failed-once"))
+    assert summary["data"]["real"]["pairs"] // 16 == steps_per_epoch
+    assert summary["restored_from"] == [steps_per_epoch]
+    assert summary["metrics"]["step"] == steps
     history = summary["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6]
+    assert [h["step"] for h in history] == [steps_per_epoch * e for e in range(1, 7)]
     # Better than chance (ln 16 for a batch of 16, where a collapsed model sits), and falling.
     assert history[-1]["loss"] < math.log(16) - 0.03 < history[0]["loss"], history
+    # Every step mixed its global batch (counted once per step over both workers' rows); the phantom
+    # reports give most rows a partner with an eligible diagnostic sentence.
+    m = summary["metrics"]
+    assert m["medcutmix_batches"] == steps and 0.3 * 16 * steps < m["medcutmix_rows"] <= 16 * steps
+    assert math.isfinite(m["loss"])
     assert summary["checkpoint"].startswith(f"{s3_bucket}/train/clip/")
-    assert summary["metrics"]["step"] == 6 * (summary["data"]["real"]["pairs"] // 16)
     # The checkpoint is a transformers CLIP folder: it loads as a model and as a pair scorer.
-    local = os.path.join(os.environ.get("TMPDIR", "/tmp"), "pairaug-ckpt-test")
+    local = str(tmp_path / "ckpt")
     storage.download_tree(summary["model"], local)
     assert CLIPModel.from_pretrained(local).config.vision_config.image_size == 64
     scorer = load_scorer(local)
     emb = scorer.embed_texts(["small left pleural effusion."])
     assert emb.shape == (1, 32)
     assert json.loads(storage.read_text(f"{summary['run']}/train_summary.json"))["model"] == summary["model"]
-
-
-@pytest.mark.slow
-def test_a_failed_worker_group_resumes_at_its_checkpoint_with_medcutmix(ray_local, phantom_root, tmp_path):
-    """Two DDP workers with MedCutMix on every batch; an injected failure resumes at the checkpoint."""
-    from pairaug_ray.pipeline.train import train_job
-    from pairaug_ray.testing.faults import FailOnceAtStep
-
-    mcm = {"enabled": True, "p": 1.0, "layer": 1}
-    cfg = _train_cfg(str(tmp_path / "run"), phantom_root, epochs=2, max_failures=1, medcutmix=mcm)
-    # Checkpoints at step 2; the failure at step 3 loses one step.
-    summary = train_job(cfg, step_hook=FailOnceAtStep(3, tmp_path / "failed-once"))
-    steps = 2 * (summary["data"]["real"]["pairs"] // 16)
-    assert summary["restored_from"] == [2]
-    assert summary["metrics"]["step"] == steps
-    assert [h["step"] for h in summary["history"]] == [steps // 2, steps]
-    # Every step mixed its global batch (counted once per step, over both workers' rows); the phantom
-    # reports give most rows a partner with an eligible diagnostic sentence.
-    m = summary["metrics"]
-    assert m["medcutmix_batches"] == steps and 0.3 * 16 * steps < m["medcutmix_rows"] <= 16 * steps
-    assert math.isfinite(m["loss"])
 
 
 @pytest.mark.slow
