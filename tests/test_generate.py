@@ -115,15 +115,17 @@ def test_both_branches_write_images_and_provenance(generated, rewrites, tiny_mod
 def test_actors_are_placed_on_logical_gpus_and_draw_the_same_images(
     generated, rewrites, tiny_models, tmp_path
 ):
-    """Two actors per branch on logical GPUs instead of one CPU actor: every image is the same, bit for
+    """Two InterAug actors on logical GPUs instead of one CPU actor: every image is the same, bit for
     bit (each image's generator is seeded from its pair id, whatever its actor and batch-mates)."""
-    cfg = _cfg(tmp_path, tiny_models, num_gpus=1, max_actors=2, branches=["inter", "intra"])
+    cfg = _cfg(tmp_path, tiny_models, num_gpus=1, max_actors=2, branches=["inter"])
     generate_job(cfg, input_root=rewrites)
     rows = read_manifest(cfg.generate_dir()).take_all()
+    assert len(rows) == 4
     ids = {tuple(json.loads(r[schema.PROVENANCE]["params"])["gpu_ids"]) for r in rows}
     assert ids and all(len(i) == 1 and i[0] in ("0", "1") for i in ids)  # one whole GPU per actor
     assert all(json.loads(r[schema.PROVENANCE]["params"])["device"] == "cpu" for r in rows)  # no CUDA here
-    assert _image_names(rows) == _image_names(generated[2])  # content-hash names: identical bytes
+    inter = [r for r in generated[2] if r[schema.ORIGIN] == "inter"]
+    assert _image_names(rows) == _image_names(inter)  # content-hash names: identical bytes
 
 
 def test_real_source_inverts_the_patient_image(rewrites, tiny_models, tmp_path):

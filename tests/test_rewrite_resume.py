@@ -14,7 +14,7 @@ from pairaug_ray.testing.fake_openai import FakeOpenAIServer, FaultPlan
 def test_kill_and_resume(ray_local, phantom_root, tmp_path, kill_midway):
     train = [r for r in read_manifest(phantom_root).take_all() if r[schema.SPLIT] == "train"]
     expected = 2 * len(train)
-    with FakeOpenAIServer(FaultPlan(latency_s=0.3, rate_500=0.1, seed=4)) as server:
+    with FakeOpenAIServer(FaultPlan(latency_s=0.1, rate_500=0.1, seed=4)) as server:
         cfg_path = tmp_path / "job.yaml"
         cfg_path.write_text(
             yaml.safe_dump(
