@@ -5,11 +5,14 @@ Ray, Ray Data, Ray Train, torch, transformers and diffusers write to the process
 stderr from Python (logging, warnings, tqdm) and from C++ (Ray's core worker logs straight to file
 descriptor 2). While a job runs, `job_terminal` points descriptors 1 and 2 at the log file, so all of
 that lands there, and keeps the screen for the project's own output: `print()` (results) goes to the
-terminal's stdout, and pipeline/progress.py writes stage lines and bars to the terminal's stderr.
+terminal's stdout, and pairaug_ray/progress.py writes stage lines and bars to the terminal's stderr.
 The log file sits under the run's output folder (`<output_dir>/logs/<command>-<time>.log`; for an
 s3:// output it is written locally and uploaded when the command ends) and its path is printed first.
 
 `--verbose` skips all of this: everything goes to the terminal, as the libraries print it.
+
+Nothing is silenced: messages are moved, not dropped. The ones a user sees in the log and can do
+nothing about, and their causes, are listed in docs/augment.md ("The terminal").
 """
 
 from __future__ import annotations

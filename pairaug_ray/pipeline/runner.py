@@ -77,8 +77,15 @@ def run_resumable(stage: ResumableStage) -> dict[str, Any]:
             state = scan_output(out, retry_errors=stage.retry_errors)
             if state.removed_files:
                 log.warning("removed %d partially written file(s) from %s", len(state.removed_files), out)
-            if state.done:
-                progress.say(f"{'':<{progress.WIDTH}} resuming: {len(state.done)} {stage.noun} already done")
+            if state.done or state.removed_files:
+                cut = (
+                    f"; removed {len(state.removed_files)} file(s) a kill cut short"
+                    if state.removed_files
+                    else ""
+                )
+                progress.say(
+                    f"{'':<{progress.WIDTH}} resuming: {len(state.done)} {stage.noun} already done{cut}"
+                )
             expected = stage.expected(state.done) if stage.expected else None
             if expected != 0:  # nothing left (a rerun of a finished stage): no actors to start
                 tasks = stage.todo(state.done)
