@@ -11,6 +11,7 @@ the stage's end line; in a log (`ray job logs`, a file) it prints at most every 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -40,6 +41,14 @@ def show_bars(on: bool) -> None:
 
 def enabled() -> bool:
     return _console is not None
+
+
+def shown(path: str) -> str:
+    """A path as a person reads it on the terminal: relative to the working directory when under it."""
+    if "://" in path or not os.path.isabs(path):
+        return path
+    rel = os.path.relpath(path)
+    return rel if not rel.startswith("..") else path
 
 
 def say(line: str) -> None:

@@ -115,7 +115,7 @@ def job_terminal(
         if type(h) is logging.StreamHandler
         and getattr(h, "stream", None) in (sys.stdout, sys.stderr, sys.__stderr__, sys.__stdout__)
     ]
-    screen_err.write(f"pairaug {command}: library and Ray logs go to {remote or local}\n")
+    screen_err.write(f"pairaug {command}: library and Ray logs go to {progress.shown(remote or local)}\n")
     screen_err.flush()
     try:
         os.dup2(log_fd, 1)

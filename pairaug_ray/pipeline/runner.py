@@ -72,7 +72,7 @@ def run_resumable(stage: ResumableStage) -> dict[str, Any]:
     check_output_identity(out, stage.name, stage.identity)
     info = {stage.name: stage.identity, "input": stage.input}
     write_info(out, {**info, "complete": False})
-    with progress.stage(stage.name, f"{stage.input} -> {out}") as shown:
+    with progress.stage(stage.name, f"{progress.shown(stage.input)} -> {progress.shown(out)}") as shown:
         for attempt in range(1, stage.passes + 1):
             state = scan_output(out, retry_errors=stage.retry_errors)
             if state.removed_files:
