@@ -129,11 +129,18 @@ def test_actors_are_placed_on_logical_gpus_and_draw_the_same_images(
 
 
 def test_real_source_inverts_the_patient_image(rewrites, tiny_models, tmp_path):
+    """IntraAug from the DDIM inversion of the real image, the stage called in this process (the job
+    around it is the same as for a generated source, tested above)."""
+    from pairaug_ray.stages.generate import GenerateIntra, expand_image_tasks
+
     cfg = _cfg(
         tmp_path, tiny_models, branches=["intra"], intra={"num_inference_steps": STEPS, "source": "real"}
     )
-    generate_job(cfg, input_root=rewrites)
-    rows = read_manifest(cfg.generate_dir()).take_all()
+    stage = GenerateIntra(
+        cfg.generate, tiny_models["diffusion"], cfg.models.cache_dir, 5, str(tmp_path / "out")
+    )
+    tasks = expand_image_tasks(pa.Table.from_pylist(read_manifest(rewrites).take_all()), cfg=cfg.generate)
+    rows = [r for i in range(tasks.num_rows) for r in stage(tasks.slice(i, 1)).to_pylist()]
     assert len(rows) == 4 and {r[schema.STATUS] for r in rows} == {"ok"}
     for r in rows:
         params = json.loads(r[schema.PROVENANCE]["params"])

