@@ -17,8 +17,20 @@ from pairaug_ray.config import RayConfig
 
 log = logging.getLogger(__name__)
 
+# Whether this process started the Ray it is connected to (a fixed-size local Ray whose CPUs are
+# all there is) rather than joining a cluster, which may autoscale from zero.
+_started_local = False
+
+
+def started_local_ray() -> bool:
+    """True when `init_ray` started the Ray this process uses: its resources are fixed and known.
+    A joined cluster (an address, RAY_ADDRESS inside a Ray job) may hold 0 CPUs while idle and grow
+    on demand, so resource checks against its current size would refuse jobs it can run."""
+    return _started_local and ray.is_initialized()
+
 
 def init_ray(cfg: RayConfig) -> None:
+    global _started_local
     if not ray.is_initialized():
         address = cfg.address or os.environ.get("RAY_ADDRESS")
         if address:
@@ -43,6 +55,7 @@ def init_ray(cfg: RayConfig) -> None:
                 configure_logging=True,
                 logging_level=logging.WARNING,
             )
+            _started_local = True
     if not log.isEnabledFor(logging.DEBUG):
         # Ray Data logs every finished dataset at INFO; progress bars already say that.
         logging.getLogger("ray.data").setLevel(logging.WARNING)

@@ -182,7 +182,20 @@ def test_oom_halves_the_batch_and_bad_rows_fail_alone(rewrites, tiny_models, tmp
     assert all(r[schema.PROVENANCE]["attempts"] == 3 for r in good)  # batch of 4 -> 2 -> 1
 
 
-def test_too_many_cpus_reserved_is_refused(rewrites, tiny_models, tmp_path):
+def test_too_many_cpus_reserved_is_refused(rewrites, tiny_models, tmp_path, monkeypatch):
+    from pairaug_ray import runtime
+    from pairaug_ray.config import parse_config as parse
+    from pairaug_ray.pipeline.generate import check_local_cpus
+    from pairaug_ray.pipeline.train.job import check_train_cpus
+
     cfg = _cfg(tmp_path, tiny_models, num_cpus=1.0)
     with pytest.raises(ConfigError, match="leaving none for reading and writing"):
         generate_job(cfg, input_root=rewrites)
+    greedy = parse({"train": {"num_workers": 8, "cpus_per_worker": 4}}).train
+    with pytest.raises(ConfigError, match="exceeds the cluster's 2 CPUs"):
+        check_train_cpus(greedy)
+    # A joined cluster (a Ray job, an address) is not judged by its size now: idle and autoscaling, it
+    # may hold 0 CPUs until the job's own demand brings workers up.
+    monkeypatch.setattr(runtime, "_started_local", False)
+    check_local_cpus(cfg)
+    check_train_cpus(greedy)

@@ -22,7 +22,7 @@ from pairaug_ray.config import ConfigError, JobConfig
 from pairaug_ray.manifest import read_manifest
 from pairaug_ray.pairs import read_columns
 from pairaug_ray.pipeline.runner import ResumableStage, run_resumable
-from pairaug_ray.runtime import init_ray
+from pairaug_ray.runtime import init_ray, started_local_ray
 from pairaug_ray.stages.generate import GenerateInter, GenerateIntra, expand_image_tasks, image_pair_id
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,9 @@ def model_ref(cfg: JobConfig) -> str:
 
 def check_local_cpus(cfg: JobConfig) -> None:
     """On a fixed-size (local) Ray, actor pools that take every CPU starve the read and write tasks and
-    the job hangs (Ray issue #44687); say so instead."""
-    if cfg.ray.address or not ray.is_initialized():
+    the job hangs (Ray issue #44687); say so instead. Not on a cluster: an idle autoscaling cluster
+    has 0 CPUs until the autoscaler adds workers for the job's own demand."""
+    if not started_local_ray():
         return
     g = cfg.generate
     total = ray.cluster_resources().get("CPU", 0)

@@ -14,7 +14,7 @@ from pairaug_ray import progress, storage
 from pairaug_ray.config import ConfigError, JobConfig, TrainConfig
 from pairaug_ray.pipeline.train.data import preprocessed, training_pairs, validation_rows
 from pairaug_ray.pipeline.train.loop import META_FILE, MODEL_DIR, train_loop_per_worker
-from pairaug_ray.runtime import init_ray
+from pairaug_ray.runtime import init_ray, started_local_ray
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,10 @@ def _should_cache(t: TrainConfig, pairs: int, size: int) -> bool:
 
 
 def check_train_cpus(t: TrainConfig) -> None:
-    """On a local Ray, workers that reserve every CPU leave none for the ingest actors: it would hang."""
+    """On a local Ray, workers that reserve every CPU leave none for the ingest actors: it would hang.
+    Not on a cluster: an idle autoscaling cluster has 0 CPUs until the job's demand adds workers."""
+    if not started_local_ray():
+        return
     total = ray.cluster_resources().get("CPU", 0)
     reserved = max(1, t.num_workers) * t.cpus_per_worker + 0.5
     if not t.use_gpu and reserved > total:
