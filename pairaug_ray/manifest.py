@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 from ray.data import SaveMode
 
@@ -64,7 +65,8 @@ def write_manifest(
 def _conform_and_count(table: pa.Table, *, counter: Any = None) -> pa.Table:
     table = schema.conform(table)
     if counter is not None and table.num_rows:
-        counter.add.remote(table.num_rows)  # fire and forget: a lost count only slows the bar
+        errors = pc.sum(pc.equal(table.column(schema.STATUS), schema.STATUS_ERROR)).as_py() or 0
+        counter.add.remote(table.num_rows, errors=errors)  # fire and forget: a lost count only slows the bar
     return table
 
 

@@ -1,30 +1,42 @@
-"""What a person sees while a job runs: a line when a stage starts, one when it ends, a bar between.
+"""What a person and an operator see while a job runs, fed by the same counts:
 
-Off by default, so library use and tests print nothing; the CLI turns it on with the terminal's
-streams (`enable`), after it has sent library output to the run's log file.
+- on the terminal, a line when a stage starts, one when it ends, and a bar between (rows done of
+  the total, rows/s, ETA); `enable(console)` turns it on;
+- in `<output_dir>/progress.json`, rewritten every few seconds while the job runs and once more when
+  it ends: the stage, rows done of the total, rows/s, ETA, errors so far, the stages finished;
+  `report_to(uri, ...)` turns it on, `pairaug status` and `pairaug submit` read it.
 
-The bar counts rows (or steps) that workers report to one small counter actor, which the driver
-polls twice a second; rows/s and the ETA come from tqdm. Where the total is not known in advance
-the bar shows the count and the rate only. On a terminal the bar redraws in place and is replaced by
-the stage's end line; in a log (`ray job logs`, a file) it prints at most every 30 s.
+Both are off by default, so library use and tests print and write nothing; the CLI turns them on
+(cli/terminal.py, cli/common.py).
+
+The counts come from the workers through one small actor (`RowCounter`), which the driver polls
+twice a second; tqdm draws the bar. On a terminal the bar redraws in place and gives way to the
+stage's end line; in a log (`ray job logs`, a file) it prints at most every 30 s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import ray
 
+from pairaug_ray import storage
+
 COUNTER_NAME = "pairaug-progress"
 WIDTH = 9  # stage names are padded to this, so the lines line up
+REPORT_EVERY_S = 5.0  # progress.json at most this often (an S3 PUT each time)
+PROGRESS_FILE = "progress.json"
 
 _console: TextIO | None = None
 _bars = True
+_report: Report | None = None
 
 
 def enable(console: TextIO | None) -> None:
@@ -57,26 +69,92 @@ def say(line: str) -> None:
         _console.flush()
 
 
+# --- progress.json ----------------------------------------------------------------------------------------
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Report:
+    """The document behind `<output_dir>/progress.json` and when it was last written."""
+
+    def __init__(self, uri: str, run: str, command: str):
+        self.uri = uri
+        self.doc: dict[str, Any] = {
+            "format": "pairaug-progress/1",
+            "run": run,
+            "command": command,
+            "state": "running",
+            "pid": os.getpid(),
+            "started_at": _now(),
+            "updated_at": _now(),
+            "stage": None,
+            "finished_stages": [],
+        }
+        self._written = 0.0
+        self._lock = threading.Lock()
+
+    def update(self, force: bool = False, **fields: Any) -> None:
+        with self._lock:
+            self.doc.update(fields)
+            self.doc["updated_at"] = _now()
+            if not force and time.monotonic() - self._written < REPORT_EVERY_S:
+                return
+            self._written = time.monotonic()
+            doc = dict(self.doc)
+        # A storage hiccup must not stop the job; the next write catches up.
+        with contextlib.suppress(OSError):
+            storage.write_json(self.uri, doc)
+
+
+def report_to(uri: str | None, *, run: str = "", command: str = "") -> None:
+    """Keep `uri` (a progress.json) up to date from now on (None: stop)."""
+    global _report
+    _report = Report(uri, run, command) if uri else None
+    if _report is not None:
+        _report.update(force=True)
+
+
+def report_end(error: str | None = None) -> None:
+    """The job ended: progress.json says how, once more."""
+    if _report is not None:
+        _report.update(force=True, state="failed" if error else "finished", error=error, stage=None)
+
+
 @contextmanager
 def stage(name: str, what: str = "") -> Iterator[dict[str, str]]:
     """`name ... what` now, `name done: <result> (N s)` at the end; the caller sets `result["line"]`."""
     say(f"{name:<{WIDTH}} {what}".rstrip())
     started = time.perf_counter()
+    if _report is not None:
+        _report.update(force=True, stage={"name": name, "what": what, "started_at": _now()})
     result: dict[str, str] = {"line": ""}
     yield result
     seconds = time.perf_counter() - started
     say(f"{name:<{WIDTH}} done: {result['line']} ({seconds:.0f} s)".replace("done:  (", "done ("))
+    if _report is not None:
+        finished = [
+            *_report.doc["finished_stages"],
+            {"name": name, "result": result["line"], "seconds": round(seconds, 1)},
+        ]
+        _report.update(force=True, stage=None, finished_stages=finished)
+
+
+# --- counting ----------------------------------------------------------------------------------------------
 
 
 @ray.remote(num_cpus=0, max_restarts=0)
 class RowCounter:
-    """Counts what workers finished; `info` carries a few numbers to show beside the bar (loss)."""
+    """Counts what workers finished and how many of those rows ended in an error; `info` carries a
+    few numbers to show beside the bar (the loss)."""
 
     def __init__(self) -> None:
-        self.n, self.info = 0, {}
+        self.n, self.errors, self.info = 0, 0, {}
 
-    def add(self, n: int, **info: Any) -> None:
+    def add(self, n: int, errors: int = 0, **info: Any) -> None:
         self.n += n
+        self.errors += errors
         self.info.update(info)
 
     def set(self, n: int, **info: Any) -> None:
@@ -84,10 +162,10 @@ class RowCounter:
         self.info.update(info)
 
     def reset(self) -> None:
-        self.n, self.info = 0, {}
+        self.n, self.errors, self.info = 0, 0, {}
 
-    def read(self) -> tuple[int, dict[str, Any]]:
-        return self.n, self.info
+    def read(self) -> tuple[int, int, dict[str, Any]]:
+        return self.n, self.errors, self.info
 
 
 def counted(ds: ray.data.Dataset, counter: Any) -> ray.data.Dataset:
@@ -111,16 +189,64 @@ def counter() -> Any:
 
 @contextmanager
 def bar(name: str, total: int | None = None, unit: str = "rows") -> Iterator[Any]:
-    """A progress bar fed by the workers; yields the counter actor to hand to them (None when off)."""
-    if _console is None or not _bars:
+    """A progress bar and progress.json fed by the workers; yields the counter actor to hand to them
+    (None when neither is on)."""
+    drawn = _console is not None and _bars
+    if not drawn and _report is None:
         yield None
         return
-    from tqdm import tqdm
-
     handle = counter()
     ray.get(handle.reset.remote())
+    shown_bar = _tqdm(name, total, unit) if drawn else None
+    started = time.monotonic()
+    stop = threading.Event()
+
+    def refresh() -> None:
+        try:
+            n, errors, info = ray.get(handle.read.remote(), timeout=5)
+        except Exception:  # a slow answer only delays the bar; never fail a job for it
+            return
+        if shown_bar is not None:
+            if n > shown_bar.n:
+                shown_bar.update(n - shown_bar.n)
+            if info:
+                shown_bar.set_postfix_str(
+                    ", ".join(
+                        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items()
+                    ),
+                    refresh=False,
+                )
+        if _report is not None:
+            elapsed = max(1e-9, time.monotonic() - started)
+            rate = n / elapsed
+            eta = (total - n) / rate if total and rate > 0 and n <= total else None
+            _report.update(
+                rows={"done": n, "total": total, "unit": unit, "errors": errors, **info},
+                rate_per_s=round(rate, 3),
+                eta_s=None if eta is None else round(eta, 1),
+            )
+
+    def poll() -> None:
+        while not stop.wait(0.5):
+            refresh()
+
+    thread = threading.Thread(target=poll, name=f"progress-{name}", daemon=True)
+    thread.start()
+    try:
+        yield handle
+    finally:
+        stop.set()
+        thread.join()
+        refresh()
+        if shown_bar is not None:
+            shown_bar.close()
+
+
+def _tqdm(name: str, total: int | None, unit: str) -> Any:
+    from tqdm import tqdm
+
     tty = hasattr(_console, "isatty") and _console.isatty()
-    shown = tqdm(
+    return tqdm(
         total=total or None,
         desc=f"{name:<{WIDTH}}",
         unit=f" {unit}",
@@ -133,32 +259,63 @@ def bar(name: str, total: int | None = None, unit: str = "rows") -> Iterator[Any
         if total
         else "{desc} {n_fmt}{unit}, {rate_fmt}{postfix}",
     )
-    stop = threading.Event()
-
-    def poll() -> None:
-        while not stop.wait(0.5):
-            _refresh(shown, handle)
-
-    thread = threading.Thread(target=poll, name=f"progress-{name}", daemon=True)
-    thread.start()
-    try:
-        yield handle
-    finally:
-        stop.set()
-        thread.join()
-        _refresh(shown, handle)
-        shown.close()
 
 
-def _refresh(shown: Any, handle: Any) -> None:
-    try:
-        n, info = ray.get(handle.read.remote(), timeout=5)
-    except Exception:  # a slow answer only delays the bar; never fail a job for it
-        return
-    if n > shown.n:
-        shown.update(n - shown.n)
-    if info:
-        shown.set_postfix_str(
-            ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items()),
-            refresh=False,
+# --- reading it back -------------------------------------------------------------------------------------
+
+
+STALE_AFTER_S = 120.0  # a running job rewrites its progress every few seconds
+
+
+def read_progress(output_dir: str) -> dict[str, Any] | None:
+    """The progress.json of the run at `output_dir` (local or s3://), or None when there is none yet."""
+    import json
+
+    uri = storage.join(output_dir, PROGRESS_FILE)
+    if not storage.exists(uri):
+        return None
+    return json.loads(storage.read_text(uri))
+
+
+def _ago(iso: str | None, now: datetime) -> float | None:
+    return None if not iso else (now - datetime.fromisoformat(iso)).total_seconds()
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+
+
+def format_progress(doc: dict[str, Any], now: datetime | None = None) -> str:
+    """A progress.json as a person reads it."""
+    now = now or datetime.now(UTC)
+    state = doc.get("state", "?")
+    head = f"run '{doc.get('run')}' ({doc.get('command')}): {state}"
+    lines = []
+    current = doc.get("stage")
+    if state == "running" and current:
+        head += f", stage {current['name']} for {_duration(_ago(current.get('started_at'), now))}"
+        rows = doc.get("rows") or {}
+        if rows:
+            total = rows.get("total")
+            done = f"{rows.get('done', 0)}/{total}" if total else f"{rows.get('done', 0)}"
+            pct = f" ({rows['done'] / total:.0%})" if total else ""
+            eta = f", ETA {_duration(doc.get('eta_s'))}" if doc.get("eta_s") is not None else ""
+            lines.append(
+                f"  {current['name']:<{WIDTH}} {done} {rows.get('unit', 'rows')}{pct}, "
+                f"{doc.get('rate_per_s', 0):.3g} {rows.get('unit', 'rows')}/s{eta}, {rows.get('errors', 0)} errors"
+            )
+    elif state == "failed":
+        head += f": {doc.get('error')}"
+    for s in doc.get("finished_stages", []):
+        lines.append(f"  {s['name']:<{WIDTH}} done: {s['result']} ({s['seconds']:.0f} s)")
+    age = _ago(doc.get("updated_at"), now)
+    if state == "running" and age is not None and age > STALE_AFTER_S:
+        lines.append(
+            f"  no update for {_duration(age)}: the job's driver may have stopped (a rerun resumes it)"
         )
+    else:
+        lines.append(f"  updated {_duration(age)} ago")
+    return "\n".join([head, *lines])

@@ -143,8 +143,21 @@ def test_rewrite_command_with_rules(ray_local, phantom_root, tmp_path, capsys):
         )
     )
     assert main(["rewrite", "--config", str(cfg)]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "rewrite rows" in out and "inter" in out and "model calls" in out
+    # The terminal: where the log is, a line as the stage starts and ends; the library output is in the log.
+    log_line, start, end = captured.err.strip().splitlines()[-3:]
+    assert log_line.startswith("pairaug rewrite: library and Ray logs go to ") and "/run/logs/rewrite-" in log_line
+    assert start.startswith("rewrite   ") and end.startswith("rewrite   done: ") and "ok" in end
+    # progress.json: the job's state for `pairaug status` and `pairaug submit`.
+    progress = json.loads((tmp_path / "run" / "progress.json").read_text())
+    assert progress["state"] == "finished" and progress["command"] == "rewrite"
+    assert [s["name"] for s in progress["finished_stages"]] == ["rewrite"]
+    assert progress["rows"]["done"] == progress["rows"]["total"] > 0 and progress["rows"]["errors"] == 0
+    assert main(["status", str(tmp_path / "run")]) == 0
+    status = capsys.readouterr().out
+    assert "(rewrite): finished" in status and "rewrite   done:" in status
     # An external endpoint is refused before anything runs.
     assert (
         main(

@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from pairaug_ray import __version__
-from pairaug_ray.cli import augment, configs, data, models, training
+from pairaug_ray.cli import augment, configs, data, models, status, training
 from pairaug_ray.cli.common import Commands
 
 EPILOG = """\
@@ -27,6 +27,7 @@ examples:
   pairaug run --config configs/demo.yaml              # augment, train, evaluate (what `make demo` runs)
   pairaug metrics --labels labels.csv --scores probs.csv   # the same protocol for any model
   pairaug submit --address http://127.0.0.1:8265 -- pairaug augment --config s3://b/job.yaml
+  pairaug status s3://b/runs/exp1 --follow            # stage, rows done, rows/s, ETA of any run
   pairaug make-phantom runs/phantom --patients 200    # just the built-in corpus
   pairaug make-tiny-models runs/models                # tiny random-weight SD and CLIP
   pairaug manifest show runs/phantom                  # what is in a pair dataset
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
     augment.register_stages(commands)
+    status.register(commands)
     configs.register(commands)
     data.register(commands)
     models.register(commands)

@@ -66,11 +66,26 @@ def job(fn: Callable[[Any, argparse.Namespace], int]) -> Handler:
     <run.output_dir>/logs/."""
 
     def handler(args: argparse.Namespace) -> int:
-        from pairaug_ray import storage
+        from pairaug_ray import progress, storage
 
         cfg = load(args)
         with in_terminal(args, storage.join(cfg.run.output_dir, "logs")):
-            return fn(cfg, args)
+            # progress.json beside the outputs: what `pairaug status` and `pairaug submit` show.
+            progress.report_to(
+                storage.join(cfg.run.output_dir, progress.PROGRESS_FILE),
+                run=cfg.run.name,
+                command=args.command_name,
+            )
+            try:
+                code = fn(cfg, args)
+            except BaseException as e:
+                progress.report_end(error=f"{type(e).__name__}: {e}"[:500])
+                raise
+            else:
+                progress.report_end()
+            finally:
+                progress.report_to(None)
+            return code
 
     handler.__doc__ = fn.__doc__
     return handler
