@@ -17,18 +17,54 @@
 {{- end -}}
 {{- end -}}
 
-{{/* KubeRay refuses RayCluster names over 53 characters: it appends up to "-serve-svc" (10) to them. */}}
+{{/* KubeRay refuses RayCluster names over 53 characters (it appends up to "-serve-svc" to them) and
+     names that are no DNS-1035 label (ValidateRayClusterMetadata): a release name such as "1exp" or
+     "team.a" (Helm allows both) is refused here, naming the values that make it. */}}
 {{- define "pairaug.clusterName" -}}
-{{- include "pairaug.fullname" . | trunc 53 | trimSuffix "-" -}}
+{{- $name := include "pairaug.fullname" . | trunc 53 | trimSuffix "-" -}}
+{{- include "pairaug.kuberayName" (list "RayCluster" $name) -}}
 {{- end -}}
 
-{{/* RayJob names: at most 47 characters (KubeRay appends 6 to name the job's cluster).
-     Call with (list $ "augment"). */}}
+{{/* RayJob names: at most 47 characters (KubeRay appends 6 to name the job's cluster), a DNS-1035
+     label. Call with (list $ "augment"). */}}
 {{- define "pairaug.jobName" -}}
 {{- $root := index . 0 -}}
 {{- $stage := index . 1 -}}
 {{- $prefix := include "pairaug.fullname" $root | trunc (int (sub 46 (len $stage))) | trimSuffix "-" -}}
-{{- printf "%s-%s" $prefix $stage -}}
+{{- include "pairaug.kuberayName" (list "RayJob" (printf "%s-%s" $prefix $stage)) -}}
+{{- end -}}
+
+{{/* (list KIND NAME) -> NAME, or a failure when KubeRay would refuse it as not a DNS-1035 label. */}}
+{{- define "pairaug.kuberayName" -}}
+{{- $kind := index . 0 -}}
+{{- $name := index . 1 -}}
+{{- if not (regexMatch "^[a-z]([-a-z0-9]*[a-z0-9])?$" $name) -}}
+{{- fail (printf "%s name %q (from the release name, nameOverride or fullnameOverride) would be refused by KubeRay: it must be a DNS-1035 label (a lowercase letter first, then a-z, 0-9 or '-'); pick another release name or set fullnameOverride" $kind $name) -}}
+{{- end -}}
+{{- $name -}}
+{{- end -}}
+
+{{/* The Secret with the Ray token: auth.existingSecret, else the one the KubeRay operator generates,
+     named CheckName(<RayCluster name>): its last 50 characters, then a leading digit or punctuation
+     mark replaced by "r" (ray-operator/controllers/ray/utils/util.go CheckName; the pods read it in
+     common/pod.go SetContainerTokenAuthEnvVars). pairaug_ray/kuberay_rules.py token_secret_name is
+     the same rule in Python, and tests/test_kuberay_rules.py compares the two. */}}
+{{- define "pairaug.authSecretName" -}}
+{{- if .Values.auth.existingSecret -}}
+{{- .Values.auth.existingSecret -}}
+{{- else -}}
+{{- $name := include "pairaug.clusterName" . -}}
+{{- if gt (len $name) 50 -}}
+{{- $name = substr (int (sub (len $name) 50)) (len $name) $name -}}
+{{- end -}}
+{{- if regexMatch "^\\p{Nd}" $name -}}
+{{- $name = printf "r%s" (substr 1 (len $name) $name) -}}
+{{- end -}}
+{{- if regexMatch "^\\pP" $name -}}
+{{- $name = printf "r%s" (substr 1 (len $name) $name) -}}
+{{- end -}}
+{{- $name -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "pairaug.configMapName" -}}
