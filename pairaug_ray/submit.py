@@ -26,6 +26,7 @@ import os
 import re
 import shlex
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,14 @@ def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
         help="job id / RayJob name (default: generated)",
     )
     job.add_argument("--no-wait", action="store_true", help="submit and return without following the job")
+    job.add_argument(
+        "--progress",
+        default=None,
+        metavar="OUTPUT_DIR",
+        help="where the job keeps its progress.json (its run.output_dir), to print stage, rows done, rows/s "
+        "and ETA while following (default: the entrypoint's --set run.output_dir=..., or its --config "
+        "when readable from here)",
+    )
     job.add_argument(
         "--poll-interval", type=float, default=5.0, metavar="S", help="seconds between status checks"
     )
@@ -236,8 +245,9 @@ def _submit_to_dashboard(args: argparse.Namespace, entrypoint: list[str], runtim
         _say(f"not waiting; follow it with: ray job logs --follow --address {address} {job_id}")
         return EXIT_OK
     try:
-        asyncio.run(_stream_logs(client, job_id))
-        status = _wait_for_end(client, job_id, args.poll_interval)
+        with _ProgressWatcher(_progress_dir(args, entrypoint), args.poll_interval):
+            asyncio.run(_stream_logs(client, job_id))
+            status = _wait_for_end(client, job_id, args.poll_interval)
     except KeyboardInterrupt:
         _say(f"stopped following; the job goes on. Stop it with: ray job stop --address {address} {job_id}")
         return 130
@@ -299,9 +309,18 @@ def build_rayjob(
     spec.setdefault("submissionMode", "K8sJobMode")
     spec.pop("jobId", None)  # a fresh job each time
     if cluster:
-        # An existing cluster outlives the job: nothing of the template's own cluster applies.
-        for key in ("rayClusterSpec", "shutdownAfterJobFinishes", "ttlSecondsAfterFinished"):
+        # An existing cluster outlives the job: nothing of the template's own cluster applies, and
+        # KubeRay refuses retries (each would bring up a fresh cluster) and suspension there.
+        for key in (
+            "rayClusterSpec",
+            "shutdownAfterJobFinishes",
+            "ttlSecondsAfterFinished",
+            "backoffLimit",
+            "suspend",
+        ):
             spec.pop(key, None)
+        if spec["submissionMode"] == "SidecarMode":  # runs in the head of the job's own cluster
+            spec["submissionMode"] = "K8sJobMode"
         spec["clusterSelector"] = {"ray.io/cluster": cluster}
     elif not spec.get("rayClusterSpec"):
         raise SubmitError("the --template RayJob has no spec.rayClusterSpec (or pass --cluster NAME)")
@@ -385,6 +404,11 @@ def _submit_rayjob(args: argparse.Namespace, entrypoint: list[str], runtime_env:
     body = build_rayjob(
         entrypoint, name, cluster=args.cluster, template=template, image=args.image, runtime_env=runtime_env
     )
+    from pairaug_ray.kuberay_rules import violations
+
+    problems = violations(body)
+    if problems:  # KubeRay would accept the object, then mark it ValidationFailed: say why now
+        raise SubmitError(f"the KubeRay operator would refuse RayJob {name}:\n  " + "\n  ".join(problems))
     api, namespace = _kube_api(args.kubeconfig, args.context, args.namespace)
     custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
     try:
@@ -399,7 +423,8 @@ def _submit_rayjob(args: argparse.Namespace, entrypoint: list[str], runtime_env:
         _say(f"not waiting; follow it with: kubectl -n {namespace} get rayjob {name} -w")
         return EXIT_OK
     try:
-        status = follow_rayjob(custom, core, namespace, name, args.poll_interval)
+        with _ProgressWatcher(_progress_dir(args, entrypoint), args.poll_interval):
+            status = follow_rayjob(custom, core, namespace, name, args.poll_interval)
     except KeyboardInterrupt:
         _say(f"stopped following; the job goes on. Stop it with: kubectl -n {namespace} delete rayjob {name}")
         return 130
@@ -484,3 +509,73 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --- progress ------------------------------------------------------------------------------------------------
+
+
+def _progress_dir(args: argparse.Namespace, entrypoint: list[str]) -> str | None:
+    """Where the job keeps its progress.json, when it can be read from here: --progress, else the
+    entrypoint's `--set run.output_dir=...`, else the output_dir of its --config if that file is
+    readable from here. Relative paths are the job's (on the cluster): not readable here."""
+    if args.progress:
+        return args.progress
+    sets = [entrypoint[i + 1] for i, w in enumerate(entrypoint[:-1]) if w == "--set"]
+    out = next((v.split("=", 1)[1] for v in sets if v.startswith("run.output_dir=")), None)
+    if out is None:
+        config = next(
+            (entrypoint[i + 1] for i, w in enumerate(entrypoint[:-1]) if w in ("--config", "-c")), None
+        )
+        if config and (config.startswith("s3://") or os.path.isfile(config)):
+            from pairaug_ray.config import load_config
+
+            with contextlib.suppress(Exception):  # unreadable or invalid here: no progress, not an error
+                out = load_config(config, sets).run.output_dir
+    return out if out and (out.startswith("s3://") or os.path.isabs(out)) else None
+
+
+class _ProgressWatcher:
+    """While the job is followed, prints its progress.json in one line when the stage changes and
+    at most every 30 s otherwise (the job's log shows its stage lines too; this adds rows, rate and
+    ETA, and works for RayJobs whose log is the submitter pod's)."""
+
+    EVERY_S = 30.0
+
+    def __init__(self, output_dir: str | None, poll: float):
+        self.output_dir, self.poll = output_dir, max(0.5, poll)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> _ProgressWatcher:
+        if self.output_dir:
+            self._thread = threading.Thread(target=self._run, name="pairaug-submit-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.poll + 5)
+
+    def _run(self) -> None:
+        from pairaug_ray import progress
+
+        last_key, last_at = None, 0.0
+        while not self._stop.wait(self.poll):
+            try:
+                doc = progress.read_progress(self.output_dir)
+            except Exception:  # S3 unreachable from here, a file being rewritten: try again later
+                continue
+            if doc is None or doc.get("state") != "running":
+                continue
+            key = (doc.get("stage") or {}).get("name")
+            if key == last_key and time.monotonic() - last_at < self.EVERY_S:
+                continue
+            last_key, last_at = key, time.monotonic()
+            lines = progress.format_progress(doc).splitlines()
+            rows = [
+                ln.strip()
+                for ln in lines[1:]
+                if (doc.get("stage") or {}).get("name", "\0") in ln and "done:" not in ln
+            ]
+            _say("progress: " + "; ".join([lines[0], *rows[:1]]))
