@@ -509,6 +509,12 @@ def test_plain_manifests_validate(manifests, crd_validators):
         == f"http://{svc['metadata']['name']}-serve-svc.llm.svc.cluster.local:8000/v1"
     )
     assert cfg.rewrite.openai.model == app["args"]["llm_configs"][0]["model_loading_config"]["model_id"]
+    # The real-data template points at the same service and model.
+    real = parse_config(yaml.safe_load((REPO / "configs" / "mimic-cxr.yaml").read_text()), "mimic-cxr.yaml")
+    assert (real.rewrite.openai.base_url, real.rewrite.openai.model) == (
+        cfg.rewrite.openai.base_url,
+        cfg.rewrite.openai.model,
+    )
 
 
 def test_quick_start_of_the_docs_renders(crd_validators, tmp_path):

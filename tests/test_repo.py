@@ -70,10 +70,18 @@ def test_method_doc_exists():
 
 
 def _sources() -> list[Path]:
+    """Where a reader meets references to docs: code, docs, configs, manifests, the chart, bench."""
     return [
         *sorted((REPO / "pairaug_ray").rglob("*.py")),
         *sorted((REPO / "docs").glob("*.md")),
         REPO / "README.md",
+        *sorted((REPO / "configs").glob("*.yaml")),
+        *sorted((REPO / "k8s").glob("*")),
+        *sorted((REPO / "helm").rglob("*.yaml")),
+        *sorted((REPO / "helm").rglob("*.txt")),
+        *sorted((REPO / "bench").glob("*.py")),
+        REPO / "Dockerfile",
+        REPO / "Makefile",
     ]
 
 
