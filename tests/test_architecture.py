@@ -1,6 +1,6 @@
 """The README's layering, enforced: imports point down, and the library layers never import Ray.
 
-    0 foundation   errors, schema, storage, config
+    0 foundation   errors, schema, storage, config, kuberay_rules
     1 files        images, pairs (pair datasets read with pyarrow), resume
     2 library      models, p2p, text, eval, viz                      (never import Ray)
     3 stages       manifest (Ray Data I/O), runtime, progress, corpora, stages, testing
@@ -21,7 +21,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "pairaug_ray"
 
 LAYERS = [
-    ["errors", "schema", "storage", "config", ""],  # "" is the package's __init__
+    ["errors", "schema", "storage", "config", "kuberay_rules", ""],  # "" is the package's __init__
     ["images", "pairs", "resume"],
     ["models", "p2p", "text", "eval", "viz"],
     ["manifest", "runtime", "progress", "corpora", "stages", "testing"],

@@ -560,6 +560,8 @@ def test_the_augment_job_runs_as_a_ray_job(ray_head, ray_local, tiny_models, tmp
     log = capsys.readouterr().out
     assert rc == EXIT_OK, log[-3000:]
     assert "augment job 'demo' finished" in log and token not in log
+    # While it followed the job, submit printed the progress.json the job keeps beside its outputs.
+    assert "progress: run 'demo' (augment): running, stage " in log, log[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["stages"]) == {"validate", "rewrite", "generate", "score", "prune"}
     assert summary["stages"]["generate"]["ok"] == summary["stages"]["score"]["ok"] > 0
