@@ -12,6 +12,7 @@ are not checked offline; the limits KubeRay enforces in Go (name lengths) are as
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import shutil
@@ -273,6 +274,74 @@ def test_default_cluster_layout(rendered):
     assert "nvidia.com/gpu" not in workers["cpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
 
 
+# Labels a node gets only after it boots (NVIDIA GPU feature discovery, Node Feature Discovery): node
+# autoscalers (Cluster Autoscaler, Karpenter, GKE auto-provisioning) never create a node for them.
+AFTER_BOOT_LABELS = re.compile(r"^(nvidia\.com/(gpu|cuda|mig)\.|feature\.node\.kubernetes\.io/)")
+
+
+def _pod_specs(docs: list[dict]) -> list[dict]:
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "containers" in node and isinstance(node["containers"], list):
+                found.append(node)
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(docs)
+    return found
+
+
+def test_no_pod_waits_for_a_label_added_after_boot(rendered, manifests):
+    """A group that scales from zero must not select GPU feature discovery's labels: the node that
+    would carry them is never created, and the pods stay Pending."""
+    for name, docs in [*rendered.items(), ("k8s/", manifests)]:
+        for pod in _pod_specs(docs):
+            keys = list(pod.get("nodeSelector") or {})
+            terms = (
+                ((pod.get("affinity") or {}).get("nodeAffinity") or {}).get(
+                    "requiredDuringSchedulingIgnoredDuringExecution"
+                )
+                or {}
+            ).get("nodeSelectorTerms") or []
+            keys += [e["key"] for t in terms for e in t.get("matchExpressions", [])]
+            bad = [k for k in keys if AFTER_BOOT_LABELS.match(k)]
+            assert not bad, f"{name}: a pod selects {bad}, a label set only after the node boots"
+
+
+def test_every_ray_container_requests_its_ephemeral_storage(rendered, manifests):
+    """/tmp/ray (an emptyDir) and the model caches live on the node's disk: without a request the
+    scheduler ignores disk and the kubelet evicts the pod that fills it."""
+    for name, docs in [*rendered.items(), ("k8s/", manifests)]:
+        for pod in _pod_specs(docs):
+            for c in pod["containers"]:
+                if c["name"] not in ("ray-head", "ray-worker"):
+                    continue
+                res = c["resources"]
+                assert res["requests"].get("ephemeral-storage") == res["limits"].get("ephemeral-storage"), (
+                    name,
+                    res,
+                )
+                assert res["requests"].get("ephemeral-storage"), (
+                    f"{name}: {c['name']} requests no ephemeral-storage"
+                )
+                tmp = next((v for v in pod.get("volumes", []) if v["name"] == "ray-tmp"), None)
+                if tmp and tmp["emptyDir"].get("sizeLimit"):
+                    assert _bytes(res["requests"]["ephemeral-storage"]) > _bytes(tmp["emptyDir"]["sizeLimit"])
+
+
+def _bytes(q: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    for suffix, factor in units.items():
+        if str(q).endswith(suffix):
+            return int(float(str(q)[: -len(suffix)]) * factor)
+    return int(q)
+
+
 @pytest.mark.parametrize("name", ["default", "gpu-values"])
 def test_gpu_group(rendered, name):
     (rc,) = only(rendered[name], "RayCluster")
@@ -282,9 +351,10 @@ def test_gpu_group(rendered, name):
     res = pod["containers"][0]["resources"]
     assert res["limits"]["nvidia.com/gpu"] == res["requests"]["nvidia.com/gpu"] == "8"
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
-    assert pod.get("nodeSelector") or pod.get("affinity"), "GPU pods must be pinned to GPU nodes"
     if name == "gpu-values":
         assert pod["nodeSelector"] == {"karpenter.k8s.aws/instance-gpu-name": "h100"}
+        assert gpu["rayStartParams"]["resources"] == '"{\\"accelerator_type:H100\\": 1}"'
+        assert json.loads(json.loads(gpu["rayStartParams"]["resources"])) == {"accelerator_type:H100": 1}
         assert pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
         assert gpu["maxReplicas"] == 4 and res["limits"]["memory"] == "1800Gi"
         assert rc["spec"]["autoscalerOptions"]["upscalingMode"] == "Aggressive"
@@ -361,7 +431,14 @@ def test_rayjob_mode(rendered):
         assert spec["rayClusterSpec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
     assert jobs["pairaug-augment"]["backoffLimit"] == 2
     assert jobs["pairaug-train"]["backoffLimit"] == 0  # per-job override of jobs.defaults, even to 0
-    assert jobs["pairaug-augment"]["entrypoint"].endswith("--set generate.max_actors=16")
+    assert jobs["pairaug-augment"]["entrypoint"].endswith("--set generate.max_actors=8")
+    # InterAug and IntraAug each run an actor pool of up to max_actors one-GPU actors: the demand is
+    # twice max_actors, and the job's GPU group must be able to provide it.
+    augment = jobs["pairaug-augment"]
+    (gpu,) = [g for g in augment["rayClusterSpec"]["workerGroupSpecs"] if g["groupName"] == "gpu"]
+    per_pod = int(gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"])
+    max_actors = int(augment["entrypoint"].rsplit("generate.max_actors=", 1)[1].split()[0])
+    assert 2 * max_actors <= gpu["maxReplicas"] * per_pod
     assert (
         jobs["pairaug-evaluate"]["entrypoint"]
         == "pairaug evaluate --config s3://pairaug-runs/configs/evaluate.yaml"
@@ -491,7 +568,7 @@ def test_plain_manifests_validate(manifests, crd_validators):
         assert (
             gpu["minReplicas"] == 0 and pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
         )
-        assert pod["tolerations"] and pod["nodeSelector"]
+        assert pod["tolerations"]
     (svc,) = only(manifests, "RayService")
     serve = yaml.safe_load(svc["spec"]["serveConfigV2"])
     (app,) = serve["applications"]

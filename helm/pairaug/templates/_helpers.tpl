@@ -167,6 +167,9 @@ envFrom:
 {{- $root := .root -}}
 {{- $g := .group -}}
 {{- $resources := dict "cpu" (toString $g.resources.cpu) "memory" $g.resources.memory -}}
+{{- with $g.resources.ephemeralStorage -}}
+{{- $_ := set $resources "ephemeral-storage" . -}}
+{{- end -}}
 {{- if .gpus -}}
 {{- $_ := set $resources .gpuResource (toString .gpus) -}}
 {{- end -}}
@@ -266,6 +269,10 @@ spec:
 {{- end -}}
 {{- $params := deepCopy (default dict $g.rayStartParams) -}}
 {{- $_ := set $params "object-store-memory" $store -}}
+{{- with $g.acceleratorType -}}
+{{- /* A JSON object in a quoted string, as KubeRay passes it to `ray start --resources`. */ -}}
+{{- $_ := set $params "resources" (printf "\"{\\\"accelerator_type:%s\\\": 1}\"" .) -}}
+{{- end -}}
 {{- if eq .key "head" -}}
 {{- $_ := set $params "num-cpus" "0" -}}
 {{- $_ := set $params "dashboard-host" "0.0.0.0" -}}
