@@ -150,11 +150,13 @@ class RowCounter:
     few numbers to show beside the bar (the loss)."""
 
     def __init__(self) -> None:
-        self.n, self.errors, self.info = 0, 0, {}
+        self.reset()
 
-    def add(self, n: int, errors: int = 0, **info: Any) -> None:
+    def add(self, n: int, errors: int = 0, made: int = 0, **info: Any) -> None:
+        """n rows written (errors of them ended in an error); made rows out of a stage's own call."""
         self.n += n
         self.errors += errors
+        self.made += made
         self.info.update(info)
 
     def set(self, n: int, **info: Any) -> None:
@@ -162,10 +164,10 @@ class RowCounter:
         self.info.update(info)
 
     def reset(self) -> None:
-        self.n, self.errors, self.info = 0, 0, {}
+        self.n, self.errors, self.made, self.info = 0, 0, 0, {}
 
-    def read(self) -> tuple[int, int, dict[str, Any]]:
-        return self.n, self.errors, self.info
+    def read(self) -> tuple[int, int, int, dict[str, Any]]:
+        return self.n, self.errors, self.made, self.info
 
 
 def counted(ds: ray.data.Dataset, counter: Any) -> ray.data.Dataset:
@@ -200,12 +202,32 @@ def bar(name: str, total: int | None = None, unit: str = "rows") -> Iterator[Any
     shown_bar = _tqdm(name, total, unit) if drawn else None
     started = time.monotonic()
     stop = threading.Event()
+    last: dict[str, int] = {}
 
-    def refresh() -> None:
+    def read(timeout: float) -> tuple[int, int, int, dict[str, Any]] | None:
         try:
-            n, errors, info = ray.get(handle.read.remote(), timeout=5)
+            return ray.get(handle.read.remote(), timeout=timeout)
         except Exception:  # a slow answer only delays the bar; never fail a job for it
+            return None
+
+    def settled() -> tuple[int, int, int, dict[str, Any]] | None:
+        # The workers' counts are sent without waiting, so a few may still be on their way when the
+        # stage returns: read until two reads agree (at most ~2 s), with a patient timeout.
+        counts = read(30)
+        for _ in range(10):
+            time.sleep(0.2)
+            again = read(30)
+            if again is None or counts is None or again[:3] == counts[:3]:
+                return again or counts
+            counts = again
+        return counts
+
+    def refresh(counts: tuple[int, int, int, dict[str, Any]] | None = None) -> None:
+        counts = counts or read(5)
+        if counts is None:
             return
+        n, errors, made, info = counts
+        last.update(done=n, errors=errors, made=made)
         if shown_bar is not None:
             if n > shown_bar.n:
                 shown_bar.update(n - shown_bar.n)
@@ -221,7 +243,7 @@ def bar(name: str, total: int | None = None, unit: str = "rows") -> Iterator[Any
             rate = n / elapsed
             eta = (total - n) / rate if total and rate > 0 and n <= total else None
             _report.update(
-                rows={"done": n, "total": total, "unit": unit, "errors": errors, **info},
+                rows={"done": n, "total": total, "unit": unit, "errors": errors, "made": made, **info},
                 rate_per_s=round(rate, 3),
                 eta_s=None if eta is None else round(eta, 1),
             )
@@ -237,9 +259,14 @@ def bar(name: str, total: int | None = None, unit: str = "rows") -> Iterator[Any
     finally:
         stop.set()
         thread.join()
-        refresh()
+        refresh(settled())
         if shown_bar is not None:
             shown_bar.close()
+        global last_counts
+        last_counts = dict(last)
+
+
+last_counts: dict[str, int] = {}  # the counts of the last bar when it closed: done, errors, made
 
 
 def _tqdm(name: str, total: int | None, unit: str) -> Any:

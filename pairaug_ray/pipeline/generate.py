@@ -112,9 +112,9 @@ def generate_job(
         )
         return tasks.repartition(target_num_rows_per_block=g.rows_per_file)
 
-    def process(tasks: ray.data.Dataset) -> ray.data.Dataset:
+    def process(tasks: ray.data.Dataset, counter: Any) -> ray.data.Dataset:
         # One actor pool per branch; the pools run side by side and their rows meet at the writer.
-        branches = [plan.apply(tasks.filter(expr=col(schema.ORIGIN) == plan.name)) for plan in plans]
+        branches = [plan.apply(tasks.filter(expr=col(schema.ORIGIN) == plan.name), counter) for plan in plans]
         return branches[0] if len(branches) == 1 else branches[0].union(*branches[1:])
 
     return run_resumable(

@@ -113,6 +113,7 @@ def rewrite_job(
         process, passes = _vllm_process(cfg, vllm_processor_factory), rc.max_attempts
     else:
         process, passes = rewriter_plan(cfg).apply, 1
+
     return run_resumable(
         ResumableStage(
             name="rewrite",
@@ -147,7 +148,7 @@ def _vllm_process(cfg: JobConfig, factory: Any):
     config = rewrite_vllm.processor_config(rc, model.path)
     build = factory or rewrite_vllm.build_processor
 
-    def process(tasks: ray.data.Dataset, attempt: int) -> ray.data.Dataset:
+    def process(tasks: ray.data.Dataset, counter: Any, attempt: int) -> ray.data.Dataset:
         skipped = tasks.filter(expr=col(schema.STATUS) == schema.STATUS_SKIPPED)
         todo = tasks.filter(expr=col(schema.STATUS).is_null())
         processor = build(

@@ -47,7 +47,9 @@ class ResumableStage:
     output: str
     identity: dict[str, Any]  # the settings that shape each output row; a rerun must keep them
     todo: Callable[[frozenset[str]], ray.data.Dataset]  # the tasks left, given the pair ids done
-    process: Callable[..., ray.data.Dataset]  # tasks -> rows; called with (tasks) or (tasks, pass)
+    # tasks -> rows, called as process(tasks, counter), or process(tasks, counter, attempt) when
+    # passes > 1: `counter` goes to the stage plans' apply (it counts the rows each stage makes).
+    process: Callable[..., ray.data.Dataset]
     retry_errors: bool = True  # redo rows that ended in an error on a rerun
     passes: int = 1
     # How many tasks are left (a column read): the progress bar's total, and 0 skips the execution.
@@ -73,6 +75,7 @@ def run_resumable(stage: ResumableStage) -> dict[str, Any]:
     info = {stage.name: stage.identity, "input": stage.input}
     write_info(out, {**info, "complete": False})
     with progress.stage(stage.name, f"{progress.shown(stage.input)} -> {progress.shown(out)}") as shown:
+        made = new_rows = 0
         for attempt in range(1, stage.passes + 1):
             state = scan_output(out, retry_errors=stage.retry_errors)
             if state.removed_files:
@@ -89,14 +92,28 @@ def run_resumable(stage: ResumableStage) -> dict[str, Any]:
             expected = stage.expected(state.done) if stage.expected else None
             if expected != 0:  # nothing left (a rerun of a finished stage): no actors to start
                 tasks = stage.todo(state.done)
-                rows = stage.process(tasks, attempt) if stage.passes > 1 else stage.process(tasks)
                 with progress.bar(stage.name, total=expected, unit=stage.noun) as counter:
+                    rows = (
+                        stage.process(tasks, counter, attempt)
+                        if stage.passes > 1
+                        else stage.process(tasks, counter)
+                    )
                     write_manifest(rows, out, mode="append", info=info, counter=counter)
+                made += progress.last_counts.get("made", 0) if counter is not None else 0
             report = finalize(out)
+            new_rows = report.rows - len(state.done)
             if not status_counts(report.summary).get(schema.STATUS_ERROR):
                 break
         summary = dict(report.summary)
         summary["finalize"] = {"rows": report.rows, "duplicates_removed": report.duplicates_removed}
+        line = outcome_line(summary, stage.noun)
+        if made:
+            # Rows the stage made beyond the ones it added: work done again after a lost node, a
+            # retried task, or a pass that redid errors.
+            redone = max(0, made - new_rows)
+            summary["work"] = {"made": made, "new_rows": new_rows, "redone": redone}
+            if redone:
+                line += f"; {redone} {stage.noun} made again ({redone / max(1, made):.1%} of the work)"
         write_info(out, {**info, "complete": True, "outcomes": summary})
-        shown["line"] = outcome_line(summary, stage.noun)
+        shown["line"] = line
     return summary

@@ -15,6 +15,7 @@ ProcessingStage declares name, resources and batch size. A job then wires a stag
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +45,13 @@ class StagePlan:
     calls_per_actor: int | None = None  # batches in flight per actor (async stages overlap several)
     batch_format: str = "pyarrow"
 
-    def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
+    def apply(self, ds: ray.data.Dataset, counter: Any = None) -> ray.data.Dataset:
+        """`ds` through this stage. With `counter` (the job's progress counter, progress.py), every batch
+        the stage makes is counted as it leaves the stage's own call, so that work done again after a
+        lost node or a retried task shows as more rows made than written."""
+        fn, kwargs = self.fn, dict(self.kwargs)
+        if counter is not None:
+            fn, kwargs = _counting(fn, kwargs, counter, is_class=self.actors is not None)
         common: dict[str, Any] = {
             "batch_size": self.batch_size,
             "batch_format": self.batch_format,
@@ -53,13 +60,57 @@ class StagePlan:
         if self.resources.gpus:
             common["num_gpus"] = self.resources.gpus
         if self.actors is None:
-            return ds.map_batches(self.fn, fn_kwargs=dict(self.kwargs), **common)
+            return ds.map_batches(fn, fn_kwargs=kwargs, **common)
         low, high = self.actors
         return ds.map_batches(
-            self.fn,
-            fn_constructor_kwargs=dict(self.kwargs),
+            fn,
+            fn_constructor_kwargs=kwargs,
             compute=ActorPoolStrategy(
                 min_size=low, max_size=high, max_concurrent_calls_per_actor=self.calls_per_actor
             ),
             **common,
         )
+
+
+def _rows(batch: Any) -> int:
+    return batch.num_rows if hasattr(batch, "num_rows") else len(batch)
+
+
+class _Counted:
+    """A stage class whose every batch is counted as made (see StagePlan.apply)."""
+
+    def __init__(self, *, stage: type, stage_kwargs: dict[str, Any], counter: Any):
+        self.stage, self.counter = stage(**stage_kwargs), counter
+
+    def __call__(self, batch: Any) -> Any:
+        out = self.stage(batch)
+        self.counter.add.remote(0, made=_rows(out))
+        return out
+
+
+class _CountedAsync(_Counted):
+    """The same for a stage whose __call__ is a coroutine (Ray Data then overlaps several batches)."""
+
+    async def __call__(self, batch: Any) -> Any:
+        out = await self.stage(batch)
+        self.counter.add.remote(0, made=_rows(out))
+        return out
+
+
+def _counted_function(
+    batch: Any, *, stage: Callable[..., Any], stage_kwargs: dict[str, Any], counter: Any
+) -> Any:
+    out = stage(batch, **stage_kwargs)
+    counter.add.remote(0, made=_rows(out))
+    return out
+
+
+def _counting(fn: Any, kwargs: dict[str, Any], counter: Any, *, is_class: bool) -> tuple[Any, dict[str, Any]]:
+    wrapped = {"stage": fn, "stage_kwargs": kwargs, "counter": counter}
+    if not is_class:
+        return _counted_function, wrapped
+    base = _CountedAsync if inspect.iscoroutinefunction(fn.__call__) else _Counted
+    # Named after the stage, so that Ray Data's operator names (logs, the dashboard) stay readable.
+    return type(
+        fn.__name__, (base,), {"__module__": base.__module__, "__qualname__": fn.__qualname__}
+    ), wrapped
