@@ -148,7 +148,10 @@ def test_rewrite_command_with_rules(ray_local, phantom_root, tmp_path, capsys):
     assert "rewrite rows" in out and "inter" in out and "model calls" in out
     # The terminal: where the log is, a line as the stage starts and ends; the library output is in the log.
     log_line, start, end = captured.err.strip().splitlines()[-3:]
-    assert log_line.startswith("pairaug rewrite: library and Ray logs go to ") and "/run/logs/rewrite-" in log_line
+    assert (
+        log_line.startswith("pairaug rewrite: library and Ray logs go to ")
+        and "/run/logs/rewrite-" in log_line
+    )
     assert start.startswith("rewrite   ") and end.startswith("rewrite   done: ") and "ok" in end
     # progress.json: the job's state for `pairaug status` and `pairaug submit`.
     progress = json.loads((tmp_path / "run" / "progress.json").read_text())
