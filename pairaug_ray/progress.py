@@ -26,10 +26,10 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from pairaug_ray import storage
 
-COUNTER_NAME = "pairaug-progress"
 WIDTH = 9  # stage names are padded to this, so the lines line up
 REPORT_EVERY_S = 5.0  # progress.json at most this often (an S3 PUT each time)
 PROGRESS_FILE = "progress.json"
@@ -128,7 +128,14 @@ def stage(name: str, what: str = "") -> Iterator[dict[str, str]]:
     say(f"{name:<{WIDTH}} {what}".rstrip())
     started = time.perf_counter()
     if _report is not None:
-        _report.update(force=True, stage={"name": name, "what": what, "started_at": _now()})
+        # The last stage's rows, rate and ETA are not this one's.
+        _report.update(
+            force=True,
+            stage={"name": name, "what": what, "started_at": _now()},
+            rows=None,
+            rate_per_s=None,
+            eta_s=None,
+        )
     result: dict[str, str] = {"line": ""}
     yield result
     seconds = time.perf_counter() - started
@@ -144,30 +151,37 @@ def stage(name: str, what: str = "") -> Iterator[dict[str, str]]:
 # --- counting ----------------------------------------------------------------------------------------------
 
 
+# What a stage's own call counts (stages/base.py), beside the rows written: rows handed to a call
+# (again after a lost node or a failed call), the input rows of calls that returned, and the rows
+# those calls returned (again when Ray recomputes a block lost with its node).
+WORK_COUNTS = ("begun", "finished", "made")
+
+
 @ray.remote(num_cpus=0, max_restarts=0)
 class RowCounter:
-    """Counts what workers finished and how many of those rows ended in an error; `info` carries a
-    few numbers to show beside the bar (the loss)."""
+    """Counts the rows written and how many of those ended in an error, the stage's work counts
+    (WORK_COUNTS), and a few numbers to show beside the bar (`info`: the loss)."""
 
     def __init__(self) -> None:
         self.reset()
 
-    def add(self, n: int, errors: int = 0, made: int = 0, **info: Any) -> None:
-        """n rows written (errors of them ended in an error); made rows out of a stage's own call."""
-        self.n += n
-        self.errors += errors
-        self.made += made
+    def add(self, n: int, errors: int = 0, work: dict[str, int] | None = None, **info: Any) -> None:
+        self.counts["done"] += n
+        self.counts["errors"] += errors
+        for key, value in (work or {}).items():
+            self.counts[key] += value
         self.info.update(info)
 
     def set(self, n: int, **info: Any) -> None:
-        self.n = n
+        self.counts["done"] = n
         self.info.update(info)
 
     def reset(self) -> None:
-        self.n, self.errors, self.made, self.info = 0, 0, 0, {}
+        self.counts = dict.fromkeys(("done", "errors", *WORK_COUNTS), 0)
+        self.info: dict[str, Any] = {}
 
-    def read(self) -> tuple[int, int, int, dict[str, Any]]:
-        return self.n, self.errors, self.made, self.info
+    def read(self) -> tuple[dict[str, int], dict[str, Any]]:
+        return self.counts, self.info
 
 
 def counted(ds: ray.data.Dataset, counter: Any) -> ray.data.Dataset:
@@ -184,9 +198,24 @@ def _count(batch: Any, *, counter: Any) -> Any:
     return batch
 
 
+_counter: tuple[tuple[str, str], Any] | None = None
+
+
 def counter() -> Any:
-    """The job's counter actor (created once per Ray session, reused by every stage)."""
-    return RowCounter.options(name=COUNTER_NAME, get_if_exists=True, lifetime=None).remote()
+    """The job's counter actor, created once per driver and Ray session and reused by every stage.
+
+    This module keeps the handle: an actor lives while a handle to it does, and a stage's bar
+    dropping the last one between stages would leave the next stage a dying actor (a named actor
+    looked up with get_if_exists can be exactly that: seen on a cluster, ActorDiedError at reset)."""
+    global _counter
+    context = ray.get_runtime_context()
+    session = (context.get_job_id(), context.get_node_id())  # a new ray.init is a new session
+    if _counter is None or _counter[0] != session:
+        # On the driver's node (the head, for a Ray job): a 0-CPU actor elsewhere could sit on a
+        # worker that the autoscaler removes as idle, or on a spot node that is reclaimed.
+        here = NodeAffinitySchedulingStrategy(node_id=context.get_node_id(), soft=False)
+        _counter = (session, RowCounter.options(scheduling_strategy=here).remote())
+    return _counter[1]
 
 
 @contextmanager
@@ -204,30 +233,31 @@ def bar(name: str, total: int | None = None, unit: str = "rows") -> Iterator[Any
     stop = threading.Event()
     last: dict[str, int] = {}
 
-    def read(timeout: float) -> tuple[int, int, int, dict[str, Any]] | None:
+    def read(timeout: float) -> tuple[dict[str, int], dict[str, Any]] | None:
         try:
             return ray.get(handle.read.remote(), timeout=timeout)
         except Exception:  # a slow answer only delays the bar; never fail a job for it
             return None
 
-    def settled() -> tuple[int, int, int, dict[str, Any]] | None:
+    def settled() -> tuple[dict[str, int], dict[str, Any]] | None:
         # The workers' counts are sent without waiting, so a few may still be on their way when the
         # stage returns: read until two reads agree (at most ~2 s), with a patient timeout.
         counts = read(30)
         for _ in range(10):
             time.sleep(0.2)
             again = read(30)
-            if again is None or counts is None or again[:3] == counts[:3]:
+            if again is None or counts is None or again[0] == counts[0]:
                 return again or counts
             counts = again
         return counts
 
-    def refresh(counts: tuple[int, int, int, dict[str, Any]] | None = None) -> None:
+    def refresh(counts: tuple[dict[str, int], dict[str, Any]] | None = None) -> None:
         counts = counts or read(5)
         if counts is None:
             return
-        n, errors, made, info = counts
-        last.update(done=n, errors=errors, made=made)
+        rows, info = counts
+        last.update(rows)
+        n = rows["done"]
         if shown_bar is not None:
             if n > shown_bar.n:
                 shown_bar.update(n - shown_bar.n)
@@ -243,7 +273,7 @@ def bar(name: str, total: int | None = None, unit: str = "rows") -> Iterator[Any
             rate = n / elapsed
             eta = (total - n) / rate if total and rate > 0 and n <= total else None
             _report.update(
-                rows={"done": n, "total": total, "unit": unit, "errors": errors, "made": made, **info},
+                rows={**rows, "total": total, "unit": unit, **info},
                 rate_per_s=round(rate, 3),
                 eta_s=None if eta is None else round(eta, 1),
             )
@@ -266,7 +296,7 @@ def bar(name: str, total: int | None = None, unit: str = "rows") -> Iterator[Any
         last_counts = dict(last)
 
 
-last_counts: dict[str, int] = {}  # the counts of the last bar when it closed: done, errors, made
+last_counts: dict[str, int] = {}  # the counts of the last bar when it closed: done, errors, WORK_COUNTS
 
 
 def _tqdm(name: str, total: int | None, unit: str) -> Any:

@@ -50,3 +50,42 @@ def test_finished_and_failed_jobs():
         _doc(state="failed", stage=None, error="ErrorBudgetExceeded: generate: 9 of 10"), NOW
     )
     assert failed.splitlines()[0] == "run 'exp1' (augment): failed: ErrorBudgetExceeded: generate: 9 of 10"
+
+
+def test_a_new_stage_does_not_show_the_last_stages_rows(tmp_path):
+    """Between a stage's start and its bar's first count, progress.json must not show the rows, rate
+    and ETA of the stage before (seen on a cluster: generate read 87/87 rows, rewrite's, for 5 s)."""
+    import json
+
+    from pairaug_ray import progress
+
+    path = tmp_path / "progress.json"
+    progress.report_to(str(path), run="exp1", command="augment")
+    try:
+        with progress.stage("rewrite") as shown:
+            progress._report.update(force=True, rows={"done": 87, "total": 87}, rate_per_s=9.0, eta_s=0.0)
+            shown["line"] = "87 rows: ok 87"
+        with progress.stage("generate"):
+            doc = json.loads(path.read_text())
+            assert doc["stage"]["name"] == "generate"
+            assert doc["rows"] is None and doc["rate_per_s"] is None and doc["eta_s"] is None
+            assert "generate  " not in format_progress(doc).splitlines()[1]
+    finally:
+        progress.report_to(None)
+
+
+def test_work_redone_counts_lost_calls_and_recomputed_rows():
+    from pairaug_ray.pipeline.runner import work_redone
+
+    # Nothing counted (no bar, no progress.json): nothing said.
+    assert work_redone({"begun": 0, "finished": 0, "made": 0}, new_rows=10) is None
+    # Every call returned once: nothing redone.
+    clean = work_redone({"begun": 100, "finished": 100, "made": 100}, new_rows=100)
+    assert clean["redone"] == 0 and clean["redone_fraction"] == 0
+    # A node lost with a batch of 4 in its call; the retry made them: 4 of 104 rows begun redone.
+    lost = work_redone({"begun": 104, "finished": 100, "made": 100}, new_rows=100)
+    assert lost["redone"] == 4 and lost["redone_fraction"] == round(4 / 104, 4)
+    # A stage that makes 3 rows per input row (rewrite: inter, intra, paraphrase); a block of 6
+    # output rows recomputed after its node was lost is 2 input rows' work.
+    rewrite = work_redone({"begun": 52, "finished": 52, "made": 156}, new_rows=150)
+    assert rewrite["redone"] == 2 and rewrite["redone_fraction"] == round(2 / 52, 4)

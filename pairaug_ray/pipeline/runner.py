@@ -75,7 +75,8 @@ def run_resumable(stage: ResumableStage) -> dict[str, Any]:
     info = {stage.name: stage.identity, "input": stage.input}
     write_info(out, {**info, "complete": False})
     with progress.stage(stage.name, f"{progress.shown(stage.input)} -> {progress.shown(out)}") as shown:
-        made = new_rows = 0
+        work: dict[str, int] = dict.fromkeys(progress.WORK_COUNTS, 0)
+        done_at_start: int | None = None
         for attempt in range(1, stage.passes + 1):
             state = scan_output(out, retry_errors=stage.retry_errors)
             if state.removed_files:
@@ -89,6 +90,8 @@ def run_resumable(stage: ResumableStage) -> dict[str, Any]:
                 progress.say(
                     f"{'':<{progress.WIDTH}} resuming: {len(state.done)} {stage.noun} already done{cut}"
                 )
+            if done_at_start is None:
+                done_at_start = len(state.done)
             expected = stage.expected(state.done) if stage.expected else None
             if expected != 0:  # nothing left (a rerun of a finished stage): no actors to start
                 tasks = stage.todo(state.done)
@@ -99,21 +102,43 @@ def run_resumable(stage: ResumableStage) -> dict[str, Any]:
                         else stage.process(tasks, counter)
                     )
                     write_manifest(rows, out, mode="append", info=info, counter=counter)
-                made += progress.last_counts.get("made", 0) if counter is not None else 0
+                if counter is not None:
+                    for key in work:
+                        work[key] += progress.last_counts.get(key, 0)
             report = finalize(out)
-            new_rows = report.rows - len(state.done)
             if not status_counts(report.summary).get(schema.STATUS_ERROR):
                 break
         summary = dict(report.summary)
         summary["finalize"] = {"rows": report.rows, "duplicates_removed": report.duplicates_removed}
         line = outcome_line(summary, stage.noun)
-        if made:
-            # Rows the stage made beyond the ones it added: work done again after a lost node, a
-            # retried task, or a pass that redid errors.
-            redone = max(0, made - new_rows)
-            summary["work"] = {"made": made, "new_rows": new_rows, "redone": redone}
-            if redone:
-                line += f"; {redone} {stage.noun} made again ({redone / max(1, made):.1%} of the work)"
+        redo = work_redone(work, new_rows=report.rows - (done_at_start or 0))
+        if redo is not None:
+            summary["work"] = redo
+            if redo["redone"]:
+                line += f"; {redo['redone_fraction']:.1%} of the work redone"
         write_info(out, {**info, "complete": True, "outcomes": summary})
         shown["line"] = line
     return summary
+
+
+def work_redone(work: dict[str, int], new_rows: int) -> dict[str, Any] | None:
+    """What a stage did again, from its work counts (progress.WORK_COUNTS) and the rows it added;
+    None when it was not counted (no progress bar or file, or nothing to do).
+
+    Two kinds, both in the stage's input rows: calls that began and never returned (their node was
+    lost, or they failed and Ray retried them), and rows returned more often than they were added
+    (a block Ray recomputed after its node was lost, a pass that redid errors)."""
+    begun, finished, made = (work.get(key, 0) for key in progress.WORK_COUNTS)
+    if not begun:
+        return None
+    lost = max(0, begun - finished)
+    recomputed = max(0, made - new_rows) * (finished / made if made else 0.0)
+    redone = lost + recomputed
+    return {
+        "begun": begun,
+        "finished": finished,
+        "made": made,
+        "new_rows": new_rows,
+        "redone": round(redone, 1),
+        "redone_fraction": round(redone / begun, 4),
+    }

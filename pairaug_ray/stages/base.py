@@ -46,9 +46,9 @@ class StagePlan:
     batch_format: str = "pyarrow"
 
     def apply(self, ds: ray.data.Dataset, counter: Any = None) -> ray.data.Dataset:
-        """`ds` through this stage. With `counter` (the job's progress counter, progress.py), every batch
-        the stage makes is counted as it leaves the stage's own call, so that work done again after a
-        lost node or a retried task shows as more rows made than written."""
+        """`ds` through this stage. With `counter` (the job's progress counter, progress.py), each call
+        of the stage is counted as it begins and as it returns, so that work done again (a call lost
+        with its node or retried, a block recomputed) shows beside the rows written."""
         fn, kwargs = self.fn, dict(self.kwargs)
         if counter is not None:
             fn, kwargs = _counting(fn, kwargs, counter, is_class=self.actors is not None)
@@ -76,15 +76,27 @@ def _rows(batch: Any) -> int:
     return batch.num_rows if hasattr(batch, "num_rows") else len(batch)
 
 
+def _begin(counter: Any, batch: Any) -> int:
+    rows = _rows(batch)
+    counter.add.remote(0, work={"begun": rows})
+    return rows
+
+
+def _end(counter: Any, rows: int, out: Any) -> None:
+    counter.add.remote(0, work={"finished": rows, "made": _rows(out)})
+
+
 class _Counted:
-    """A stage class whose every batch is counted as made (see StagePlan.apply)."""
+    """A stage class whose every call is counted as it begins and as it returns (see StagePlan.apply
+    and progress.WORK_COUNTS)."""
 
     def __init__(self, *, stage: type, stage_kwargs: dict[str, Any], counter: Any):
         self.stage, self.counter = stage(**stage_kwargs), counter
 
     def __call__(self, batch: Any) -> Any:
+        rows = _begin(self.counter, batch)
         out = self.stage(batch)
-        self.counter.add.remote(0, made=_rows(out))
+        _end(self.counter, rows, out)
         return out
 
 
@@ -92,16 +104,18 @@ class _CountedAsync(_Counted):
     """The same for a stage whose __call__ is a coroutine (Ray Data then overlaps several batches)."""
 
     async def __call__(self, batch: Any) -> Any:
+        rows = _begin(self.counter, batch)
         out = await self.stage(batch)
-        self.counter.add.remote(0, made=_rows(out))
+        _end(self.counter, rows, out)
         return out
 
 
 def _counted_function(
     batch: Any, *, stage: Callable[..., Any], stage_kwargs: dict[str, Any], counter: Any
 ) -> Any:
+    rows = _begin(counter, batch)
     out = stage(batch, **stage_kwargs)
-    counter.add.remote(0, made=_rows(out))
+    _end(counter, rows, out)
     return out
 
 
