@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -177,3 +178,26 @@ def test_rewrite_command_with_rules(ray_local, phantom_root, tmp_path, capsys):
         == 2
     )
     assert "refusing to send reports to api.openai.com" in capsys.readouterr().err
+
+
+def test_what_ray_relays_goes_to_the_log_not_the_screen(tmp_path, capsys):
+    """Ray's driver relays worker output and the autoscaler's events from its printing thread; on a
+    cluster they would fill a job's log (the screen of `ray job submit`). They go to the log file,
+    the command's results to the screen (tests/test_quickstart_cluster.py checks it on a real cluster)."""
+    import threading
+
+    from pairaug_ray.cli.terminal import RAY_RELAY_THREADS, job_terminal
+
+    def relay() -> None:
+        print("(autoscaler +1m9s) Adding 1 node(s) of type gpu.")
+
+    with job_terminal(str(tmp_path / "logs"), "probe") as log:
+        print("a result line")
+        for name in RAY_RELAY_THREADS:
+            thread = threading.Thread(target=relay, name=name)
+            thread.start()
+            thread.join()
+    assert log is not None
+    captured = capsys.readouterr()
+    assert "a result line" in captured.out and "autoscaler" not in captured.out + captured.err
+    assert Path(log).read_text().count("(autoscaler +1m9s) Adding 1 node(s) of type gpu.") == 2

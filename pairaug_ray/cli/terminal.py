@@ -22,6 +22,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -66,6 +67,43 @@ def _screen(stream: TextIO) -> TextIO:
         return stream
     stream.flush()
     return open(os.dup(fd), "w", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115
+
+
+# Ray's driver relays what its workers print and the autoscaler's events ("Adding 1 node(s) of type
+# gpu", "No available node types can fulfill ...") from one thread, and the cluster's warnings
+# ("tasks with infeasible resource requests", "node ... marked dead") from another, to whatever
+# sys.stdout is when a line arrives.
+RAY_RELAY_THREADS = frozenset({"ray_print_logs", "ray_listen_error_messages"})
+
+
+class _Screen(io.TextIOBase):
+    """sys.stdout while a job runs: the screen for the command's results, the log file for Ray's
+    relayed worker output and autoscaler events (a cluster job's log would otherwise be mostly those)."""
+
+    def __init__(self, screen: TextIO, log: TextIO):
+        self.screen, self.log = screen, log
+
+    def _target(self) -> TextIO:
+        return self.log if threading.current_thread().name in RAY_RELAY_THREADS else self.screen
+
+    @property
+    def closed(self) -> bool:
+        # Closed with the screen stream when the job ends: a library that kept this stream (colorama,
+        # which Ray initialises, writes a reset code to it at exit) then sees a closed stream.
+        return self.screen.closed
+
+    def write(self, text: str) -> int:
+        return self._target().write(text)
+
+    def flush(self) -> None:
+        self.screen.flush()
+        self.log.flush()
+
+    def isatty(self) -> bool:
+        return self.screen.isatty()
+
+    def fileno(self) -> int:
+        return self.screen.fileno()
 
 
 def _ray_running() -> bool:
@@ -120,10 +158,10 @@ def job_terminal(
     try:
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
-        sys.stdout = screen_out
         # Whatever holds on to sys.stderr (Ray's log handler, warnings) writes to descriptor 2, which
         # points at the log now and at the terminal again afterwards: never a closed stream.
         sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+        sys.stdout = _Screen(screen_out, sys.stderr)
         for h in to_screen:
             root.removeHandler(h)
         root.addHandler(handler)
