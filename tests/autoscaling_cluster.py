@@ -149,6 +149,7 @@ class FakeAutoscalingCluster:
         token_auth: bool = True,
         object_store_mb: int = 200,
         start_timeout_s: float = 90.0,
+        env: dict[str, str] | None = None,
     ):
         if worker_types is None:
             worker_types = {
@@ -161,6 +162,8 @@ class FakeAutoscalingCluster:
         self.token_auth = token_auth
         self.object_store_bytes = object_store_mb * MB
         self.start_timeout_s = start_timeout_s
+        # Extra environment for every process of the cluster (a pod's env: PATH, S3 settings).
+        self.env = dict(env or {})
 
         self.cluster_id = uuid.uuid4().hex
         self.auth_token: str | None = secrets.token_hex(32) if token_auth else None
@@ -273,6 +276,7 @@ class FakeAutoscalingCluster:
         config_path.write_text(json.dumps(self.autoscaling_config(gcs_port), indent=1))
 
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH_", "RAY_ADDRESS"))}
+        env.update(self.env)
         env.update(self.auth_env())
         env.update(
             {

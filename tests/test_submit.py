@@ -5,6 +5,9 @@
   without the token.
 * RayJobs: kmock's in-memory Kubernetes API. Nothing runs the KubeRay operator there, so the test
   plays it: it waits for the RayJob, creates the submitter pod with a log, and moves the status on.
+
+The pipeline's own jobs submitted to an autoscaling cluster (`ray job submit` and `pairaug submit`,
+with the job's progress printed): tests/test_quickstart_cluster.py.
 """
 
 from __future__ import annotations
@@ -512,73 +515,3 @@ def test_job_api_without_the_token(ray_head, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert f"cannot use the Ray job API at {url}" in err and "export RAY_AUTH_TOKEN" in err
     assert "not-the-token" not in err
-
-
-@pytest.mark.slow
-def test_the_augment_job_runs_as_a_ray_job(ray_head, ray_local, tiny_models, tmp_path, capsys, monkeypatch):
-    """The pipeline as users run it on a cluster: `pairaug submit --working-dir . -- python -m pairaug_ray
-    augment ...` against the loopback head (token auth), its outputs complete and consistent."""
-    import json
-
-    from pairaug_ray.config import load_config
-
-    url, token = ray_head
-    monkeypatch.setenv("RAY_AUTH_TOKEN", token)
-    out = tmp_path / "run"
-    overrides = [
-        f"run.output_dir={out}",
-        "corpus.phantom.patients=3",
-        "ray.progress_bars=false",
-        f"models.diffusion={tiny_models['diffusion']}",
-        f"models.scorer={tiny_models['scorer']}",
-        "generate.height=64",
-        "generate.width=64",
-        "generate.inter.num_inference_steps=4",
-        # InterAug and AugText only: every stage runs; both image branches run in tests/test_augment.py.
-        "rewrite.modes=[inter,paraphrase]",
-        "generate.branches=[inter]",
-        "augment.examples=1",
-    ]
-    rc = run(
-        [
-            "--address",
-            url,
-            "--working-dir",
-            str(REPO),
-            "--poll-interval",
-            "0.5",
-            "--",
-            "python",
-            "-m",
-            "pairaug_ray",
-            "augment",
-            "--config",
-            "configs/demo.yaml",
-            *[a for o in overrides for a in ("--set", o)],
-        ]
-    )
-    log = capsys.readouterr().out
-    assert rc == EXIT_OK, log[-3000:]
-    assert "augment job 'demo' finished" in log and token not in log
-    # While it followed the job, submit printed the progress.json the job keeps beside its outputs.
-    assert "progress: run 'demo' (augment): running, stage " in log, log[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["stages"]) == {"validate", "rewrite", "generate", "score", "prune"}
-    assert summary["stages"]["generate"]["ok"] == summary["stages"]["score"]["ok"] > 0
-    cfg = load_config(REPO / "configs" / "demo.yaml", overrides)
-    synthetic = _pairs(cfg.synthetic_dir())
-    generated = {r["pair_id"] for r in _pairs(cfg.generate_dir())}
-    assert generated and generated <= {r["pair_id"] for r in synthetic}
-    assert {r["origin"] for r in synthetic} == {"inter", "augtext"}
-    assert (out / "examples.png").stat().st_size > 0 and (out / "scores.png").stat().st_size > 0
-
-
-def _pairs(root: str) -> list[dict]:
-    """Every row of a pair dataset, read with pyarrow in this process."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from pairaug_ray import storage
-
-    files = storage.list_files(storage.join(root, "manifest"), ".parquet")
-    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default").to_pylist()

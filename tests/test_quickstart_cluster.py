@@ -1,0 +1,306 @@
+"""The quick start on a real autoscaling Ray cluster (docs/deployment.md stands on this test).
+
+A cluster shaped like the Helm chart's (tests/autoscaling_cluster.py: a head with 0 CPUs, a `cpu`
+and a `gpu` worker type from 0 nodes, autoscaler v2, token auth), whose nodes start and stop on
+demand as KubeRay's pods would, with the S3 server standing in for the bucket:
+
+1. the quick start's augment job, submitted with Ray's own `ray job submit` (the token from the
+   environment, as the README exports it): the autoscaler starts GPU-type nodes for the image
+   pools and CPU-type nodes for the rest, the job succeeds, its outputs and progress.json are on S3,
+   `pairaug status` reads them, and the idle nodes go away again;
+2. the train job on its outputs, submitted with `pairaug submit`, which prints its progress;
+3. a spot reclaim: a GPU-type node killed mid-generate; the job still finishes, every image is
+   written exactly once, and the work redone is measured (the goal: under 5%).
+
+The nodes' `GPU` is a logical resource: placement is a GPU cluster's, the maths runs on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from autoscaling_cluster import HEAD_NODE_TYPE, FakeAutoscalingCluster, WorkerType, wait_for
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = str(REPO / "configs" / "demo.yaml")  # the chart mounts it at /etc/pairaug/configs/demo.yaml
+IDLE_TIMEOUT_S = 3.0
+
+# The quick start's job, small, with the image stages on GPU-type nodes as on a GPU cluster (one
+# GPU and one CPU per actor, the whole node). Ray's bars off: a job log is not a terminal.
+SMALL = [
+    "corpus.phantom.size=64",
+    "generate.height=64",
+    "generate.width=64",
+    "generate.inter.num_inference_steps=3",
+    "generate.intra.num_inference_steps=3",
+    "generate.num_gpus=1",
+    "generate.num_cpus=1",
+    "augment.examples=1",
+    "ray.progress_bars=false",
+]
+
+
+def _sets(overrides: list[str]) -> list[str]:
+    return [arg for o in overrides for arg in ("--set", o)]
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_server):
+    """The cluster, its processes started with the S3 settings (as the chart's pods get them) and
+    this environment's `pairaug` on PATH (as the image has it)."""
+    venv_bin = str(Path(sys.executable).parent)
+    c = FakeAutoscalingCluster(
+        {
+            "cpu": WorkerType({"CPU": 1}, max_workers=2),
+            "gpu": WorkerType({"CPU": 1, "GPU": 1}, max_workers=2),
+        },
+        idle_timeout_s=IDLE_TIMEOUT_S,
+        token_auth=True,
+        env={"PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"},
+    )
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def bucket(s3_server) -> str:
+    import s3fs
+
+    name = f"quickstart-{uuid.uuid4().hex[:8]}"
+    s3fs.S3FileSystem(skip_instance_cache=True).mkdir(name)
+    return name
+
+
+class Followed:
+    """`ray job submit` (it follows the job's log until the job ends) with its output drained as it
+    comes: the log of a long job would fill the pipe and stall the CLI."""
+
+    def __init__(self, cluster: FakeAutoscalingCluster, argv: list[str]):
+        self.submission_id = f"test-{uuid.uuid4().hex[:8]}"
+        self.proc = cluster.submit_job(argv, "--submission-id", self.submission_id)
+        self.chunks: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.chunks.append(line)
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait(self, timeout: float) -> str:
+        try:
+            self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        self._reader.join(10)
+        return "".join(self.chunks)
+
+
+def _s3_json(uri: str) -> dict:
+    from pairaug_ray import storage
+
+    return json.loads(storage.read_text(uri))
+
+
+def _rows(root: str) -> list[dict]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pairaug_ray import storage
+
+    files = storage.list_files(storage.join(root, "manifest"), ".parquet")
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default").to_pylist()
+
+
+def _rows_written(root: str) -> int:
+    import contextlib
+
+    import pyarrow.parquet as pq
+
+    from pairaug_ray import storage
+
+    n = 0
+    with contextlib.suppress(FileNotFoundError):
+        for f in storage.list_files(storage.join(root, "manifest"), ".parquet"):
+            with contextlib.suppress(Exception):  # a file being written
+                n += pq.read_metadata(f).num_rows
+    return n
+
+
+def _only_head(cluster: FakeAutoscalingCluster, timeout: float = 90) -> None:
+    wait_for(
+        lambda: cluster.live_node_types() == [HEAD_NODE_TYPE],
+        timeout=timeout,
+        message=lambda: f"idle nodes not removed; live: {cluster.live_node_types()}",
+    )
+
+
+def _started_since(cluster: FakeAutoscalingCluster, before: set[str]) -> list[str]:
+    return sorted(n.node_type for n in cluster.nodes() if n.node_id not in before)
+
+
+def test_the_quick_start_augment_job_scales_up_and_back(cluster, bucket):
+    out = f"s3://{bucket}/pairaug/demo"
+    _only_head(cluster)
+    before = {n.node_id for n in cluster.nodes()}
+    # The README's command, with Ray's own CLI; RAY_AUTH_TOKEN in its environment (client_env).
+    argv = ["pairaug", "augment", "--config", CONFIG, "--set", f"run.output_dir={out}"]
+    job = Followed(cluster, [*argv, *_sets(["corpus.phantom.patients=3", *SMALL])])
+    log = job.wait(timeout=420)
+    assert job.proc.returncode == 0, log[-4000:]
+    assert cluster.job_status(job.submission_id) == "SUCCEEDED"
+
+    # Nodes of both types were started for it, from zero; the head ran no task (0 CPUs).
+    started = _started_since(cluster, before)
+    assert "gpu" in started and "cpu" in started, started
+    # The job's log is the pipeline's lines: Ray's relayed worker output and autoscaler events
+    # went to the job's log file on S3.
+    assert "augment job 'demo' finished" in log
+    assert "generate  done: " in log and "(autoscaler" not in log and "(raylet)" not in log
+    assert f"library and Ray logs go to {out}/logs/augment-" in log
+    assert cluster.auth_token not in log
+
+    summary = _s3_json(f"{out}/summary.json")
+    assert summary["stages"]["generate"]["ok"] == summary["stages"]["score"]["ok"] > 0
+    progress = _s3_json(f"{out}/progress.json")
+    assert progress["state"] == "finished"
+    assert [s["name"] for s in progress["finished_stages"]] == [
+        "prepare",
+        "validate",
+        "rewrite",
+        "generate",
+        "score",
+        "prune",
+    ]
+    status = subprocess.run(
+        [sys.executable, "-m", "pairaug_ray", "status", out], capture_output=True, text=True, timeout=60
+    )
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith("run 'demo' (augment): finished")
+
+    # Idle nodes are removed after the idle timeout: the cluster is back to its head.
+    _only_head(cluster)
+
+
+def test_the_train_job_with_pairaug_submit(cluster, bucket, capsys, monkeypatch):
+    """Pretraining on the quick start's outputs, submitted with `pairaug submit` (which reads the
+    token from RAY_AUTH_TOKEN and prints the job's progress.json while it follows the job)."""
+    from pairaug_ray.submit import EXIT_OK, build_parser, cmd_submit
+
+    out = f"s3://{bucket}/pairaug/demo"
+    if not _rows_written(f"{out}/synthetic"):
+        pytest.fail("needs the augment job of test_the_quick_start_augment_job_scales_up_and_back")
+    _only_head(cluster)
+    before = {n.node_id for n in cluster.nodes()}
+    for key, value in cluster.auth_env().items():
+        monkeypatch.setenv(key, value)
+    train = ["train.epochs=1", "train.batch_size=4", "train.cpus_per_worker=0.5", "ray.progress_bars=false"]
+    argv = [
+        "--address",
+        cluster.dashboard_url,
+        "--poll-interval",
+        "0.5",
+        "--",
+        "pairaug",
+        "train",
+        "--config",
+        CONFIG,
+        "--set",
+        f"run.output_dir={out}",
+        *_sets(["corpus.phantom.patients=3", *SMALL, *train]),
+    ]
+    rc = cmd_submit(build_parser().parse_args(argv))
+    log = capsys.readouterr().out
+    assert rc == EXIT_OK, log[-4000:]
+    assert "progress: run 'demo' (train): running, stage train" in log, log[-4000:]
+    assert "cpu" in _started_since(cluster, before)
+    assert "trained tiny on " in log and "with 2 worker(s)" in log, log[-4000:]
+    summary_uri = next(line.split()[-1] for line in log.splitlines() if line.strip().startswith("summary "))
+    assert summary_uri.startswith(f"{out}/train/")
+    assert _s3_json(summary_uri)["num_workers"] == 2
+    _only_head(cluster)
+
+
+def test_a_gpu_node_lost_mid_generate(cluster, bucket):
+    """A spot reclaim: SIGKILL a GPU-type node (its raylet, object store, actors) once a quarter of
+    the images are written. Ray restarts the lost actor on a new node (the autoscaler adds it) and
+    retries its calls; the job finishes with every image once."""
+    out = f"s3://{bucket}/pairaug/preempted"
+    _only_head(cluster)
+    overrides = [
+        "corpus.phantom.patients=24",
+        *SMALL,
+        "generate.inter.batch_size=2",
+        "generate.rows_per_file=4",  # blocks of 4 rows: a lost call loses at most 4 images
+    ]
+    argv = ["pairaug", "augment", "--config", CONFIG, "--set", f"run.output_dir={out}", *_sets(overrides)]
+    job = Followed(cluster, argv)
+    generated = f"{out}/generated"
+    try:
+        total = wait_for(
+            lambda: (
+                ((_s3_json(f"{out}/progress.json").get("rows") or {}).get("total") or 0)
+                if "generate" in str(_s3_json(f"{out}/progress.json").get("stage"))
+                else 0
+            ),
+            timeout=400,
+            interval=0.5,
+            message="generate never started",
+        )
+        wait_for(
+            lambda: _rows_written(generated) >= total // 4 or not job.running(), timeout=400, interval=0.2
+        )
+        assert job.running(), "the job ended before a node could be killed"
+        killed = cluster.kill_node("gpu")
+        killed_at = time.time()
+        written_at_kill = _rows_written(generated)
+        log = job.wait(timeout=600)
+    finally:
+        if job.running():
+            job.proc.kill()
+    assert job.proc.returncode == 0, log[-4000:]
+    assert cluster.job_status(job.submission_id) == "SUCCEEDED"
+    assert written_at_kill < total
+
+    # The killed node is dead; a new GPU-type node took its place after the kill.
+    nodes = {n.node_id: n for n in cluster.nodes()}
+    assert nodes[killed].state == "DEAD"
+    assert any(n.node_type == "gpu" and n.start_time_ms / 1000 > killed_at for n in nodes.values())
+
+    # Every image exactly once, and each one's file is there.
+    rows = _rows(generated)
+    ids = [r["pair_id"] for r in rows]
+    assert len(ids) == len(set(ids)) == total
+    assert all(r["status"] == "ok" for r in rows)
+    from pairaug_ray import storage
+
+    assert all(storage.exists(storage.resolve(r["image_uri"], generated)) for r in rows)
+
+    # The work done again, measured and reported.
+    info = _s3_json(f"{generated}/dataset.json")
+    work = info["outcomes"]["work"]
+    print(
+        f"\n[preemption] {total} images; GPU node killed after {written_at_kill} were written; "
+        f"{work['begun']} rows begun, {work['redone']} redone ({work['redone_fraction']:.1%})"
+    )
+    assert work["new_rows"] == total and work["begun"] >= total
+    assert work["redone_fraction"] < 0.05, work
+    if work["redone"]:
+        assert f"{work['redone_fraction']:.1%} of the work redone" in log
