@@ -30,8 +30,8 @@ USE = """\
 HEADERS = {
     "serviceaccount.yaml": """\
 # The account every Ray pod of the RayJobs in this folder runs as. S3 access comes from its cloud role,
-# not from keys: replace the annotation with your IRSA role (EKS), or use
-# iam.gke.io/gcp-service-account: NAME@PROJECT.iam.gserviceaccount.com (GKE workload identity).
+# not from keys: replace the annotation with your IRSA role (EKS). On GKE the pipeline reaches GCS
+# through its S3 API with HMAC keys instead (docs/deployment.md, "Give the pods access to S3").
 """,
     "rayjob-augment.yaml": """\
 # The augment job (validate -> rewrite -> generate -> score -> prune) as a one-shot RayJob on a

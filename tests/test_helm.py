@@ -502,6 +502,10 @@ def test_notes_print_port_forward_and_submit(tmp_path):
         ),
         (["--set", "head.objectStoreMemory=8Gi"], "head.objectStoreMemory (8Gi) must not exceed"),
         (
+            ["--set", "gpuWorkers.tmpSize=600Gi"],
+            "gpuWorkers.tmpSize (600Gi) must be below gpuWorkers.resources.ephemeralStorage (600Gi)",
+        ),
+        (
             ["--set", "jobs.train.enabled=true,jobs.defaults.useExistingCluster=true,cluster.enabled=false"],
             "useExistingCluster needs cluster.enabled",
         ),

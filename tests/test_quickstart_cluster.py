@@ -144,6 +144,15 @@ def _rows_written(root: str) -> int:
     return n
 
 
+def _pairaug(*args: str) -> str:
+    """A `pairaug` command on this machine (the operator's), against the outputs in S3."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pairaug_ray", *args], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
 def _only_head(cluster: FakeAutoscalingCluster, timeout: float = 90) -> None:
     wait_for(
         lambda: cluster.live_node_types() == [HEAD_NODE_TYPE],
@@ -189,11 +198,13 @@ def test_the_quick_start_augment_job_scales_up_and_back(cluster, bucket):
         "score",
         "prune",
     ]
-    status = subprocess.run(
-        [sys.executable, "-m", "pairaug_ray", "status", out], capture_output=True, text=True, timeout=60
-    )
-    assert status.returncode == 0, status.stderr
-    assert status.stdout.startswith("run 'demo' (augment): finished")
+    # The guide's next commands: the cluster's jobs, where the run is, the pairs it made.
+    listed = cluster.ray_cli("job", "list", "--address", cluster.dashboard_url)
+    assert job.submission_id in listed.stdout and "SUCCEEDED" in listed.stdout
+    status = _pairaug("status", out)
+    assert status.startswith("run 'demo' (augment): finished")
+    shown = _pairaug("manifest", "show", f"{out}/synthetic", "--head", "3")
+    assert "augtext" in shown or "inter" in shown
 
     # Idle nodes are removed after the idle timeout: the cluster is back to its head.
     _only_head(cluster)
@@ -296,8 +307,9 @@ def test_a_gpu_node_lost_mid_generate(cluster, bucket):
     # The work done again, measured and reported.
     info = _s3_json(f"{generated}/dataset.json")
     work = info["outcomes"]["work"]
+    generate_line = next(line for line in log.splitlines() if line.startswith("generate  done: "))
     print(
-        f"\n[preemption] {total} images; GPU node killed after {written_at_kill} were written; "
+        f"\n[preemption] {generate_line}\n[preemption] {total} images; GPU node killed after {written_at_kill} were written; "
         f"{work['begun']} rows begun, {work['redone']} redone ({work['redone_fraction']:.1%})"
     )
     assert work["new_rows"] == total and work["begun"] >= total

@@ -267,6 +267,11 @@ spec:
 {{- if gt (int64 $store) (int64 $shm) -}}
 {{- fail (printf "%s.objectStoreMemory (%s) must not exceed %s.sharedMemory (%s): the object store lives in /dev/shm" .key $g.objectStoreMemory .key $g.sharedMemory) -}}
 {{- end -}}
+{{- with $g.resources.ephemeralStorage -}}
+{{- if ge (int64 (include "pairaug.bytes" $g.tmpSize)) (int64 (include "pairaug.bytes" .)) -}}
+{{- fail (printf "%s.tmpSize (%s) must be below %s.resources.ephemeralStorage (%s): /tmp/ray is only part of what the container writes (model caches too), and a pod over its request is evicted" $.key $g.tmpSize $.key .) -}}
+{{- end -}}
+{{- end -}}
 {{- $params := deepCopy (default dict $g.rayStartParams) -}}
 {{- $_ := set $params "object-store-memory" $store -}}
 {{- with $g.acceleratorType -}}
