@@ -607,6 +607,73 @@ class TrainConfig(StrictModel):
         return self
 
 
+class FinetuneT2IConfig(StrictModel):
+    """RoentGen-style text-to-image fine-tuning of a Stable Diffusion pipeline on Ray Train
+    (`pairaug finetune-t2i`; docs/generator.md)."""
+
+    base: str | None = Field(
+        None,
+        description="Pipeline to fine-tune (folder, s3:// prefix or hub id: SD 1.5 for RoentGen's recipe); "
+        "null trains a small pipeline from scratch, its VAE first.",
+    )
+    real: Uri | None = Field(None, description="Pairs to train on (split train); default: the corpus.")
+    text: Literal["impression", "findings+impression", "report"] = Field(
+        "impression", description="The report text the images are drawn from (RoentGen: impression)."
+    )
+    image_size: int = Field(
+        64, ge=16, description="Training resolution in pixels (SD 1.5: 512); from scratch, a multiple of 16."
+    )
+    train_text_encoder: bool = Field(
+        True, description="Fine-tune the CLIP text encoder with the UNet (RoentGen's best variant)."
+    )
+    text_dropout: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="Reports replaced by the empty prompt (for classifier-free guidance).",
+    )
+    steps: int = Field(2000, ge=1, description="UNet (and text encoder) optimiser steps.")
+    vae_steps: int = Field(1500, ge=0, description="From scratch: VAE optimiser steps before the UNet's.")
+    batch_size: int = Field(32, ge=1, description="Global batch (split over the workers).")
+    lr: float = Field(1e-4, gt=0.0, description="UNet learning rate (AdamW); RoentGen: 5e-6 from SD 1.5.")
+    text_lr: float | None = Field(None, gt=0.0, description="Text encoder learning rate; null: lr.")
+    vae_lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(1e-2, ge=0.0)
+    warmup_steps: int = Field(0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="EMA of the UNet's weights; 0 turns it off.")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on GPUs that have it, fp16 on other GPUs, fp32 on CPU."
+    )
+    gradient_checkpointing: bool = Field(False, description="Trade compute for UNet activation memory (GPU).")
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP).")
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    checkpoint_every_steps: int = Field(200, ge=1)
+    keep_checkpoints: int = Field(3, ge=1)
+    max_failures: int = Field(2, ge=0, description="Worker-group restarts from the latest checkpoint.")
+    sample_steps: int = Field(25, ge=1, description="Sampling steps of the checkpoint grids.")
+    guidance_scale: float = Field(3.0, ge=1.0)
+    sample_reports: list[str] | None = Field(
+        None,
+        description="Reports drawn at every checkpoint; null: one per CheXpert-5 finding and one normal.",
+    )
+    storage_path: Uri | None = Field(
+        None, description="Ray Train storage; default <run.output_dir>/generator."
+    )
+    name: str = Field("t2i", description="Run name under storage_path; rerunning the same name resumes it.")
+
+    @model_validator(mode="after")
+    def _check(self) -> FinetuneT2IConfig:
+        if self.batch_size % self.num_workers:
+            raise ValueError(
+                f"batch_size {self.batch_size} is not divisible by num_workers {self.num_workers}"
+            )
+        if self.base is None and self.image_size % 16:
+            raise ValueError(f"image_size {self.image_size}: from scratch it must be a multiple of 16")
+        return self
+
+
 class EvalDatasetConfig(StrictModel):
     """One evaluation dataset, read through the adapter of its real file layout (eval/datasets.py)."""
 
@@ -715,6 +782,7 @@ class JobConfig(StrictModel):
     augment: AugmentConfig = AugmentConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    finetune_t2i: FinetuneT2IConfig = FinetuneT2IConfig()
 
     def corpus_dir(self) -> str:
         from pairaug_ray.storage import join
@@ -747,6 +815,11 @@ class JobConfig(StrictModel):
         from pairaug_ray.storage import join
 
         return self.prune.output or join(self.run.output_dir, "synthetic")
+
+    def t2i_dir(self) -> str:
+        from pairaug_ray.storage import join
+
+        return self.finetune_t2i.storage_path or join(self.run.output_dir, "generator")
 
     def train_dir(self) -> str:
         from pairaug_ray.storage import join

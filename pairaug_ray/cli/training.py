@@ -1,4 +1,5 @@
-"""`pairaug train`, `evaluate`, `metrics` and `compare`: pretraining and its evaluation."""
+"""`pairaug train`, `evaluate`, `metrics`, `compare` and `finetune-t2i`: pretraining, its evaluation,
+and training the generator."""
 
 from __future__ import annotations
 
@@ -12,6 +13,14 @@ def cmd_train(cfg, args: argparse.Namespace) -> int:
     from pairaug_ray.pipeline.train import format_train, train_job
 
     print(format_train(train_job(cfg)))
+    return 0
+
+
+@job
+def cmd_finetune_t2i(cfg, args: argparse.Namespace) -> int:
+    from pairaug_ray.pipeline.generator import finetune_t2i_job, format_finetune_t2i
+
+    print(format_finetune_t2i(finetune_t2i_job(cfg)))
     return 0
 
 
@@ -62,6 +71,21 @@ def register(commands: Commands) -> None:
         "negatives gathered from all of them. Checkpoints (transformers CLIP folders, usable as score.model) "
         "go to train.storage_path every train.checkpoint_every_steps steps and at each epoch end; rerunning "
         "the same train.name resumes from the latest one.",
+    )
+    add_config_args(p)
+
+    p = commands.add(
+        "finetune-t2i",
+        cmd_finetune_t2i,
+        "train the text-to-image generator (RoentGen's recipe) with Ray Train",
+        "Fine-tune a Stable Diffusion pipeline (finetune_t2i.base, e.g. SD 1.5 as RoentGen) on the real pairs' "
+        "train split: the UNet and, with finetune_t2i.train_text_encoder, the CLIP text encoder, under the DDPM "
+        "noise-prediction loss with 10% of the reports dropped for classifier-free guidance, AdamW, gradient "
+        "clipping and an EMA of the UNet. With no base (offline, the phantom corpus) it trains a small pipeline "
+        "from scratch, its VAE first. Checkpoints go to finetune_t2i.storage_path every "
+        "finetune_t2i.checkpoint_every_steps steps, each with the pipeline (EMA weights) and a grid of samples "
+        "for fixed reports; rerunning the same finetune_t2i.name resumes. Prints the pipeline folder to use as "
+        "models.diffusion or generate.model. See docs/generator.md.",
     )
     add_config_args(p)
 

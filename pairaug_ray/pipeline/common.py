@@ -1,4 +1,4 @@
-"""What the jobs share: where the real pairs are, and how a stage's outcome reads on the terminal."""
+"""What the jobs share: where the real pairs are, Ray Train's storage, and how a stage's outcome reads."""
 
 from __future__ import annotations
 
@@ -51,3 +51,16 @@ def format_outcomes(summary: dict[str, Any], noun: str = "rewrite") -> str:
         f"tokens in/out {summary['tokens_in']}/{summary['tokens_out']}, mean latency {summary['mean_latency_s']} s"
     )
     return "\n".join(lines)
+
+
+def train_storage(uri: str) -> tuple[str, Any]:
+    """Ray Train's storage_path and filesystem for `uri`: S3 through s3fs (which honours
+    AWS_ENDPOINT_URL, as the rest of the pipeline), or a local folder and None."""
+    if storage.is_s3(uri):
+        import pyarrow.fs
+        import s3fs
+
+        return uri.removeprefix("s3://"), pyarrow.fs.PyFileSystem(
+            pyarrow.fs.FSSpecHandler(s3fs.S3FileSystem())
+        )
+    return storage.absolute(uri), None

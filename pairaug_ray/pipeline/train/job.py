@@ -12,23 +12,12 @@ import ray
 
 from pairaug_ray import progress, storage
 from pairaug_ray.config import ConfigError, JobConfig, TrainConfig
+from pairaug_ray.pipeline.common import train_storage
 from pairaug_ray.pipeline.train.data import preprocessed, training_pairs, validation_rows
 from pairaug_ray.pipeline.train.loop import META_FILE, MODEL_DIR, train_loop_per_worker
 from pairaug_ray.runtime import init_ray, started_local_ray
 
 log = logging.getLogger(__name__)
-
-
-def _storage(uri: str):
-    """Ray Train's storage_path and filesystem: S3 through s3fs (which honours AWS_ENDPOINT_URL)."""
-    if storage.is_s3(uri):
-        import pyarrow.fs
-        import s3fs
-
-        return uri.removeprefix("s3://"), pyarrow.fs.PyFileSystem(
-            pyarrow.fs.FSSpecHandler(s3fs.S3FileSystem())
-        )
-    return storage.absolute(uri), None
 
 
 def _should_cache(t: TrainConfig, pairs: int, size: int) -> bool:
@@ -75,7 +64,7 @@ def train_job(cfg: JobConfig, *, step_hook: Callable[[dict[str, Any]], None] | N
             f"{info['pairs']} training pairs are fewer than one global batch (train.batch_size {t.batch_size})"
         )
     size = _vision_setting(t, PRESETS, "image_size")
-    storage_path, fs = _storage(cfg.train_dir())
+    storage_path, fs = train_storage(cfg.train_dir())
     train_data = preprocessed(pairs, t, size, cfg.run.seed)
     info["cached"] = _should_cache(t, info["pairs"], size)
     if info["cached"]:
@@ -156,7 +145,7 @@ def _fit(cfg, train_data, meta, steps_per_epoch, validation, storage_path, fs, s
 def _summary(cfg: JobConfig, result: Any, meta: dict[str, Any]) -> dict[str, Any]:
     t = cfg.train
     run_dir = storage.join(cfg.train_dir(), t.name)
-    fs = _storage(run_dir)[1]  # None on local disk: checkpoint paths are then plain paths
+    fs = train_storage(run_dir)[1]  # None on local disk: checkpoint paths are then plain paths
     if t.num_workers == 0:  # local mode: the loop wrote its checkpoints to storage itself
         steps = sorted(p for p in storage.list_files(run_dir, META_FILE) if "/checkpoint_step" in p)
         checkpoint = steps[-1].rsplit("/", 1)[0].removeprefix("s3://") if steps else None
