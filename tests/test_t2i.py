@@ -96,3 +96,75 @@ def test_a_scratch_generator_learns_to_draw_what_the_report_says(tmp_path):
     assert abs(float(np.diff(_corner(untrained))[0])) < 0.1
     grid = t2i.sample_grid(pipe, [EFFUSION, NORMAL], steps=5, seed=0, tile=64)
     assert grid.size == (128, 64 + 40)
+
+
+def _ddp_batch():
+    torch.manual_seed(5)
+    pixels = torch.rand(8, 3, 16, 16) * 2 - 1
+    noise = torch.randn(8, 4, 4, 4)
+    timesteps = torch.tensor([10, 200, 400, 600, 800, 999, 50, 700])
+    return pixels, noise, timesteps
+
+
+def _ddp_grads(parts) -> dict[str, torch.Tensor]:
+    named = [*(("unet." + k, p) for k, p in parts.unet.named_parameters())]
+    named += [("text." + k, p) for k, p in parts.text_encoder.named_parameters()]
+    return {k: p.grad.detach().clone() for k, p in named if p.grad is not None}
+
+
+def _t2i_ddp_worker(rank: int, world: int, store: str, out: str) -> None:
+    import datetime
+    import os
+
+    torch.distributed.init_process_group(
+        "gloo",
+        init_method=f"file://{store}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=120),
+    )
+    torch.set_num_threads(1)
+    parts = t2i.scratch_parts(16, seed=0)
+    ids = t2i.tokenize(parts.tokenizer, [EFFUSION, NORMAL] * 4)
+    pixels, noise, timesteps = _ddp_batch()
+    unet = torch.nn.parallel.DistributedDataParallel(parts.unet)
+    text = torch.nn.parallel.DistributedDataParallel(parts.text_encoder)
+    part = slice(rank * 4, rank * 4 + 4)
+    loss = t2i.diffusion_loss(
+        parts,
+        pixels[part],
+        ids[part],
+        unet=unet,
+        text_encoder=text,
+        noise=noise[part],
+        timesteps=timesteps[part],
+        sample_posterior=False,
+    )
+    loss.backward()
+    if rank == 0:
+        torch.save(_ddp_grads(parts), out)
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    os._exit(0)  # see tests/test_train.py: DDP's reducer can hang the exit on a loaded machine
+
+
+@pytest.mark.slow
+def test_two_ddp_workers_give_the_single_process_gradient(tmp_path):
+    """The UNet's and the text encoder's gradients over a batch of 8 split over two DDP workers (as
+    the finetune job wraps them) equal one process's over the whole batch."""
+    import torch.multiprocessing as mp
+
+    parts = t2i.scratch_parts(16, seed=0)
+    ids = t2i.tokenize(parts.tokenizer, [EFFUSION, NORMAL] * 4)
+    pixels, noise, timesteps = _ddp_batch()
+    t2i.diffusion_loss(
+        parts, pixels, ids, noise=noise, timesteps=timesteps, sample_posterior=False
+    ).backward()
+    want = _ddp_grads(parts)
+
+    out = str(tmp_path / "grads.pt")
+    mp.spawn(_t2i_ddp_worker, args=(2, str(tmp_path / "store"), out), nprocs=2, join=True)
+    got = torch.load(out)
+    assert set(got) == set(want) and any(k.startswith("text.") for k in want)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-6, msg=k)

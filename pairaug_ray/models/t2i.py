@@ -145,21 +145,31 @@ def diffusion_loss(
     generator: torch.Generator | None = None,
     unet: torch.nn.Module | None = None,
     text_encoder: torch.nn.Module | None = None,
+    noise: torch.Tensor | None = None,
+    timesteps: torch.Tensor | None = None,
+    sample_posterior: bool = True,
 ) -> torch.Tensor:
     """Latent diffusion's loss on a batch: images in [-1, 1] (B, 3, H, W) to latents, noise at a
     random DDPM timestep, the UNet's prediction (epsilon or v, as the schedule says) against it.
 
-    `unet`/`text_encoder` override the parts' modules (their DDP wrappers on a training worker)."""
+    `unet`/`text_encoder` override the parts' modules (their DDP wrappers on a training worker).
+    `noise`, `timesteps` and `sample_posterior=False` (the posterior's mean) fix what is otherwise
+    drawn: a loss that can be compared across runs, and across a batch split over workers."""
     unet = unet or parts.unet
     text_encoder = text_encoder or parts.text_encoder
     scheduler = parts.noise_scheduler
     with torch.no_grad():
-        latents = parts.vae.encode(pixel_values).latent_dist.sample(generator)
+        posterior = parts.vae.encode(pixel_values).latent_dist
+        latents = posterior.sample(generator) if sample_posterior else posterior.mode()
         latents = latents * parts.vae.config.scaling_factor
-    noise = torch.randn(latents.shape, generator=generator, dtype=latents.dtype).to(latents.device)
-    timesteps = torch.randint(
-        0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator
-    ).to(latents.device)
+    if noise is None:
+        noise = torch.randn(latents.shape, generator=generator, dtype=latents.dtype)
+    noise = noise.to(latents.device)
+    if timesteps is None:
+        timesteps = torch.randint(
+            0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator
+        )
+    timesteps = timesteps.to(latents.device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
     hidden = text_encoder(input_ids.to(latents.device))[0]
     prediction = unet(noisy, timesteps, hidden).sample
