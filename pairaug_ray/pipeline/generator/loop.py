@@ -137,7 +137,7 @@ def t2i_loop_per_worker(config: dict[str, Any]) -> None:
         optimizer = torch.optim.AdamW(parts.vae.parameters(), lr=f.vae_lr, weight_decay=f.weight_decay)
         if saved is not None and "vae_optimizer" in saved:
             optimizer.load_state_dict(saved["vae_optimizer"])
-        started, losses = time.perf_counter(), []
+        started, losses, since = time.perf_counter(), [], 0
         while state["vae_step"] < f.vae_steps:
             pixels = next(batches)["pixel_values"].to(device)
             loss, recon, kl = t2i.vae_loss(vae, pixels, generator=generator)
@@ -146,6 +146,7 @@ def t2i_loop_per_worker(config: dict[str, Any]) -> None:
             torch.nn.utils.clip_grad_norm_(parts.vae.parameters(), f.max_grad_norm)
             optimizer.step()
             state["vae_step"] += 1
+            since += 1
             losses.append(recon)
             if counter is not None:
                 counter.set.remote(state["vae_step"], phase="vae", loss=recon)
@@ -168,12 +169,10 @@ def t2i_loop_per_worker(config: dict[str, Any]) -> None:
                     "phase": "vae",
                     "vae_step": state["vae_step"],
                     "recon_loss": _mean(losses[-20:]),
-                    "samples_per_s": len(losses[-20:])
-                    * f.batch_size
-                    / max(1e-9, time.perf_counter() - started),
+                    "samples_per_s": since * f.batch_size / max(1e-9, time.perf_counter() - started),
                 }
                 checkpoint_now(metrics, {"vae_optimizer": optimizer})
-                started, losses = time.perf_counter(), losses[-20:]
+                started, losses, since = time.perf_counter(), losses[-20:], 0
         del vae, optimizer
 
     # --- the UNet and the text encoder ----------------------------------------------------------------
@@ -201,7 +200,7 @@ def t2i_loop_per_worker(config: dict[str, Any]) -> None:
         else parts.text_encoder.eval()
     )
     empty_ids = t2i.tokenize(parts.tokenizer, [""])[0]
-    started, losses = time.perf_counter(), []
+    started, losses, since = time.perf_counter(), [], 0
     while state["step"] < f.steps:
         batch = next(batches)
         pixels = batch["pixel_values"].to(device)
@@ -218,6 +217,7 @@ def t2i_loop_per_worker(config: dict[str, Any]) -> None:
         if ema is not None:
             ema.step(parts.unet.parameters())
         state["step"] += 1
+        since += 1
         losses.append(float(loss.detach()))
         if counter is not None:
             counter.set.remote(state["step"], phase="unet", loss=losses[-1])
@@ -230,7 +230,7 @@ def t2i_loop_per_worker(config: dict[str, Any]) -> None:
                 "phase": "unet",
                 "step": state["step"],
                 "loss": _mean(losses[-20:]),
-                "samples_per_s": len(losses[-20:]) * f.batch_size / max(1e-9, time.perf_counter() - started),
+                "samples_per_s": since * f.batch_size / max(1e-9, time.perf_counter() - started),
             }
             modules = {
                 "optimizer": optimizer,
@@ -238,7 +238,7 @@ def t2i_loop_per_worker(config: dict[str, Any]) -> None:
                 **({"ema": ema} if ema is not None else {}),
             }
             checkpoint_now(metrics, modules, ema)
-            started, losses = time.perf_counter(), losses[-20:]
+            started, losses, since = time.perf_counter(), losses[-20:], 0
 
 
 def _mean(values: list[float]) -> float:
