@@ -166,14 +166,18 @@ def build_context(paths: list[str]) -> list[str]:
     return kept
 
 
-def test_dockerignore_keeps_the_context_small():
-    repo_files = subprocess.run(
+def repo_files() -> list[str]:
+    """The working tree's files that git does not ignore: what `docker build .` would be sent."""
+    return subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=REPO,
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()
+
+
+def test_dockerignore_keeps_the_context_small():
     never = [
         ".venv/bin/python",
         ".venv/lib/python3.11/site-packages/torch/lib/libtorch.so",
@@ -197,7 +201,7 @@ def test_dockerignore_keeps_the_context_small():
         "Dockerfile",
     ]
     assert build_context(never) == []
-    kept = build_context(sorted(set(repo_files)))
+    kept = build_context(sorted(set(repo_files())))
     assert {
         "pyproject.toml",
         "README.md",

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 from packaging.utils import canonicalize_name
-from test_dockerfile import REPO, build_context, instructions, pins
+from test_dockerfile import REPO, build_context, instructions, pins, repo_files
 
 pytestmark = pytest.mark.slow
 
@@ -176,14 +176,7 @@ def image(tmp_path_factory):
     home = root / "home"
     workdir = home / Path(workdir_spec).name
     workdir.mkdir(parents=True)
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    for rel in build_context(files):
+    for rel in build_context(repo_files()):
         if (REPO / rel).is_file():
             (workdir / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, workdir / rel)

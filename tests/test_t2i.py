@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from ddp import finish, init_gloo
 
 from pairaug_ray.models import t2i
 
@@ -113,17 +114,7 @@ def _ddp_grads(parts) -> dict[str, torch.Tensor]:
 
 
 def _t2i_ddp_worker(rank: int, world: int, store: str, out: str) -> None:
-    import datetime
-    import os
-
-    torch.distributed.init_process_group(
-        "gloo",
-        init_method=f"file://{store}",
-        rank=rank,
-        world_size=world,
-        timeout=datetime.timedelta(seconds=120),
-    )
-    torch.set_num_threads(1)
+    init_gloo(rank, world, store)
     parts = t2i.scratch_parts(16, seed=0)
     ids = t2i.tokenize(parts.tokenizer, [EFFUSION, NORMAL] * 4)
     pixels, noise, timesteps = _ddp_batch()
@@ -143,9 +134,7 @@ def _t2i_ddp_worker(rank: int, world: int, store: str, out: str) -> None:
     loss.backward()
     if rank == 0:
         torch.save(_ddp_grads(parts), out)
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
-    os._exit(0)  # see tests/test_train.py: DDP's reducer can hang the exit on a loaded machine
+    finish()
 
 
 @pytest.mark.slow

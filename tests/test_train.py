@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from ddp import finish, init_gloo
 
 from pairaug_ray import schema, storage
 from pairaug_ray.config import AugImgConfig, parse_config
@@ -52,18 +52,7 @@ def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _ddp_worker(rank: int, world: int, store: str, out: str) -> None:
-    import datetime
-
-    # A file store rather than a TCP port (nothing to collide with), and a timeout, so that a lost
-    # peer fails the test instead of hanging it.
-    torch.distributed.init_process_group(
-        "gloo",
-        init_method=f"file://{store}",
-        rank=rank,
-        world_size=world,
-        timeout=datetime.timedelta(seconds=120),
-    )
-    torch.set_num_threads(1)
+    init_gloo(rank, world, store)
     model = torch.nn.parallel.DistributedDataParallel(DualEncoder(build_clip("tiny", seed=1)))
     pixels, ids, mask = _batch(8)
     part = slice(rank * 4, rank * 4 + 4)
@@ -71,12 +60,7 @@ def _ddp_worker(rank: int, world: int, store: str, out: str) -> None:
     clip_loss(img, txt, scale).backward()
     if rank == 0:
         torch.save(_grads(model.module), out)
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
-    # Exit without running the destructors: DDP's Reducer joins gloo's worker thread while holding
-    # the GIL, and that thread may still need the GIL to free its last work item; the process then
-    # never exits (seen on a loaded 2-core machine: the test hung until killed).
-    os._exit(0)
+    finish()
 
 
 def test_two_ddp_workers_give_the_single_process_gradient(tmp_path):
