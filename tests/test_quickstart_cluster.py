@@ -33,7 +33,12 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "demo.yaml")  # the chart mounts it at /etc/pairaug/configs/demo.yaml
-IDLE_TIMEOUT_S = 3.0
+# Longer than the pauses between a job's stages: with Ray 2.60's autoscaler v2, a node removed for
+# idleness just as Ray Data places an actor on it takes the actor with it ("the actor never ran"),
+# and Ray Data's internal actors (the parquet footer readers) are not restarted, so the job fails.
+# At 3 s this happened on a loaded 2-core machine between validate and rewrite. The chart's default
+# is 600 s (docs/deployment.md).
+IDLE_TIMEOUT_S = 15.0
 
 # The quick start's job, small, with the image stages on GPU-type nodes as on a GPU cluster (one
 # GPU and one CPU per actor, the whole node). Ray's bars off: a job log is not a terminal.
@@ -113,6 +118,11 @@ class Followed:
         return "".join(self.chunks)
 
 
+class JobEnded(BaseException):
+    """The job ended while the test waited for it to reach a point (not an Exception: wait_for
+    counts those as "not yet")."""
+
+
 def _s3_json(uri: str) -> dict:
     from pairaug_ray import storage
 
@@ -184,6 +194,8 @@ def test_the_quick_start_augment_job_scales_up_survives_a_lost_gpu_node_and_scal
     generated = f"{out}/generated"
 
     def generate_total() -> int:
+        if not job.running():
+            raise JobEnded(job.wait(timeout=10)[-4000:])
         doc = _s3_json(f"{out}/progress.json")
         return ((doc.get("rows") or {}).get("total") or 0) if "generate" in str(doc.get("stage")) else 0
 
