@@ -446,6 +446,39 @@ class ScoreConfig(StrictModel):
     rows_per_file: int = Field(256, ge=1)
 
 
+class GeneratorEncoderConfig(StrictModel):
+    """The image encoder the report card measures with (eval/encoders.py)."""
+
+    kind: Literal["clip", "rad-dino"] = Field(
+        "clip",
+        description="clip: the image tower of a CLIP trained on real pairs (the phantom's encoder); "
+        "rad-dino: microsoft/rad-dino through transformers (CheXGenBench's, for real radiographs).",
+    )
+    path: str | None = Field(
+        None,
+        description="clip: a CLIP folder or a `pairaug train` run (its latest checkpoint); default "
+        "<train storage>/real-only. rad-dino: a folder or hub id; default microsoft/rad-dino.",
+    )
+    batch_size: int = Field(32, ge=1)
+
+
+class NearDuplicateConfig(StrictModel):
+    """Drop InterAug images that are near-duplicates of a real training image (memorised, not new)."""
+
+    enabled: bool = Field(False, description="Off by default: it encodes every training and InterAug image.")
+    encoder: GeneratorEncoderConfig = GeneratorEncoderConfig()
+    threshold: float | None = Field(
+        None, description="Cosine above which an image is a near-duplicate; null: calibrated (quantile)."
+    )
+    quantile: float = Field(
+        0.99,
+        gt=0.5,
+        lt=1.0,
+        description="Calibration: the similarity real training images of other patients exceed only "
+        "1 - quantile of the time.",
+    )
+
+
 class PruneConfig(StrictModel):
     """PairAug's two pruning rules; re-run alone with `pairaug prune`."""
 
@@ -453,6 +486,7 @@ class PruneConfig(StrictModel):
     epsilon: float = Field(
         0.003, ge=0.0, description="IntraAug: keep when every S_k exceeds its global mean - epsilon."
     )
+    near_duplicate: NearDuplicateConfig = NearDuplicateConfig()
     output: Uri | None = Field(
         None, description="Final synthetic manifest; default <run.output_dir>/synthetic."
     )
@@ -674,6 +708,55 @@ class FinetuneT2IConfig(StrictModel):
         return self
 
 
+class EvalGeneratorConfig(StrictModel):
+    """The generator report card (`pairaug eval-generator`; docs/generator.md): fidelity, findings
+    shown, IntraAug edits and patient identity, memorisation."""
+
+    model: str | None = Field(
+        None,
+        description="The pipeline to grade (folder, s3:// prefix or hub id); null: the latest pipeline "
+        "of the finetune_t2i run, else generate.model / models.diffusion.",
+    )
+    encoder: GeneratorEncoderConfig = GeneratorEncoderConfig()
+    findings: list[str] = Field(
+        ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"],
+        min_length=1,
+        description="CheXpert observations the classifier scores (their label_* columns).",
+    )
+    held_out_split: str = Field("test", description="Real reports drawn and real images compared against.")
+    reports: int = Field(200, ge=2, description="Held-out reports drawn (fidelity, findings shown).")
+    train_reports: int = Field(
+        100, ge=0, description="Training reports drawn (memorisation, re-identification); 0: none."
+    )
+    edits: int = Field(50, ge=0, description="IntraAug edits of held-out studies; 0: none.")
+    text: Literal["impression", "findings+impression", "report"] | None = Field(
+        None, description="Report text the images are drawn from; null: finetune_t2i.text (as trained)."
+    )
+    size: int | None = Field(
+        None,
+        ge=16,
+        description="Image size drawn; null: finetune_t2i.image_size for its run, else the pipeline's.",
+    )
+    num_inference_steps: int = Field(25, ge=1)
+    guidance_scale: float = Field(3.0, ge=1.0)
+    batch_size: int = Field(8, ge=1, description="Images per pipeline call.")
+    classifier_c: float = Field(1.0, gt=0.0, description="Inverse L2 strength of the finding classifiers.")
+    edit_margin: float = Field(
+        0.05, ge=0.0, description="A changed finding's score must move by more; kept ones stay within."
+    )
+    near_duplicate_quantile: float = Field(
+        0.99,
+        gt=0.5,
+        lt=1.0,
+        description="Near-duplicate threshold: the similarity real images of other patients exceed "
+        "only 1 - quantile of the time.",
+    )
+    neighbours_shown: int = Field(
+        8, ge=0, description="Generated images shown beside their nearest training image."
+    )
+    output: Uri | None = Field(None, description="Default <run.output_dir>/generator_card.")
+
+
 class EvalDatasetConfig(StrictModel):
     """One evaluation dataset, read through the adapter of its real file layout (eval/datasets.py)."""
 
@@ -783,6 +866,7 @@ class JobConfig(StrictModel):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     finetune_t2i: FinetuneT2IConfig = FinetuneT2IConfig()
+    eval_generator: EvalGeneratorConfig = EvalGeneratorConfig()
 
     def corpus_dir(self) -> str:
         from pairaug_ray.storage import join
@@ -820,6 +904,11 @@ class JobConfig(StrictModel):
         from pairaug_ray.storage import join
 
         return self.finetune_t2i.storage_path or join(self.run.output_dir, "generator")
+
+    def generator_card_dir(self) -> str:
+        from pairaug_ray.storage import join
+
+        return self.eval_generator.output or join(self.run.output_dir, "generator_card")
 
     def train_dir(self) -> str:
         from pairaug_ray.storage import join

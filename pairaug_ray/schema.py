@@ -54,10 +54,16 @@ SCORE_S3 = "score_s3"  # IntraAug: sim(new image, original image)
 SCORING = "scoring"  # JSON: scorer model, kind, mode, logit scale, original image used
 KEPT = "kept"  # passed PairAug's pruning rule
 PRUNING = "pruning"  # JSON: the thresholds (tau, epsilon, the global means) the kept flag came from
+PRUNE_REASON = "prune_reason"  # why a scored pair was not kept (null when kept)
+NEAREST_TRAIN_SIMILARITY = "nearest_train_similarity"  # InterAug: cosine to the nearest training image
+# Synthetic rows made from a patient's own image (IntraAug edits, AugText's real image): that
+# patient's data, re-identifiable by design, to be handled under the source's data agreement.
+DERIVED_FROM_PATIENT = "derived_from_patient"
 SCORE_COLUMNS = (SCORE_A, SCORE_S1, SCORE_S2, SCORE_S3)
 INTRA_SCORE_COLUMNS = (SCORE_S1, SCORE_S2, SCORE_S3)  # IntraAug's hybrid consistency scores
 
 # --- columns of the other tables the project writes --------------------------------------------------
+FEATURES = "features"  # report-card frames: an image encoder's feature vector
 EMBED_ERROR = "embed_error"  # evaluation frames: why an image could not be embedded (null when it was)
 LABEL_FILE_ID = "id"  # `pairaug label` output: the row id column when the input has none
 
@@ -166,6 +172,9 @@ OPTIONAL_FIELDS: dict[str, pa.Field] = {
     SCORING: pa.field(SCORING, pa.string()),
     KEPT: pa.field(KEPT, pa.bool_()),
     PRUNING: pa.field(PRUNING, pa.string()),
+    PRUNE_REASON: pa.field(PRUNE_REASON, pa.string()),
+    NEAREST_TRAIN_SIMILARITY: pa.field(NEAREST_TRAIN_SIMILARITY, pa.float64()),
+    DERIVED_FROM_PATIENT: pa.field(DERIVED_FROM_PATIENT, pa.bool_()),
 }
 
 MANIFEST_SCHEMA = pa.schema(CORE_FIELDS)

@@ -74,3 +74,73 @@ def test_an_edit_that_changes_nothing_fails_the_edit_check():
     assert result[2]["changed"] is True and result[2]["kept"] is False
     # A removal moves the score down.
     assert card.edit_moves(edited[1:2], source[1:2], [{"Pleural Effusion": -1}], FINDINGS)[0]["passed"]
+
+
+def _patients(rng: np.random.Generator, n: int, per: int, dim: int, spread: float = 0.3):
+    centres = rng.normal(size=(n, dim))
+    x = np.concatenate([c + spread * rng.normal(size=(per, dim)) for c in centres])
+    return x, [f"p{i}" for i in range(n) for _ in range(per)]
+
+
+def test_the_finding_classifier_learns_features_and_not_shuffled_labels():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, size=(600, 3)).astype(float)
+    x = np.concatenate([labels + 0.5 * rng.normal(size=labels.shape), rng.normal(size=(600, 5))], axis=1)
+    clf = card.FindingClassifier(x[:400], labels[:400], FINDINGS)
+    held = card.auc_summary(clf.scores(x[400:]), labels[400:], FINDINGS, n_resamples=200)
+    assert held["mean"] > 0.9
+    lo, hi = held["interval"]
+    assert lo <= held["mean"] <= hi and hi - lo < 0.1
+    shuffled = card.FindingClassifier(x[:400], rng.permutation(labels[:400]), FINDINGS)
+    assert abs(card.auc_summary(shuffled.scores(x[400:]), labels[400:], FINDINGS)["mean"] - 0.5) < 0.1
+    # A finding with one class in training predicts its prior; uncertain (NaN) labels are left out.
+    one_class = labels[:400].copy()
+    one_class[:, 0] = 0
+    one_class[:10, 1] = np.nan
+    scores = card.FindingClassifier(x[:400], one_class, FINDINGS).scores(x[400:])
+    assert np.allclose(scores[:, 0], 0.0) and scores.shape == (200, 3)
+
+
+def test_label_matrix_reads_chexpert_coding():
+    from pairaug_ray.schema import label_column
+
+    rows = [{label_column("Edema"): 1}, {label_column("Edema"): -1}, {label_column("Edema"): None}, {}]
+    m = card.label_matrix(rows, ["Edema"])
+    assert m[0, 0] == 1 and np.isnan(m[1, 0]) and m[2, 0] == 0 and m[3, 0] == 0
+
+
+def test_the_patient_verifier_tells_patients_apart():
+    rng = np.random.default_rng(1)
+    train, patients = _patients(rng, 40, 3, 16)
+    verifier = card.PatientVerifier(train, patients)
+    assert verifier.equal_error_rate < 0.05
+    held, held_patients = _patients(rng, 20, 3, 16)
+    assert verifier.auc(held, held_patients) > 0.95
+    # Another study of the same patient is the same patient; a new patient is not.
+    same, _ = verifier.same(held[0:1], held[1:2])
+    other, _ = verifier.same(held[0:1], held[3:4])
+    assert same.tolist() == [True] and other.tolist() == [False]
+    # Features that carry no identity: the verifier is at chance.
+    noise = rng.normal(size=(120, 16))
+    assert abs(card.PatientVerifier(noise, patients).equal_error_rate - 0.5) < 0.1
+
+
+def test_fidelity_compares_at_equal_sizes_against_the_real_floor():
+    rng = np.random.default_rng(2)
+    real = rng.normal(size=(300, 6))
+    ids = [f"r{i}" for i in range(300)]
+    # A generator that draws from the real distribution: about the floor.
+    good = card.fidelity(real, ids, rng.normal(size=(300, 6)), ids, seed=0)
+    assert 0.5 < good["ratio"] < 2.0 and len(good["splits"]) == 5
+    assert all(s["n"] == 150 for s in good["splits"])
+    # One off by a mean shift of 1 per dimension: far above the floor.
+    bad = card.fidelity(real, ids, rng.normal(loc=1.0, size=(300, 6)), ids, seed=0)
+    assert bad["ratio"] > 10 * good["ratio"]
+    assert bad["ratio_range"][0] <= bad["ratio"] <= bad["ratio_range"][1]
+
+
+def test_pixel_distance_is_on_a_zero_to_one_scale():
+    a = np.zeros((8, 8), np.uint8)
+    assert card.pixel_distance(a, a) == 0.0
+    assert card.pixel_distance(a, np.full((16, 16), 255, np.uint8)) == pytest.approx(1.0)
+    assert card.pixel_distance(a, np.full((8, 8), 65535 // 2, np.uint16)) == pytest.approx(0.5, abs=0.01)

@@ -1,5 +1,5 @@
-"""`pairaug train`, `evaluate`, `metrics`, `compare` and `finetune-t2i`: pretraining, its evaluation,
-and training the generator."""
+"""`pairaug train`, `evaluate`, `metrics`, `compare`, `finetune-t2i` and `eval-generator`: pretraining,
+its evaluation, and training and grading the generator."""
 
 from __future__ import annotations
 
@@ -21,6 +21,14 @@ def cmd_finetune_t2i(cfg, args: argparse.Namespace) -> int:
     from pairaug_ray.pipeline.generator import finetune_t2i_job, format_finetune_t2i
 
     print(format_finetune_t2i(finetune_t2i_job(cfg)))
+    return 0
+
+
+@job
+def cmd_eval_generator(cfg, args: argparse.Namespace) -> int:
+    from pairaug_ray.pipeline.generator import eval_generator_job, format_eval_generator
+
+    print(format_eval_generator(eval_generator_job(cfg)))
     return 0
 
 
@@ -86,6 +94,21 @@ def register(commands: Commands) -> None:
         "finetune_t2i.checkpoint_every_steps steps, each with the pipeline (EMA weights) and a grid of samples "
         "for fixed reports; rerunning the same finetune_t2i.name resumes. Prints the pipeline folder to use as "
         "models.diffusion or generate.model. See docs/generator.md.",
+    )
+    add_config_args(p)
+
+    p = commands.add(
+        "eval-generator",
+        cmd_eval_generator,
+        "the generator's report card: fidelity, findings shown, IntraAug edits, identity, memorisation",
+        "Grade a text-to-image pipeline (eval_generator.model; default: the finetune-t2i run's latest) against "
+        "the real pairs: it draws held-out and training reports and edits held-out studies (the generate job's "
+        "actor pools; reruns resume), encodes every image with eval_generator.encoder (a CLIP trained on real "
+        "pairs, or RAD-DINO), and measures the Fréchet distance against the real-vs-real floor, per-finding "
+        "AUC of a classifier trained on real training images (generated vs real held-out), whether edits move "
+        "the changed findings and stay the same patient, and near-duplicates and re-identification of "
+        "training patients. Writes generator_report.json, generator_report.html and CSVs under "
+        "eval_generator.output. See docs/generator.md.",
     )
     add_config_args(p)
 

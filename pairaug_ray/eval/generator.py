@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -30,12 +31,14 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
         raise ValueError("each set needs at least 2 images for a covariance")
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    covmean = linalg.sqrtm(cov_a @ cov_b)
-    if not np.isfinite(covmean).all():
-        # A singular product (fewer images than dimensions): offset both diagonals, as FID's
-        # reference implementation does.
-        offset = np.eye(len(cov_a)) * 1e-6
-        covmean = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
+    with warnings.catch_warnings():
+        # A singular product (fewer images than dimensions) is expected with small sets; it is
+        # handled below, as FID's reference implementation does, by offsetting both diagonals.
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(cov_a @ cov_b)
+        if not np.isfinite(covmean).all():
+            offset = np.eye(len(cov_a)) * 1e-6
+            covmean = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
     covmean = covmean.real
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean))
 
@@ -81,7 +84,10 @@ def calibrate_threshold(features: np.ndarray, patients: Sequence[str], quantile:
     same = patients[:, None] == patients[None, :]
     sims[same] = -np.inf  # itself and the same patient's other studies
     best_other = sims.max(1)
-    return float(np.quantile(best_other[np.isfinite(best_other)], quantile))
+    best_other = best_other[np.isfinite(best_other)]
+    if not len(best_other):
+        raise ValueError("calibrating the near-duplicate threshold needs images of 2 or more patients")
+    return float(np.quantile(best_other, quantile))
 
 
 def near_duplicate_rate(
@@ -113,3 +119,179 @@ def edit_moves(
         kept_ok = all(stayed)
         out.append({"changed": changed_ok, "kept": kept_ok, "passed": bool(changed_ok) and kept_ok})
     return out
+
+
+def label_matrix(rows: Sequence[Mapping[str, object]], findings: Sequence[str]) -> np.ndarray:
+    """(N, F) labels for the classifier from CheXpert-coded label columns: 1 present, 0 absent or not
+    mentioned, NaN uncertain (left out), as the evaluation datasets code them."""
+    from pairaug_ray.schema import label_column
+
+    out = np.zeros((len(rows), len(findings)))
+    for i, r in enumerate(rows):
+        for j, f in enumerate(findings):
+            v = r.get(label_column(f))
+            out[i, j] = np.nan if v == -1 else (1.0 if v == 1 else 0.0)
+    return out
+
+
+class FindingClassifier:
+    """One logistic regression per finding on frozen image features (standardised), trained on real
+    training images; a finding with one class in training predicts its prior."""
+
+    def __init__(self, features: np.ndarray, labels: np.ndarray, findings: Sequence[str], c: float = 1.0):
+        import warnings
+
+        from sklearn.linear_model import LogisticRegression
+
+        self.findings = list(findings)
+        x = np.asarray(features, np.float64)
+        self.mean, self.std = x.mean(0), x.std(0) + 1e-8
+        x = (x - self.mean) / self.std
+        self.models: list[object] = []
+        self.priors: list[float] = []
+        for j in range(len(self.findings)):
+            y = labels[:, j]
+            keep = ~np.isnan(y)
+            yk = y[keep].astype(int)
+            self.priors.append(float(yk.mean()) if len(yk) else 0.0)
+            if len(np.unique(yk)) < 2:
+                self.models.append(None)
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # convergence chatter on tiny sets
+                self.models.append(
+                    LogisticRegression(C=c, max_iter=2000, class_weight="balanced").fit(x[keep], yk)
+                )
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        """(N, F) probabilities of each finding."""
+        x = (np.asarray(features, np.float64) - self.mean) / self.std
+        cols = [
+            np.full(len(x), prior) if m is None else m.predict_proba(x)[:, 1]  # type: ignore[attr-defined]
+            for m, prior in zip(self.models, self.priors, strict=True)
+        ]
+        return np.stack(cols, axis=1) if cols else np.zeros((len(x), 0))
+
+
+def pair_similarities(features: np.ndarray, patients: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarities of every pair of distinct images: (same-patient pairs, other-patient pairs)."""
+    x = _normalise(features)
+    sims = x @ x.T
+    patients = np.asarray(patients)
+    upper = np.triu(np.ones_like(sims, dtype=bool), k=1)
+    same = (patients[:, None] == patients[None, :]) & upper
+    return sims[same], sims[~(patients[:, None] == patients[None, :]) & upper]
+
+
+class PatientVerifier:
+    """Same patient or not, from the cosine similarity of two images' features, with the threshold
+    that balances the two error rates on real images of known patients (the equal error rate)."""
+
+    def __init__(self, features: np.ndarray, patients: Sequence[str]):
+        same, other = pair_similarities(features, patients)
+        if not len(same) or not len(other):
+            raise ValueError("calibrating the patient verifier needs patients with 2+ images and 2+ patients")
+        candidates = np.unique(np.concatenate([same, other]))
+        # Equal error rate: the threshold where missing a same-patient pair is as likely as accepting
+        # an other-patient pair.
+        miss = np.searchsorted(np.sort(same), candidates, side="left") / len(same)
+        accept = 1.0 - np.searchsorted(np.sort(other), candidates, side="left") / len(other)
+        best = int(np.argmin(np.abs(miss - accept)))
+        self.threshold = float(candidates[best])
+        self.equal_error_rate = float((miss[best] + accept[best]) / 2)
+
+    def same(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(verdict, similarity) for image pairs a[i], b[i]."""
+        sim = (_normalise(a) * _normalise(b)).sum(1)
+        return sim >= self.threshold, sim
+
+    def auc(self, features: np.ndarray, patients: Sequence[str]) -> float | None:
+        """How well similarity separates same- from other-patient pairs on held-out real images."""
+        same, other = pair_similarities(features, patients)
+        if not len(same) or not len(other):
+            return None
+        y = np.r_[np.ones(len(same)), np.zeros(len(other))]
+        return float(roc_auc_score(y, np.r_[same, other]))
+
+
+def pixel_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Root-mean-square difference of two decoded grey radiographs on a 0-1 scale, b resized to a's
+    shape (a generated image and a training image need not share a size)."""
+    from PIL import Image
+
+    from pairaug_ray.images import to_uint8
+
+    a8, b8 = to_uint8(np.asarray(a)), to_uint8(np.asarray(b))
+    if b8.shape != a8.shape:
+        b8 = np.asarray(Image.fromarray(b8).resize(a8.shape[::-1], Image.Resampling.BILINEAR))
+    return float(np.sqrt(((a8.astype(np.float32) - b8.astype(np.float32)) ** 2).mean()) / 255.0)
+
+
+def auc_summary(
+    scores: np.ndarray, labels: np.ndarray, findings: Sequence[str], *, seed: int = 0, n_resamples: int = 1000
+) -> dict[str, object]:
+    """Per-finding AUC, their mean, and a 95% bootstrap interval of the mean (images resampled)."""
+    per = finding_aucs(scores, labels, findings)
+    valid = [v for v in per.values() if v is not None]
+    rng = np.random.default_rng(seed)
+    means = []
+    for _ in range(n_resamples):
+        idx = rng.integers(0, len(scores), len(scores))
+        vals = [v for v in finding_aucs(scores[idx], labels[idx], findings).values() if v is not None]
+        if vals:
+            means.append(np.mean(vals))
+    interval = [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))] if means else None
+    positives = {f: int(np.nansum(labels[:, j])) for j, f in enumerate(findings)}
+    return {
+        "per_finding": per,
+        "mean": float(np.mean(valid)) if valid else None,
+        "interval": interval,
+        "n": len(scores),
+        "positives": positives,
+    }
+
+
+def fidelity(
+    real: np.ndarray,
+    real_ids: Sequence[str],
+    generated: np.ndarray,
+    generated_parents: Sequence[str],
+    *,
+    seed: int = 0,
+    splits: int = 5,
+) -> dict[str, object]:
+    """Fréchet distance of generated images to real ones against the real-vs-real floor, at equal
+    sample sizes (the distance is biased upwards by small samples, so a floor from larger sets
+    would flatter nobody fairly).
+
+    For each of `splits` random halvings of the real held-out set into A and B: the images drawn from
+    B's reports against A, and B's real images against A (the floor). Returns both per split, the
+    ratio's mean and range, and the distance of all generated to all real images."""
+    real_ids = list(real_ids)
+    pos = {pid: i for i, pid in enumerate(real_ids)}
+    parents = np.array([pos.get(p, -1) for p in generated_parents])
+    rows = []
+    rng = np.random.default_rng(seed)
+    for _ in range(splits):
+        in_b = np.zeros(len(real_ids), bool)
+        in_b[rng.permutation(len(real_ids))[: len(real_ids) // 2]] = True
+        gen_b = np.flatnonzero((parents >= 0) & in_b[np.clip(parents, 0, None)])
+        if len(gen_b) < 2:
+            continue
+        real_b = parents[gen_b]  # the same reports' real images: equal sizes, equal content
+        a = real[~in_b]
+        fd_gen, fd_floor = frechet_distance(generated[gen_b], a), frechet_distance(real[real_b], a)
+        rows.append(
+            {"generated": fd_gen, "floor": fd_floor, "ratio": fd_gen / max(fd_floor, 1e-12), "n": len(gen_b)}
+        )
+    if not rows:
+        raise ValueError("too few generated images drawn from the held-out reports to compare")
+    ratios = [r["ratio"] for r in rows]
+    return {
+        "frechet_distance": float(np.mean([r["generated"] for r in rows])),
+        "floor": float(np.mean([r["floor"] for r in rows])),
+        "ratio": float(np.mean(ratios)),
+        "ratio_range": [float(min(ratios)), float(max(ratios))],
+        "splits": rows,
+        "all_generated_vs_all_real": frechet_distance(generated, real),
+    }

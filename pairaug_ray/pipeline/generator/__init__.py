@@ -1,4 +1,7 @@
-"""The `finetune-t2i` job: the generator InterAug and IntraAug draw with, trained with Ray Train.
+"""The generator's jobs: `finetune-t2i` trains it (job.py, loop.py); `eval-generator` grades it
+(card.py: the report card, its steps in that module's docstring).
+
+The `finetune-t2i` job, the generator InterAug and IntraAug draw with, trained with Ray Train:
 
     pairs    the real pairs' train split (status ok)
     ingest   Ray Data: decode, resize to the training size in [-1, 1], tokenise   (PreprocessT2I)
@@ -14,6 +17,13 @@ group restarts from it (FailureConfig). The maths is models/t2i.py; docs/generat
 
 from __future__ import annotations
 
+from pairaug_ray.pipeline.generator.card import eval_generator_job, format_eval_generator
 from pairaug_ray.pipeline.generator.job import SAMPLE_REPORTS, finetune_t2i_job, format_finetune_t2i
 
-__all__ = ["SAMPLE_REPORTS", "finetune_t2i_job", "format_finetune_t2i"]
+__all__ = [
+    "SAMPLE_REPORTS",
+    "eval_generator_job",
+    "finetune_t2i_job",
+    "format_eval_generator",
+    "format_finetune_t2i",
+]
