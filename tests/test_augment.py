@@ -231,6 +231,63 @@ def test_reprune_without_regenerating(s3_run, capsys):
     assert stamp == _stamps(cfg.generate_dir(), cfg.score_dir())
 
 
+def test_near_duplicate_rule_drops_a_copied_training_image(s3_run, tiny_models, tmp_path):
+    """prune.near_duplicate: an InterAug image that is a training image (copied in here, as a
+    memorising generator would reproduce it) is dropped with its reason in the row; the others keep
+    PairAug's verdict and their nearest-training similarity. Provenance: IntraAug and AugText rows
+    are flagged as the source patient's data, InterAug rows are not."""
+    from pairaug_ray.pairs import manifest_columns, read_columns
+    from pairaug_ray.pipeline.common import real_pairs_root
+    from pairaug_ray.pipeline.prune import near_duplicates
+
+    def resolved(root: str) -> list[dict]:  # image URIs absolute: the rows move to another root
+        return read_columns(root, manifest_columns(root)).to_pylist()
+
+    cfg, _, _, _ = s3_run
+    scored = resolved(cfg.score_dir())
+    train = [
+        r for r in resolved(real_pairs_root(cfg)) if r[schema.SPLIT] == "train" and r[schema.STATUS] == "ok"
+    ]
+    inter = [r for r in scored if r[schema.ORIGIN] == "inter" and r[schema.STATUS] == "ok"]
+    assert train and len(inter) >= 2
+    copied = inter[0]
+    copied[schema.IMAGE_URI] = train[0][schema.IMAGE_URI]
+    src = str(tmp_path / "scored")
+    from pairaug_ray.manifest import write_manifest
+
+    write_manifest(scored, src)
+    # The tiny CLIP has random weights: its embeddings of any two radiographs are close (cosine
+    # about 0.997), so the threshold is set; calibration is tested on constructed features.
+    near = {"enabled": True, "encoder": {"path": tiny_models["scorer"]}, "threshold": 0.99995}
+    base = cfg.model_dump(mode="json")
+    nd_cfg = parse_config({**base, "prune": {**base["prune"], "near_duplicate": near, "output": None}})
+    out = str(tmp_path / "synthetic")
+    prune_job(nd_cfg, input_root=src, output_root=out)
+    rows = {r[schema.PAIR_ID]: r for r in _pairs(out)}
+    dropped = rows[copied[schema.PAIR_ID]]
+    assert dropped[schema.KEPT] is False
+    assert f"near-duplicate of training pair {train[0][schema.PAIR_ID]}" in dropped[schema.PRUNE_REASON]
+    assert dropped[schema.NEAREST_TRAIN_SIMILARITY] == pytest.approx(1.0, abs=1e-5)
+    info = json.loads(dropped[schema.PRUNING])
+    assert info["near_duplicate_threshold"] == 0.99995
+    for r in inter[1:]:
+        kept = rows[r[schema.PAIR_ID]]
+        assert kept[schema.NEAREST_TRAIN_SIMILARITY] < 0.99995
+        assert kept[schema.KEPT] == (kept[schema.SCORE_A] > info["tau"])
+        assert kept[schema.KEPT] or "tau" in kept[schema.PRUNE_REASON]
+    # Without the rule the copy was kept or pruned by its score alone, never as a near-duplicate.
+    plain = {r[schema.PAIR_ID]: r for r in _pairs(cfg.synthetic_dir())}
+    assert "near-duplicate" not in (plain[copied[schema.PAIR_ID]][schema.PRUNE_REASON] or "")
+    flags = Counter((r[schema.ORIGIN], r[schema.DERIVED_FROM_PATIENT]) for r in rows.values())
+    assert set(flags) <= {("inter", False), ("intra", True), ("augtext", True)}, flags
+    assert flags[("intra", True)] and flags[("inter", False)] and flags[("augtext", True)]
+    # Calibrated on the real training images when no threshold is set.
+    _, calibrated = near_duplicates(
+        parse_config({**base, "prune": {**base["prune"], "near_duplicate": {**near, "threshold": None}}}), src
+    )
+    assert 0.9 < calibrated <= 1.0
+
+
 def test_error_budget_stops_the_job_and_keeps_the_work(ray_local, bad_corpus, tiny_models, tmp_path):
     root, _ = bad_corpus
     cfg = parse_config(job_dict(str(tmp_path / "run"), {"kind": "manifest", "manifest": root}, tiny_models))

@@ -192,6 +192,22 @@ def test_prune_batch_applies_tau_and_the_hybrid_rule():
     # Other thresholds on the same scores: only the flags change.
     again = prune_batch(table, tau=0.0, epsilon=0.5, means=means).to_pylist()
     assert [r[schema.KEPT] for r in again] == [True, True, False, True, True, True, True, True, False]
+    # Every row not kept says why; kept rows say nothing.
+    reasons = [r[schema.PRUNE_REASON] for r in out]
+    assert reasons[0] is None and reasons[3] is None and reasons[7] is None
+    assert reasons[1] == "S_a 0.3 is not above tau 0.3" and reasons[2] == "status error"
+    assert reasons[4].startswith(f"{schema.SCORE_S1} 0.296 is not above its mean - epsilon 0.29")
+    # The near-duplicate rule: a pair above tau but a copy of a training image is dropped, with
+    # the training pair named; one that fails both says both.
+    ids = [r[schema.PAIR_ID] for r in table.to_pylist()]
+    nearest = {ids[0]: (0.999, "train-7"), ids[1]: (0.999, "train-8")}
+    near = prune_batch(
+        table, tau=0.3, epsilon=0.003, means=means, nearest=nearest, near_threshold=0.99
+    ).to_pylist()
+    assert near[0][schema.KEPT] is False and near[0][schema.NEAREST_TRAIN_SIMILARITY] == 0.999
+    assert near[0][schema.PRUNE_REASON] == "near-duplicate of training pair train-7 (cosine 0.9990 > 0.9900)"
+    assert near[1][schema.PRUNE_REASON].count(";") == 1 and "train-8" in near[1][schema.PRUNE_REASON]
+    assert [r[schema.KEPT] for r in near][2:] == [r[schema.KEPT] for r in out][2:]
 
 
 def test_intra_means_are_global_across_files(tmp_path):

@@ -2,6 +2,8 @@
 augment job's last stage).
 
     means     the global means of S1, S2, S3 over the run's IntraAug pairs (a column read)
+    nearest   with prune.near_duplicate: every InterAug image's nearest real training image by
+              encoder cosine, and the threshold (set, or calibrated on real training images)
     prune     every scored pair, plus the AugText paraphrases, through prune_batch -> <out>/synthetic
     summary   kept / pruned per origin (a column read)
 
@@ -19,7 +21,7 @@ import pyarrow.compute as pc
 from ray.data.expressions import col
 
 from pairaug_ray import progress, schema, storage
-from pairaug_ray.config import JobConfig
+from pairaug_ray.config import ConfigError, JobConfig
 from pairaug_ray.manifest import read_manifest, write_manifest
 from pairaug_ray.pairs import read_columns
 from pairaug_ray.runtime import init_ray
@@ -76,18 +78,95 @@ def prune_job(
         ):
             augtext = read_manifest(rewrites).filter(expr=col(schema.ORIGIN) == schema.ORIGIN_AUGTEXT)
             pairs = pairs.union(conform.apply(augtext))
-        rules = StagePlan("prune", prune_batch, {"tau": tau, "epsilon": epsilon, "means": means}, actors=None)
+        nearest, near_threshold = (
+            near_duplicates(cfg, src) if cfg.prune.near_duplicate.enabled else (None, None)
+        )
+        rules = StagePlan(
+            "prune",
+            prune_batch,
+            {
+                "tau": tau,
+                "epsilon": epsilon,
+                "means": means,
+                "nearest": nearest,
+                "near_threshold": near_threshold,
+            },
+            actors=None,
+        )
         write_manifest(
             rules.apply(pairs),
             out,
             mode="overwrite",
-            info={"prune": {"tau": tau, "epsilon": epsilon, "means": means, "input": src}},
+            info={
+                "prune": {
+                    "tau": tau,
+                    "epsilon": epsilon,
+                    "means": means,
+                    "near_duplicate_threshold": near_threshold,
+                    "input": src,
+                }
+            },
         )
         summary = prune_summary(out)
         shown["line"] = ", ".join(
             f"{o} kept {c['kept']}/{sum(c.values())}" for o, c in sorted(summary["by_origin"].items())
         )
     return summary
+
+
+def near_duplicates(cfg: JobConfig, scored_root: str) -> tuple[dict[str, tuple[float, str]], float]:
+    """InterAug pair id -> (cosine to its nearest real training image, that image's pair id), and the
+    near-duplicate threshold (prune.near_duplicate.threshold, else calibrated on the training
+    images: the nearest other-patient similarity's quantile)."""
+    import pandas as pd
+
+    from pairaug_ray.eval.generator import calibrate_threshold, nearest
+    from pairaug_ray.pipeline.common import real_pairs_root
+    from pairaug_ray.pipeline.encoding import encode, encoder_ref
+
+    nd = cfg.prune.near_duplicate
+    kind, path = encoder_ref(cfg, nd.encoder, "prune.near_duplicate.encoder")
+    real = read_columns(
+        real_pairs_root(cfg),
+        [schema.PAIR_ID, schema.PATIENT_ID, schema.IMAGE_URI, schema.SPLIT, schema.STATUS],
+    ).to_pandas()
+    real = real[(real[schema.SPLIT] == schema.SPLITS[0]) & (real[schema.STATUS] == schema.STATUS_OK)]
+    inter = read_columns(
+        scored_root, [schema.PAIR_ID, schema.IMAGE_URI, schema.ORIGIN, schema.STATUS]
+    ).to_pandas()
+    inter = inter[(inter[schema.ORIGIN] == schema.ORIGIN_INTER) & (inter[schema.STATUS] == schema.STATUS_OK)]
+    if real.empty or inter.empty:
+        return {}, nd.threshold if nd.threshold is not None else float("inf")
+    frame = pd.concat(
+        [
+            pd.DataFrame(
+                {schema.IMAGE_ID: "real:" + real[schema.PAIR_ID], schema.IMAGE_URI: real[schema.IMAGE_URI]}
+            ),
+            pd.DataFrame(
+                {schema.IMAGE_ID: "inter:" + inter[schema.PAIR_ID], schema.IMAGE_URI: inter[schema.IMAGE_URI]}
+            ),
+        ],
+        ignore_index=True,
+    )
+    feats = encode(cfg, frame, kind, path, nd.encoder.batch_size).set_index(schema.IMAGE_ID)[schema.FEATURES]
+    real = real[("real:" + real[schema.PAIR_ID]).isin(feats.index)]
+    x_train = np.stack(feats.loc["real:" + real[schema.PAIR_ID]].to_numpy())
+    if nd.threshold is not None:
+        threshold = nd.threshold
+    else:
+        try:
+            threshold = calibrate_threshold(x_train, real[schema.PATIENT_ID].tolist(), nd.quantile)
+        except ValueError as e:
+            raise ConfigError(f"prune.near_duplicate: {e}; set prune.near_duplicate.threshold") from None
+    ids = [i for i in "inter:" + inter[schema.PAIR_ID] if i in feats.index]
+    if not ids:
+        return {}, threshold
+    idx, sim = nearest(np.stack(feats.loc[ids].to_numpy()), x_train)
+    train_ids = real[schema.PAIR_ID].to_numpy()
+    return {
+        pid.removeprefix("inter:"): (float(s), str(train_ids[i]))
+        for pid, i, s in zip(ids, idx, sim, strict=True)
+    }, float(threshold)
 
 
 def prune_summary(root: str) -> dict[str, Any]:

@@ -74,6 +74,8 @@ def expand_image_tasks(
                 continue
             row = {c: r.get(c) for c in _CARRIED}
             row.update({schema.PAIR_ID: pid, schema.REWRITE_ID: r[schema.PAIR_ID], schema.SAMPLE_INDEX: k})
+            # An IntraAug edit is the source patient's image, changed: re-identifiable by design.
+            row[schema.DERIVED_FROM_PATIENT] = branch == schema.ORIGIN_INTRA
             rows.append(row)
     return schema.rows_to_table(rows)
 

@@ -5,9 +5,11 @@
   IntraAug pairs of the run minus epsilon. The means are global: pipeline/prune.py computes them
   over the whole scored output first, then every batch is filtered with the same thresholds.
 - AugText paraphrases keep the real image and are not pruned, as in PairAug.
+- Optionally (prune.near_duplicate, not in PairAug): InterAug drops an image whose nearest real
+  training image is closer than a threshold (a memorised image, not a new patient).
 
-Every row keeps its scores and gets `kept` and `pruning` (the thresholds used, as JSON), so the
-rules can be redone with other thresholds in seconds.
+Every row keeps its scores and gets `kept`, `pruning` (the thresholds used, as JSON) and, when not
+kept, `prune_reason`, so the rules can be redone with other thresholds in seconds.
 """
 
 from __future__ import annotations
@@ -21,25 +23,52 @@ from pairaug_ray import schema
 INTRA_SCORES = schema.INTRA_SCORE_COLUMNS
 
 
-def prune_batch(batch: pa.Table, *, tau: float, epsilon: float, means: dict[str, float | None]) -> pa.Table:
-    """Set `kept` and `pruning` on every row from its scores and the run's global IntraAug means."""
+def prune_batch(
+    batch: pa.Table,
+    *,
+    tau: float,
+    epsilon: float,
+    means: dict[str, float | None],
+    nearest: dict[str, tuple[float, str]] | None = None,
+    near_threshold: float | None = None,
+) -> pa.Table:
+    """Set `kept`, `pruning` and `prune_reason` on every row from its scores, the run's global
+    IntraAug means and, with `nearest` (InterAug pair id -> (cosine, training pair id)), the
+    near-duplicate threshold."""
     thresholds = {k: (None if m is None else m - epsilon) for k, m in means.items()}
     info = json.dumps(
-        {"tau": tau, "epsilon": epsilon, "means": means, "thresholds": thresholds}, sort_keys=True
+        {
+            "tau": tau,
+            "epsilon": epsilon,
+            "means": means,
+            "thresholds": thresholds,
+            "near_duplicate_threshold": near_threshold,
+        },
+        sort_keys=True,
     )
     rows = batch.to_pylist()
     for r in rows:
-        ok = r.get(schema.STATUS) == schema.STATUS_OK
         origin = r.get(schema.ORIGIN)
-        if origin == schema.ORIGIN_INTER:
-            kept = ok and r.get(schema.SCORE_A) is not None and r[schema.SCORE_A] > tau
-        elif origin == schema.ORIGIN_INTRA:
-            kept = ok and all(
-                r.get(k) is not None and thresholds[k] is not None and r[k] > thresholds[k]
+        reasons = [] if r.get(schema.STATUS) == schema.STATUS_OK else [f"status {r.get(schema.STATUS)}"]
+        if not reasons and origin == schema.ORIGIN_INTER:
+            score = r.get(schema.SCORE_A)
+            if score is None or not score > tau:
+                reasons.append(f"S_a {score} is not above tau {tau}")
+            if nearest is not None and r[schema.PAIR_ID] in nearest:
+                sim, train_id = nearest[r[schema.PAIR_ID]]
+                r[schema.NEAREST_TRAIN_SIMILARITY] = sim
+                if near_threshold is not None and sim > near_threshold:
+                    reasons.append(
+                        f"near-duplicate of training pair {train_id} (cosine {sim:.4f} > {near_threshold:.4f})"
+                    )
+        elif not reasons and origin == schema.ORIGIN_INTRA:
+            reasons += [
+                f"{k} {r.get(k)} is not above its mean - epsilon {thresholds[k]}"
                 for k in INTRA_SCORES
-            )
-        else:  # AugText paraphrases keep the real image: PairAug does not prune them
-            kept = ok
-        r[schema.KEPT] = bool(kept)
+                if r.get(k) is None or thresholds[k] is None or not r[k] > thresholds[k]
+            ]
+        # AugText paraphrases keep the real image: PairAug does not prune them.
+        r[schema.KEPT] = not reasons
+        r[schema.PRUNE_REASON] = "; ".join(reasons) or None
         r[schema.PRUNING] = info
     return schema.rows_to_table(rows)

@@ -137,6 +137,8 @@ class _Rewriter:
         mode: RewriteMode = ORIGIN_MODE[row[schema.ORIGIN]]  # type: ignore[assignment]
         template = self.cfg.prompt(mode)
         row.pop("_source_labels", None)
+        # IntraAug will edit this patient's image and AugText keeps it: the patient's data.
+        row[schema.DERIVED_FROM_PATIENT] = mode != "inter"
         cached_text, labels = row.pop("_labels", (None, None))
         if reason is None and text:
             row[schema.REPORT] = text
