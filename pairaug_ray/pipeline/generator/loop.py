@@ -200,6 +200,7 @@ def t2i_loop_per_worker(config: dict[str, Any]) -> None:
         else parts.text_encoder.eval()
     )
     empty_ids = t2i.tokenize(parts.tokenizer, [""])[0]
+    vae_offset = f.vae_steps if f.base is None else 0
     started, losses, since = time.perf_counter(), [], 0
     while state["step"] < f.steps:
         batch = next(batches)
@@ -220,7 +221,8 @@ def t2i_loop_per_worker(config: dict[str, Any]) -> None:
         since += 1
         losses.append(float(loss.detach()))
         if counter is not None:
-            counter.set.remote(state["step"], phase="unet", loss=losses[-1])
+            # The bar counts every optimiser step of the job: the VAE's first when from scratch.
+            counter.set.remote(vae_offset + state["step"], phase="unet", loss=losses[-1])
         if step_hook is not None:
             step_hook(state)
         if state["step"] % f.checkpoint_every_steps == 0 or state["step"] == f.steps:
