@@ -114,6 +114,9 @@ def test_the_patient_verifier_tells_patients_apart():
     train, patients = _patients(rng, 40, 3, 16)
     verifier = card.PatientVerifier(train, patients)
     assert verifier.equal_error_rate < 0.05
+    # Searching all 120 training images, a stricter threshold keeps false matches as rare.
+    assert verifier.identification_error_rate < 0.05
+    assert verifier.identification_threshold >= verifier.threshold - 0.05
     held, held_patients = _patients(rng, 20, 3, 16)
     assert verifier.auc(held, held_patients) > 0.95
     # Another study of the same patient is the same patient; a new patient is not.
@@ -137,6 +140,15 @@ def test_fidelity_compares_at_equal_sizes_against_the_real_floor():
     bad = card.fidelity(real, ids, rng.normal(loc=1.0, size=(300, 6)), ids, seed=0)
     assert bad["ratio"] > 10 * good["ratio"]
     assert bad["ratio_range"][0] <= bad["ratio"] <= bad["ratio_range"][1]
+
+
+def test_followup_pairs_are_consecutive_studies_whose_findings_changed():
+    labels = np.array([[0, 1], [1, 1], [1, 1], [0, np.nan], [0, 0]], float)
+    pairs, changes = card.followup_pairs(
+        ["a", "a", "a", "b", "b"], ["s1", "s2", "s3", "s1", "s2"], labels, ["X", "Y"]
+    )
+    # a: s1 -> s2 turns X present; s2 -> s3 changes nothing; b: Y unknown then absent is no change.
+    assert pairs == [(0, 1)] and changes == [{"X": 1}]
 
 
 def test_pixel_distance_is_on_a_zero_to_one_scale():

@@ -16,6 +16,7 @@ from pairaug_ray import images, storage
 from pairaug_ray.eval.report import STYLE, _img, _png, roc_figure
 
 NO_FINDING = "No Finding"
+WEAK_IDENTITY = 0.4  # a re-identification error rate at which the identity figures say little
 _PER_ROW = 4
 
 
@@ -145,7 +146,7 @@ def similarity_figure(similarities: dict[str, np.ndarray], thresholds: tuple[flo
     for name, sims in similarities.items():
         ax.hist(np.asarray(sims), bins=30, alpha=0.5, density=True, label=name)
     ax.axvline(thresholds[0], c="k", ls="--", lw=1, label="near-duplicate threshold")
-    ax.axvline(thresholds[1], c="grey", ls=":", lw=1, label="same-patient threshold")
+    ax.axvline(thresholds[1], c="grey", ls=":", lw=1, label="re-identification threshold")
     ax.set_xlabel("cosine similarity to the nearest training image")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -249,7 +250,18 @@ def render_html(report: dict[str, Any], figs: dict[str, bytes]) -> str:
         "<h2>Patient identity</h2>",
         f"<p>{html.escape(ident['verifier'])}: threshold {ident['threshold']:.4f}, equal error rate "
         f"{ident['equal_error_rate_train']:.1%} on training images, same-vs-other AUC on held-out real "
-        f"images {_fmt(ident['auc_held_out'])}.</p>",
+        f"images {_fmt(ident['auc_held_out'])}. Searching all training images (re-identification): "
+        f"threshold {ident['identification_threshold']:.4f}, equal error rate "
+        f"{ident['identification_error_rate_train']:.1%}.</p>",
+        *(
+            [
+                f"<p><b>This encoder carries little identity</b> (re-identification error rate "
+                f"{ident['identification_error_rate_train']:.0%} on training images): the re-identification "
+                "rates below say little; use an encoder trained to tell patients apart.</p>"
+            ]
+            if ident["identification_error_rate_train"] >= WEAK_IDENTITY
+            else []
+        ),
     ]
     if "edits" in report:
         ed = report["edits"]
@@ -259,21 +271,21 @@ def render_html(report: dict[str, Any], figs: dict[str, bytes]) -> str:
             f"graded findings (source: {html.escape(ed['source'])}); a changed finding's score must move the "
             f"stated way by more than {ed['margin']}, the others stay within it.</p>",
             _table(
-                [
-                    "changed findings moved",
-                    "unchanged stayed",
-                    "both",
-                    "same patient (verifier)",
-                    "mean similarity",
-                ],
+                ["", "n", "changed findings moved", "unchanged stayed", "both", "same patient (verifier)"],
                 [
                     [
-                        f"{ed['changed_moved_rate']:.0%}",
-                        f"{ed['kept_stayed_rate']:.0%}",
-                        f"{ed['passed_rate']:.0%}",
-                        f"{ed['same_patient_rate']:.0%}",
-                        f"{ed['similarity_mean']:.3f}",
+                        name,
+                        r["n"],
+                        f"{r['changed_moved_rate']:.0%}",
+                        f"{r['kept_stayed_rate']:.0%}",
+                        f"{r['passed_rate']:.0%}",
+                        f"{r['same_patient_rate']:.0%}",
                     ]
+                    for name, r in (
+                        ("edits", ed),
+                        ("real follow-up studies (reference)", ed.get("real_followups")),
+                    )
+                    if r
                 ],
             ),
         ]
@@ -297,8 +309,10 @@ def render_html(report: dict[str, Any], figs: dict[str, bytes]) -> str:
         "<h2>Memorisation</h2>",
         f"<p>Each image's nearest training image by encoder cosine. Near-duplicate: closer than "
         f"{mem['near_duplicate_threshold']:.4f}, which real images of other patients exceed "
-        f"{1 - mem['quantile']:.0%} of the time. Re-identified: the patient verifier says same patient "
-        "as that training image.</p>",
+        f"{1 - mem['quantile']:.0%} of the time. Re-identified: closer than "
+        f"{mem['reidentification_threshold']:.4f}, the threshold at which, searching all training images, "
+        "a real image's best match among its own patient's other studies and its best match among "
+        "other patients are told apart with equal error.</p>",
         _table(
             [
                 "images",

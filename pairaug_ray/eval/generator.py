@@ -185,7 +185,8 @@ def pair_similarities(features: np.ndarray, patients: Sequence[str]) -> tuple[np
 
 class PatientVerifier:
     """Same patient or not, from the cosine similarity of two images' features, with the threshold
-    that balances the two error rates on real images of known patients (the equal error rate)."""
+    that balances the two error rates on real images of known patients (the equal error rate); and
+    the threshold for re-identification against a whole training set (identification_threshold)."""
 
     def __init__(self, features: np.ndarray, patients: Sequence[str]):
         same, other = pair_similarities(features, patients)
@@ -199,6 +200,25 @@ class PatientVerifier:
         best = int(np.argmin(np.abs(miss - accept)))
         self.threshold = float(candidates[best])
         self.equal_error_rate = float((miss[best] + accept[best]) / 2)
+
+        # Re-identification searches all training images (1:N), so a pairwise threshold would
+        # accept some other patient almost always. Its threshold balances, per probe image, the
+        # best match among the *same* patient's other images against the best among other patients'.
+        x = _normalise(features)
+        sims = x @ x.T
+        np.fill_diagonal(sims, -np.inf)
+        pats = np.asarray(patients)
+        same_mask = pats[:, None] == pats[None, :]
+        best_same = np.where(same_mask, sims, -np.inf).max(1)
+        best_other = np.where(~same_mask, sims, -np.inf).max(1)
+        probes = np.isfinite(best_same) & np.isfinite(best_other)
+        bs, bo = np.sort(best_same[probes]), np.sort(best_other[probes])
+        cands = np.unique(np.concatenate([bs, bo]))
+        miss = np.searchsorted(bs, cands, side="left") / len(bs)
+        accept = 1.0 - np.searchsorted(bo, cands, side="left") / len(bo)
+        k = int(np.argmin(np.abs(miss - accept)))
+        self.identification_threshold = float(cands[k])
+        self.identification_error_rate = float((miss[k] + accept[k]) / 2)
 
     def same(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(verdict, similarity) for image pairs a[i], b[i]."""
@@ -295,3 +315,27 @@ def fidelity(
         "splits": rows,
         "all_generated_vs_all_real": frechet_distance(generated, real),
     }
+
+
+def followup_pairs(
+    patients: Sequence[str], order: Sequence[str], labels: np.ndarray, findings: Sequence[str]
+) -> tuple[list[tuple[int, int]], list[dict[str, int]]]:
+    """Real follow-up studies as a reference for the edit check: consecutive studies of one patient
+    (by `order`, e.g. the study id) whose labels turn at least one finding present (+1) or absent
+    (-1); unknown labels are not changes."""
+    by_patient: dict[str, list[int]] = {}
+    for i, p in enumerate(patients):
+        by_patient.setdefault(p, []).append(i)
+    pairs, changes = [], []
+    for idx in by_patient.values():
+        idx = sorted(idx, key=lambda i: order[i])
+        for a, b in zip(idx, idx[1:], strict=False):
+            change = {
+                f: (1 if labels[b, j] == 1 else -1)
+                for j, f in enumerate(findings)
+                if not np.isnan(labels[a, j]) and not np.isnan(labels[b, j]) and labels[a, j] != labels[b, j]
+            }
+            if change:
+                pairs.append((a, b))
+                changes.append(change)
+    return pairs, changes

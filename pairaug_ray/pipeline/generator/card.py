@@ -42,6 +42,7 @@ REPORT_FILE, HTML_FILE = "generator_report.json", "generator_report.html"
 _REAL_COLUMNS = [
     schema.PAIR_ID,
     schema.PATIENT_ID,
+    schema.STUDY_ID,
     schema.IMAGE_URI,
     schema.SPLIT,
     schema.STATUS,
@@ -358,6 +359,8 @@ def measure(
         "threshold": verifier.threshold,
         "equal_error_rate_train": verifier.equal_error_rate,
         "auc_held_out": verifier.auc(x_held, held[schema.PATIENT_ID].tolist()),
+        "identification_threshold": verifier.identification_threshold,
+        "identification_error_rate_train": verifier.identification_error_rate,
     }
     # Edits: the classifier's scores and the patient verifier between each edit and its source.
     edit_rows = drawn[drawn["set"] == EDIT]
@@ -365,6 +368,22 @@ def measure(
         report["edits"], tables["edits"], gallery["edits"] = _edits(
             cfg, edit_rows, info, feats, stack, classifier, verifier, findings, real
         )
+        # The reference: real follow-up studies of held-out patients whose findings changed, scored
+        # by the same classifier (how much a real change, and a real non-change, moves the scores).
+        pairs, changes = measures.followup_pairs(
+            held[schema.PATIENT_ID].tolist(), held[schema.STUDY_ID].fillna("").tolist(), y_held, findings
+        )
+        if pairs:
+            a, b = [p[0] for p in pairs], [p[1] for p in pairs]
+            moves = measures.edit_moves(s_held[a], s_held[b], changes, findings, e.edit_margin)
+            same, _ = verifier.same(x_held[a], x_held[b])
+            report["edits"]["real_followups"] = {
+                "n": len(pairs),
+                "changed_moved_rate": float(np.mean([m["changed"] for m in moves])),
+                "kept_stayed_rate": float(np.mean([m["kept"] for m in moves])),
+                "passed_rate": float(np.mean([m["passed"] for m in moves])),
+                "same_patient_rate": float(same.mean()),
+            }
 
     # Memorisation: each drawn image's nearest training image.
     report["memorization"], tables["neighbours"], gallery["memorization"] = _memorization(
@@ -426,7 +445,7 @@ def _memorization(e, drawn, info, stack, x_train, x_held, train, verifier, uris)
     summary: dict[str, Any] = {
         "near_duplicate_threshold": threshold,
         "quantile": e.near_duplicate_quantile,
-        "reidentification_threshold": verifier.threshold,
+        "reidentification_threshold": verifier.identification_threshold,
         "sets": {},
     }
     table, similarities = [], {}
@@ -435,7 +454,7 @@ def _memorization(e, drawn, info, stack, x_train, x_held, train, verifier, uris)
         if not ids:
             continue
         idx, sim = measures.nearest(stack([f"gen:{t}" for t in ids]), x_train)
-        reid = sim >= verifier.threshold
+        reid = sim >= verifier.identification_threshold
         own = train_patients[idx] == np.asarray([info[t]["patient"] for t in ids])
         summary["sets"][f"drawn from {name.replace('_', '-')} reports"] = {
             "n": len(ids),
@@ -459,7 +478,7 @@ def _memorization(e, drawn, info, stack, x_train, x_held, train, verifier, uris)
                         images.read_image(uris[t]), images.read_image(nearest_uri)
                     ),
                     "near_duplicate": bool(s > threshold),
-                    "reidentified": bool(s >= verifier.threshold),
+                    "reidentified": bool(s >= verifier.identification_threshold),
                 }
             )
     # Reference: real held-out images (other patients) against the training images.
@@ -467,7 +486,7 @@ def _memorization(e, drawn, info, stack, x_train, x_held, train, verifier, uris)
     summary["real held-out images"] = {
         "n": len(x_held),
         "near_duplicate_rate": float((sim_real > threshold).mean()),
-        "reidentified_rate": float((sim_real >= verifier.threshold).mean()),
+        "reidentified_rate": float((sim_real >= verifier.identification_threshold).mean()),
         "nearest_similarity_mean": float(sim_real.mean()),
     }
     if table:
@@ -477,7 +496,11 @@ def _memorization(e, drawn, info, stack, x_train, x_held, train, verifier, uris)
     return (
         summary,
         table,
-        {"similarities": similarities, "thresholds": (threshold, verifier.threshold), "closest": shown},
+        {
+            "similarities": similarities,
+            "thresholds": (threshold, verifier.identification_threshold),
+            "closest": shown,
+        },
     )
 
 
@@ -496,6 +519,11 @@ def format_eval_generator(report: dict[str, Any]) -> str:
             f"  edits           {ed['n']}: changed findings moved {ed['changed_moved_rate']:.0%}, unchanged stayed "
             f"{ed['kept_stayed_rate']:.0%}, same patient {ed['same_patient_rate']:.0%}"
         )
+        if ref := ed.get("real_followups"):
+            lines.append(
+                f"                  real follow-ups (reference) {ref['n']}: changed moved {ref['changed_moved_rate']:.0%}, "
+                f"unchanged stayed {ref['kept_stayed_rate']:.0%}, same patient {ref['same_patient_rate']:.0%}"
+            )
     for name, s in report["memorization"]["sets"].items():
         lines.append(
             f"  memorisation    {name}: near-duplicates {s['near_duplicate_rate']:.1%}, "
@@ -506,5 +534,11 @@ def format_eval_generator(report: dict[str, Any]) -> str:
         f"                  real held-out images (reference): near-duplicates {ref['near_duplicate_rate']:.1%}, "
         f"re-identified {ref['reidentified_rate']:.1%}"
     )
+    ident = report["identity"]
+    if ident["identification_error_rate_train"] >= card_report.WEAK_IDENTITY:
+        lines.append(
+            f"  note            the encoder re-identifies training patients at chance ({ident['identification_error_rate_train']:.0%} "
+            "error on training images): the re-identification rates say little"
+        )
     lines.append(f"  report          {report['paths']['html']}")
     return "\n".join(lines)
