@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import warnings
+from collections.abc import Iterable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -52,6 +53,21 @@ def read_image(uri: str) -> np.ndarray:
     except OSError as e:
         raise ImageReadError(uri, f"{type(e).__name__}: {e}") from None
     return decode_image(data, uri)
+
+
+def read_images(uris: Iterable[str]) -> tuple[list[np.ndarray | None], list[str | None]]:
+    """Read a batch of images: (the images, each None where unreadable; the reason per image, None
+    where it was read). A batch stage records the reasons in its rows and carries on."""
+    pictures: list[np.ndarray | None] = []
+    errors: list[str | None] = []
+    for uri in uris:
+        try:
+            pictures.append(read_image(uri))
+            errors.append(None)
+        except (ImageReadError, OSError) as e:
+            pictures.append(None)
+            errors.append(f"{type(e).__name__}: {e}")
+    return pictures, errors
 
 
 def _decode_raster(data: bytes, name: str) -> np.ndarray:

@@ -38,14 +38,7 @@ class EmbedImages:
         self.models = [ZeroShotModel(p, pad_size=pad_size, use_gpu=use_gpu) for p in model_paths]
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        pictures, errors = [], []
-        for uri in batch[IMAGE_URI]:
-            try:
-                pictures.append(images.read_image(uri))
-                errors.append(None)
-            except (images.ImageReadError, OSError) as e:
-                pictures.append(None)
-                errors.append(f"{type(e).__name__}: {e}")
+        pictures, errors = images.read_images(batch[IMAGE_URI])
         ok = [i for i, e in enumerate(errors) if e is None]
         out = pd.DataFrame({IMAGE_ID: batch[IMAGE_ID].to_numpy(), EMBED_ERROR: errors})
         for m_index, model in enumerate(self.models):

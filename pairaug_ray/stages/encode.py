@@ -39,14 +39,7 @@ class EncodeImages:
         self.encoder = load_encoder(kind, path, use_gpu=use_gpu)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        pictures, errors = [], []
-        for uri in batch[IMAGE_URI]:
-            try:
-                pictures.append(images.read_image(uri))
-                errors.append(None)
-            except (images.ImageReadError, OSError) as e:
-                pictures.append(None)
-                errors.append(f"{type(e).__name__}: {e}")
+        pictures, errors = images.read_images(batch[IMAGE_URI])
         ok = [i for i, e in enumerate(errors) if e is None]
         feats: list[np.ndarray | None] = [None] * len(batch)
         if ok:
