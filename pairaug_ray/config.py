@@ -740,6 +740,16 @@ class EvalGeneratorConfig(StrictModel):
     num_inference_steps: int = Field(25, ge=1)
     guidance_scale: float = Field(3.0, ge=1.0)
     batch_size: int = Field(8, ge=1, description="Images per pipeline call.")
+    classifier: Literal["probe", "zero-shot"] = Field(
+        "probe",
+        description="Findings shown by: probe, a logistic regression per finding on the encoder's features, "
+        "trained on real training images; zero-shot, a CheXzero-style CLIP (classifier_model) and its "
+        "evaluate.positive/negative_templates prompts, nothing trained.",
+    )
+    classifier_model: str | None = Field(
+        None,
+        description="zero-shot: a CLIP folder or `pairaug train` run; default: the encoder when it is a CLIP.",
+    )
     classifier_c: float = Field(1.0, gt=0.0, description="Inverse L2 strength of the finding classifiers.")
     edit_margin: float = Field(
         0.05, ge=0.0, description="A changed finding's score must move by more; kept ones stay within."

@@ -88,9 +88,13 @@ def test_the_report_card_of_a_generator(card_cfg, capsys):
     import yaml
 
     storage.write_text(config, yaml.safe_dump(card_cfg.model_dump(mode="json")))
-    assert main(["eval-generator", "--config", config]) == 0
+    # The rerun grades the same images with a zero-shot CLIP as the findings classifier instead.
+    assert main(["eval-generator", "--config", config, "--set", "eval_generator.classifier=zero-shot"]) == 0
     captured = capsys.readouterr()
     printed = captured.out + captured.err  # stage lines go to the terminal's stderr
     assert "images already done" in printed, printed[-2000:]
     assert "findings shown  mean AUC" in printed and "generator_report.html" in printed
     assert sorted(storage.list_files(storage.join(out, "generated", "images"), ".png")) == sorted(images)
+    again = json.loads(storage.read_text(storage.join(out, "generator_report.json")))
+    assert again["findings_shown"]["classifier"].startswith("zero-shot CLIP")
+    assert again["findings_shown"]["generated"]["n"] == fs["generated"]["n"]

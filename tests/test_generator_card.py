@@ -156,3 +156,12 @@ def test_pixel_distance_is_on_a_zero_to_one_scale():
     assert card.pixel_distance(a, a) == 0.0
     assert card.pixel_distance(a, np.full((16, 16), 255, np.uint8)) == pytest.approx(1.0)
     assert card.pixel_distance(a, np.full((8, 8), 65535 // 2, np.uint16)) == pytest.approx(0.5, abs=0.01)
+
+
+def test_the_zero_shot_classifier_scores_by_prompt_similarity():
+    # Two findings with orthogonal prompt embeddings in 4 dimensions; "no X" points the other way.
+    pos = np.array([[1.0, 0, 0, 0], [0, 1.0, 0, 0]])
+    clf = card.ZeroShotClassifier(pos, -pos, ["Edema", "Pleural Effusion"])
+    scores = clf.scores(np.array([[2.0, 0, 1, 0], [0, -1.0, 0, 1], [0, 0, 0, 1.0]]))
+    assert scores[0, 0] > 0.8 and scores[1, 1] < 0.2
+    assert np.allclose(scores[2], 0.5)  # unrelated to both prompts: undecided

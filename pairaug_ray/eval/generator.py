@@ -173,6 +173,19 @@ class FindingClassifier:
         return np.stack(cols, axis=1) if cols else np.zeros((len(x), 0))
 
 
+class ZeroShotClassifier:
+    """A CheXzero-style CLIP as the finding classifier (a checkpoint the user points to): per finding,
+    the softmax over the image embedding's cosines with the finding's positive and negative prompt
+    embeddings (L, D each); nothing is trained."""
+
+    def __init__(self, positive: np.ndarray, negative: np.ndarray, findings: Sequence[str]):
+        self.positive, self.negative, self.findings = positive, negative, list(findings)
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        x = _normalise(features)
+        return 1.0 / (1.0 + np.exp(x @ self.negative.T - x @ self.positive.T))
+
+
 def pair_similarities(features: np.ndarray, patients: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Cosine similarities of every pair of distinct images: (same-patient pairs, other-patient pairs)."""
     x = _normalise(features)

@@ -267,9 +267,18 @@ def eval_generator_job(cfg: JobConfig) -> dict[str, Any]:
         encoded = encode(cfg, frame, kind, enc_path, e.encoder.batch_size)
         shown["line"] = f"{len(encoded)} of {len(frame)} images encoded"
     feats = dict(zip(encoded[schema.IMAGE_ID], encoded[schema.FEATURES], strict=True))
+    class_feats, class_path = feats, None
+    if e.classifier == "zero-shot":
+        class_path = classifier_ref(cfg, kind, enc_path)
+        if class_path != enc_path:
+            with progress.stage("encode", f"{len(frame)} images with the classifier ({class_path})") as shown:
+                again = encode(cfg, frame, "clip", class_path, e.encoder.batch_size)
+                shown["line"] = f"{len(again)} of {len(frame)} images encoded"
+            class_feats = dict(zip(again[schema.IMAGE_ID], again[schema.FEATURES], strict=True))
+            feats = {k: v for k, v in feats.items() if k in class_feats}
 
     with progress.stage("measure", f"{len(findings)} findings") as shown:
-        report, tables, gallery = measure(cfg, real, generated, info, feats)
+        report, tables, gallery = measure(cfg, real, generated, info, feats, class_feats, class_path)
         report.update(
             {
                 "generator": model,
@@ -288,10 +297,51 @@ def eval_generator_job(cfg: JobConfig) -> dict[str, Any]:
     return report
 
 
+def classifier_ref(cfg: JobConfig, encoder_kind: str, encoder_path: str) -> str:
+    """The zero-shot classifier's CLIP: eval_generator.classifier_model, else the encoder's CLIP."""
+    e = cfg.eval_generator
+    if e.classifier_model is None:
+        if encoder_kind != "clip":
+            raise ConfigError(
+                "eval_generator.classifier zero-shot needs eval_generator.classifier_model (a CLIP "
+                f"folder or train run) when the encoder is {encoder_kind}"
+            )
+        return encoder_path
+    from pairaug_ray.config import GeneratorEncoderConfig
+
+    return encoder_ref(
+        cfg, GeneratorEncoderConfig(path=e.classifier_model), "eval_generator.classifier_model"
+    )[1]
+
+
+def finding_classifier(
+    cfg: JobConfig, class_path: str | None, x_train: np.ndarray, y_train: np.ndarray, findings: list[str]
+) -> tuple[Any, str]:
+    """(the classifier, what it is) for the findings-shown check."""
+    e = cfg.eval_generator
+    if class_path is None:
+        what = f"logistic regression per finding on {len(x_train)} real training images' features"
+        return measures.FindingClassifier(x_train, y_train, findings, c=e.classifier_c), what
+    from pairaug_ray.eval.zeroshot import ZeroShotModel
+
+    model = ZeroShotModel(class_path)
+    pos = model.class_embeddings(findings, cfg.evaluate.positive_templates)
+    neg = model.class_embeddings(findings, cfg.evaluate.negative_templates)
+    return measures.ZeroShotClassifier(pos, neg, findings), f"zero-shot CLIP {class_path} (no training)"
+
+
 def measure(
-    cfg: JobConfig, real: pd.DataFrame, generated: pd.DataFrame, info: dict[str, dict], feats: dict[str, Any]
+    cfg: JobConfig,
+    real: pd.DataFrame,
+    generated: pd.DataFrame,
+    info: dict[str, dict],
+    feats: dict[str, Any],
+    class_feats: dict[str, Any] | None = None,
+    class_path: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, list[dict]], dict[str, Any]]:
-    """(the report's numbers, per-image tables, what the HTML page shows)."""
+    """(the report's numbers, per-image tables, what the HTML page shows). `class_feats`: the
+    zero-shot classifier's embeddings when its CLIP is not the encoder."""
+    class_feats = feats if class_feats is None else class_feats
     e, seed = cfg.eval_generator, cfg.run.seed
     findings = list(e.findings)
     label_cols = [schema.label_column(f) for f in findings]
@@ -311,7 +361,17 @@ def measure(
     x_train, x_held = stack("real:" + train[schema.PAIR_ID]), stack("real:" + held[schema.PAIR_ID])
     y_train = measures.label_matrix(train[label_cols].to_dict("records"), findings)
     y_held = measures.label_matrix(held[label_cols].to_dict("records"), findings)
-    classifier = measures.FindingClassifier(x_train, y_train, findings, c=e.classifier_c)
+    classifier, classifier_what = finding_classifier(
+        cfg,
+        class_path,
+        np.stack([class_feats[i] for i in "real:" + train[schema.PAIR_ID]]),
+        y_train,
+        findings,
+    )
+
+    def score(ids: Any) -> np.ndarray:
+        return classifier.scores(np.stack([class_feats[i] for i in ids]).astype(np.float64))
+
     verifier = measures.PatientVerifier(x_train, train[schema.PATIENT_ID].tolist())
 
     drawn = generated.assign(set=generated[schema.REWRITE_ID].map(lambda t: info.get(t, {}).get("set")))
@@ -332,9 +392,10 @@ def measure(
     parents = real.set_index(schema.PAIR_ID)
     parent_ids = [info[t]["parent"] for t in held_drawn[schema.REWRITE_ID]]
     y_gen = measures.label_matrix(parents.loc[parent_ids, label_cols].to_dict("records"), findings)
-    s_gen, s_held = classifier.scores(x_gen), classifier.scores(x_held)
+    s_gen = score("gen:" + held_drawn[schema.REWRITE_ID])
+    s_held = score("real:" + held[schema.PAIR_ID])
     report["findings_shown"] = {
-        "classifier": f"logistic regression per finding on {len(train)} real training images' features",
+        "classifier": classifier_what,
         "generated": measures.auc_summary(s_gen, y_gen, findings, seed=seed),
         "real": measures.auc_summary(s_held, y_held, findings, seed=seed),
     }
@@ -366,7 +427,7 @@ def measure(
     edit_rows = drawn[drawn["set"] == EDIT]
     if len(edit_rows):
         report["edits"], tables["edits"], gallery["edits"] = _edits(
-            cfg, edit_rows, info, feats, stack, classifier, verifier, findings, real
+            cfg, edit_rows, info, feats, stack, score, verifier, findings, real
         )
         # The reference: real follow-up studies of held-out patients whose findings changed, scored
         # by the same classifier (how much a real change, and a real non-change, moves the scores).
@@ -392,7 +453,7 @@ def measure(
     return report, tables, gallery
 
 
-def _edits(cfg, edit_rows, info, feats, stack, classifier, verifier, findings, real):
+def _edits(cfg, edit_rows, info, feats, stack, score, verifier, findings, real):
     e = cfg.eval_generator
     tids = edit_rows[schema.REWRITE_ID].tolist()
     real_uris = dict(zip(real[schema.PAIR_ID], real[schema.IMAGE_URI], strict=True))
@@ -405,7 +466,7 @@ def _edits(cfg, edit_rows, info, feats, stack, classifier, verifier, findings, r
     tids = [t for t in tids if sources[t][0] in feats]
     x_src, x_edit = stack([sources[t][0] for t in tids]), stack([f"gen:{t}" for t in tids])
     changes = [info[t]["change"] for t in tids]
-    s_src, s_edit = classifier.scores(x_src), classifier.scores(x_edit)
+    s_src, s_edit = score([sources[t][0] for t in tids]), score([f"gen:{t}" for t in tids])
     moves = measures.edit_moves(s_src, s_edit, changes, findings, e.edit_margin)
     same, sim = verifier.same(x_src, x_edit)
     edit_uris = dict(zip(edit_rows[schema.REWRITE_ID], edit_rows[schema.IMAGE_URI], strict=True))
