@@ -17,7 +17,7 @@ import pytest
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 from sklearn.utils import resample
 
-from pairaug_ray.eval.metrics import best_f1_threshold, evaluate, f1_acc_from_counts
+from pairaug_ray.eval.metrics import best_f1_threshold, evaluate, f1_acc_from_counts, paired_auc_difference
 from pairaug_ray.eval.probe import linear_probe
 from pairaug_ray.eval.zeroshot import ensemble, zero_shot_probabilities
 
@@ -62,6 +62,33 @@ def test_auc_f1_acc_and_bootstrap_equal_chexzeros_per_resample_loop():
         assert got["per_label"][name]["f1"]["observed"] == pytest.approx(f1, abs=5e-5)
         assert got["per_label"][name]["acc"]["observed"] == pytest.approx(acc, abs=5e-5)
         assert got["per_label"][name]["threshold"] == pytest.approx(thr)
+
+
+def test_paired_auc_difference_equals_a_per_resample_loop():
+    """The study's paired bootstrap: both models on the same resampled images, one resample at a time."""
+    y, s = _random_case()
+    rng = np.random.default_rng(3)
+    better = s + 0.3 * (y - 0.5) + 0.05 * rng.normal(size=s.shape)  # more separated: a gain
+    got = paired_auc_difference(y, s, better, ["a", "b"], n_bootstrap=1000)
+    macro = []
+    for i in range(1000):
+        idx = resample(np.arange(len(y)), replace=True, random_state=i)
+        macro.append(
+            np.mean(
+                [
+                    roc_auc_score(y[idx, j], better[idx, j]) - roc_auc_score(y[idx, j], s[idx, j])
+                    for j in range(2)
+                ]
+            )
+        )
+    ordered = sorted(macro)
+    assert got["macro"]["mean"] == pytest.approx(np.mean(macro), abs=5e-5)
+    assert got["macro"]["lower"] == pytest.approx(ordered[24], abs=5e-5)
+    assert got["macro"]["upper"] == pytest.approx(ordered[974], abs=5e-5)
+    assert got["gain"] and got["macro"]["lower"] > 0
+    # A model against itself: exactly no difference, and not a gain.
+    same = paired_auc_difference(y, s, s, ["a", "b"])
+    assert same["macro"]["mean"] == 0 and same["macro"]["upper"] == 0 and not same["gain"]
 
 
 def test_missing_labels_are_left_out_per_label():

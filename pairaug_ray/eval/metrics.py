@@ -258,3 +258,48 @@ def evaluate(
         "per_label": per_label,
         "macro": macro,
     }
+
+
+def paired_auc_difference(
+    y_true: np.ndarray,
+    probs_base: np.ndarray,
+    probs_other: np.ndarray,
+    labels: list[str],
+    n_bootstrap: int = N_BOOTSTRAP,
+) -> dict:
+    """Macro (and per-label) AUC of `probs_other` minus `probs_base` on the same test images, with a
+    paired bootstrap: every resample draws one set of rows and scores both models on it, so the
+    interval is that of the difference, not of two independent estimates. A gain is a gain when
+    the interval's lower end is above 0. y_true (n, L) in {0, 1, NaN}; both probs (n, L)."""
+    y_true = np.asarray(y_true, float)
+    probs_base, probs_other = np.asarray(probs_base, float), np.asarray(probs_other, float)
+    if not (y_true.shape == probs_base.shape == probs_other.shape) or y_true.shape[1] != len(labels):
+        raise ValueError(
+            f"labels {y_true.shape} and scores {probs_base.shape}, {probs_other.shape} do not match {len(labels)} labels"
+        )
+    if n_bootstrap < MIN_BOOTSTRAP:
+        raise ValueError(f"n_bootstrap {n_bootstrap}: the interval needs at least {MIN_BOOTSTRAP} resamples")
+    n = y_true.shape[0]
+    counts = resample_counts(n, n_bootstrap)
+    once = np.ones((1, n))
+    per_label, diffs, observed = {}, [], []
+    for j, name in enumerate(labels):
+        y = y_true[:, j]
+        d = auc_from_counts(y, probs_other[:, j], counts) - auc_from_counts(y, probs_base[:, j], counts)
+        o = float(
+            auc_from_counts(y, probs_other[:, j], once)[0] - auc_from_counts(y, probs_base[:, j], once)[0]
+        )
+        per_label[name] = chexzero_interval(d, o).as_dict("a class is missing")
+        diffs.append(d)
+        observed.append(o)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a label with one class: all NaN
+        macro_r = np.nanmean(np.stack(diffs), axis=0)
+        macro = chexzero_interval(macro_r, float(np.nanmean(observed))).as_dict("no label has both classes")
+    return {
+        "n": n,
+        "n_bootstrap": n_bootstrap,
+        "per_label": per_label,
+        "macro": macro,
+        "gain": bool(macro["lower"] is not None and macro["lower"] > 0),
+    }
