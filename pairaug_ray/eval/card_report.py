@@ -15,6 +15,7 @@ import pandas as pd
 from pairaug_ray import images, storage
 from pairaug_ray.eval.report import STYLE, _img, _png, roc_figure
 
+REPORT_FILE, HTML_FILE = "generator_report.json", "generator_report.html"
 NO_FINDING = "No Finding"
 WEAK_IDENTITY = 0.4  # a re-identification error rate at which the identity figures say little
 _PER_ROW = 4
@@ -341,8 +342,8 @@ def write(
 ) -> dict[str, str]:
     figs = figures(report, gallery)
     paths = {
-        "json": storage.join(out_dir, "generator_report.json"),
-        "html": storage.join(out_dir, "generator_report.html"),
+        "json": storage.join(out_dir, REPORT_FILE),
+        "html": storage.join(out_dir, HTML_FILE),
     }
     for name, data in figs.items():
         paths[name] = storage.join(out_dir, "figures", f"{name}.png")

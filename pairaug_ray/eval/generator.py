@@ -182,8 +182,9 @@ class ZeroShotClassifier:
         self.positive, self.negative, self.findings = positive, negative, list(findings)
 
     def scores(self, features: np.ndarray) -> np.ndarray:
-        x = _normalise(features)
-        return 1.0 / (1.0 + np.exp(x @ self.negative.T - x @ self.positive.T))
+        from pairaug_ray.eval.zeroshot import zero_shot_probabilities
+
+        return zero_shot_probabilities(_normalise(features), self.positive, self.negative)
 
 
 def pair_similarities(features: np.ndarray, patients: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from pairaug_ray import images, progress, schema, storage
-from pairaug_ray.config import ConfigError, JobConfig
+from pairaug_ray.config import ConfigError, GeneratorEncoderConfig, JobConfig
 from pairaug_ray.eval import card_report
 from pairaug_ray.eval import generator as measures
 from pairaug_ray.manifest import write_manifest
@@ -38,7 +38,6 @@ from pairaug_ray.text.train_text import training_text
 log = logging.getLogger(__name__)
 
 HELD_OUT, TRAIN, EDIT = "held_out", "train", "edit"
-REPORT_FILE, HTML_FILE = "generator_report.json", "generator_report.html"
 _REAL_COLUMNS = [
     schema.PAIR_ID,
     schema.PATIENT_ID,
@@ -307,8 +306,6 @@ def classifier_ref(cfg: JobConfig, encoder_kind: str, encoder_path: str) -> str:
                 f"folder or train run) when the encoder is {encoder_kind}"
             )
         return encoder_path
-    from pairaug_ray.config import GeneratorEncoderConfig
-
     return encoder_ref(
         cfg, GeneratorEncoderConfig(path=e.classifier_model), "eval_generator.classifier_model"
     )[1]
@@ -438,13 +435,7 @@ def measure(
             a, b = [p[0] for p in pairs], [p[1] for p in pairs]
             moves = measures.edit_moves(s_held[a], s_held[b], changes, findings, e.edit_margin)
             same, _ = verifier.same(x_held[a], x_held[b])
-            report["edits"]["real_followups"] = {
-                "n": len(pairs),
-                "changed_moved_rate": float(np.mean([m["changed"] for m in moves])),
-                "kept_stayed_rate": float(np.mean([m["kept"] for m in moves])),
-                "passed_rate": float(np.mean([m["passed"] for m in moves])),
-                "same_patient_rate": float(same.mean()),
-            }
+            report["edits"]["real_followups"] = _edit_rates(moves, same)
 
     # Memorisation: each drawn image's nearest training image.
     report["memorization"], tables["neighbours"], gallery["memorization"] = _memorization(
@@ -486,16 +477,24 @@ def _edits(cfg, edit_rows, info, feats, stack, score, verifier, findings, real):
         for i, (t, m, c, ok, v) in enumerate(zip(tids, moves, changes, same, sim, strict=True))
     ]
     summary = {
-        "n": len(tids),
         "source": cfg.generate.intra.source,
         "margin": e.edit_margin,
+        **_edit_rates(moves, same),
+        "similarity_mean": float(sim.mean()),
+    }
+    return summary, table, table[:8]
+
+
+def _edit_rates(moves: list[dict], same: np.ndarray) -> dict[str, Any]:
+    """How many edits (or real follow-ups) moved the changed findings, kept the others, both, and
+    stayed the same patient."""
+    return {
+        "n": len(moves),
         "changed_moved_rate": float(np.mean([m["changed"] for m in moves])),
         "kept_stayed_rate": float(np.mean([m["kept"] for m in moves])),
         "passed_rate": float(np.mean([m["passed"] for m in moves])),
         "same_patient_rate": float(same.mean()),
-        "similarity_mean": float(sim.mean()),
     }
-    return summary, table, table[:8]
 
 
 def _memorization(e, drawn, info, stack, x_train, x_held, train, verifier, uris):
