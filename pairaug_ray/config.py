@@ -569,6 +569,14 @@ class TrainConfig(StrictModel):
         320, ge=16, description="CheXzero: resize the long side to this and zero-pad to a square."
     )
     real: Uri | None = Field(None, description="Real pairs; default: the augment job's validated corpus.")
+    real_fraction: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Train on this fraction of the real training patients (a seeded draw by patient; the "
+        "low-data regime). Synthetic pairs whose parent is not drawn are left out too.",
+    )
+    subset_seed: int = Field(0, description="Seed of the real_fraction draw (the same subset for every run.seed).")
     synthetic: Uri | None = Field(
         None,
         description="Synthetic pairs (kept ones are used); default: prune.output. null-able with origins [].",
@@ -590,6 +598,12 @@ class TrainConfig(StrictModel):
     warmup_steps: int = Field(0, ge=0)
     batch_size: int = Field(64, ge=2, description="Global batch (negatives are gathered from every worker).")
     epochs: int = Field(10, ge=1)
+    steps: int | None = Field(
+        None,
+        ge=1,
+        description="Train exactly this many optimiser steps, over as many epochs as it takes (epochs is then "
+        "ignored): compute-matched comparisons of data sets of different sizes. null: epochs.",
+    )
     num_workers: int = Field(
         2, ge=0, description="Training workers (DDP); 0 runs the loop in the driver (Ray Train local mode)."
     )
@@ -863,6 +877,65 @@ class EvaluateConfig(StrictModel):
     output: Uri | None = Field(None, description="Default: <run.output_dir>/evaluate.")
 
 
+StudyArm = Literal[
+    "real-low",
+    "real",
+    "augtext",
+    "inter",
+    "intra",
+    "intra-real",
+    "pairaug",
+    "pairaug-unpruned",
+    "pairaug-medcutmix",
+    "real-medcutmix",
+]
+STUDY_ARMS: tuple[str, ...] = StudyArm.__args__  # type: ignore[attr-defined]
+
+
+class StudyConfig(StrictModel):
+    """`pairaug study`: does PairAug help? CLIPs pretrained in several arms over seeds, compared with
+    paired bootstrap differences on the same test images (docs/study.md)."""
+
+    arms: list[StudyArm] = Field(
+        list(STUDY_ARMS),
+        min_length=1,
+        description="Which arms to train (eval/study.py: real-low, real, augtext, inter, intra, intra-real, "
+        "pairaug, pairaug-unpruned, pairaug-medcutmix, real-medcutmix).",
+    )
+    baseline: StudyArm = Field("real", description="The arm every difference is taken against.")
+    seeds: list[int] = Field([0, 1, 2], min_length=1, description="Training seeds of every arm.")
+    low_data_fraction: float = Field(
+        0.1, gt=0.0, lt=1.0, description="real-low: the fraction of real training patients it trains on."
+    )
+    steps: int = Field(
+        600, ge=1, description="Optimiser steps of every CLIP (compute-matched: more pairs are not more steps)."
+    )
+    scorer_steps: int | None = Field(
+        None, ge=1, description="Steps of the scorer, a CLIP on the real pairs only (MedCLIP's stand-in); null: steps."
+    )
+    split: str = Field("test", description="The corpus split every arm is evaluated on.")
+    probe_fractions: list[float] = Field(
+        [0.01, 0.1, 1.0], min_length=1, description="Linear probing: fractions of the probe's training part."
+    )
+    n_bootstrap: int = Field(1000, ge=40, description="Resamples of the test images (and of the seeds).")
+    quick: list[str] = Field(
+        [],
+        description="KEY=VALUE overrides `pairaug study --quick` applies before any --set (a first look).",
+    )
+    output: Uri | None = Field(None, description="Default: <run.output_dir>/study.")
+
+    @model_validator(mode="after")
+    def _check(self) -> StudyConfig:
+        if self.baseline not in self.arms:
+            raise ValueError(f"baseline {self.baseline!r} is not one of the arms {self.arms}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds {self.seeds} repeat a seed")
+        bad = [f for f in self.probe_fractions if not 0.0 < f <= 1.0]
+        if bad:
+            raise ValueError(f"probe_fractions must lie in (0, 1], got {bad}")
+        return self
+
+
 class JobConfig(StrictModel):
     run: RunConfig = RunConfig()
     ray: RayConfig = RayConfig()
@@ -877,6 +950,7 @@ class JobConfig(StrictModel):
     evaluate: EvaluateConfig = EvaluateConfig()
     finetune_t2i: FinetuneT2IConfig = FinetuneT2IConfig()
     eval_generator: EvalGeneratorConfig = EvalGeneratorConfig()
+    study: StudyConfig = StudyConfig()
 
     def corpus_dir(self) -> str:
         from pairaug_ray.storage import join
@@ -919,6 +993,11 @@ class JobConfig(StrictModel):
         from pairaug_ray.storage import join
 
         return self.eval_generator.output or join(self.run.output_dir, "generator_card")
+
+    def study_dir(self) -> str:
+        from pairaug_ray.storage import join
+
+        return self.study.output or join(self.run.output_dir, "study")
 
     def train_dir(self) -> str:
         from pairaug_ray.storage import join

@@ -157,3 +157,20 @@ def summarize(table: pa.Table) -> dict[str, Any]:
     if labels:
         out["labels"] = labels
     return out
+
+
+def patient_subset(patient_ids: Any, fraction: float, seed: int) -> Any:
+    """A boolean mask: which rows' patients fall in a seeded `fraction` of all patients.
+
+    The draw hashes (seed, patient id), so it is the same in every process and on every rerun, a
+    patient's studies are in or out together, and a smaller fraction's patients are a subset of a
+    larger one's (the low-data runs of a study are nested)."""
+    import hashlib
+
+    import numpy as np
+
+    def u(pid: Any) -> float:
+        digest = hashlib.blake2b(f"{seed}:{pid}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2.0**64
+
+    return np.fromiter((u(p) < fraction for p in patient_ids), dtype=bool, count=len(patient_ids))

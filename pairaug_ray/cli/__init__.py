@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = Commands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     augment.register_jobs(commands)
     training.register(commands)
+    training.register_study(commands)
 
     from pairaug_ray.submit import add_submit_arguments, cmd_submit
 

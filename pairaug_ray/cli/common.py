@@ -51,7 +51,10 @@ def add_io_args(p: argparse.ArgumentParser, input_help: str, output_key: str) ->
 def load(args: argparse.Namespace):
     from pairaug_ray.config import load_config
 
-    return load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides)
+    if getattr(args, "quick", False):  # `study --quick`: the config's quick settings, then --set on top
+        cfg = load_config(args.config, [*cfg.study.quick, *args.overrides])
+    return cfg
 
 
 def in_terminal(args: argparse.Namespace, log_dir: str | None):

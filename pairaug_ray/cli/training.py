@@ -162,3 +162,35 @@ def register(commands: Commands) -> None:
         "--names", metavar="A,B,...", help="row names, one per run (default: the run folders' names)"
     )
     p.add_argument("--out", metavar="DIR", help="write compare.json and compare.html here")
+
+
+@job
+def cmd_study(cfg, args: argparse.Namespace) -> int:
+    from pairaug_ray.pipeline.study import format_study, study_job
+
+    print(format_study(study_job(cfg)))
+    return 0
+
+
+def register_study(commands: Commands) -> None:
+    p = commands.add(
+        "study",
+        cmd_study,
+        "does PairAug help? pretrain CLIPs in several arms over seeds and compare them (docs/study.md)",
+        "Build the world (the phantom corpus), train the generator (finetune_t2i) and a scorer (a CLIP on the "
+        "real pairs only), run the augment job with them, then pretrain a CLIP per arm (study.arms: real only "
+        "at a low-data fraction and at 100%, + AugText, + InterAug, + IntraAug from generated or real sources, "
+        "+ both, unpruned, + MedCutMix) and training seed (study.seeds), every one for study.steps steps. "
+        "Each is evaluated zero-shot and by linear probing on the test split; each arm's difference to "
+        "study.baseline comes from a paired bootstrap over the same test images and the seeds, and is called a "
+        "gain only when its 95% interval excludes 0. Writes study.json, study.md (the table) and study.png "
+        "under study.output. Every part resumes on a rerun.\n"
+        "  pairaug study --config configs/phantom-study.yaml            # the full study (make study)\n"
+        "  pairaug study --config configs/phantom-study.yaml --quick    # a first look: study.quick's settings",
+    )
+    add_config_args(p)
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="apply the config's study.quick overrides first (a smaller world, fewer steps and seeds)",
+    )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -302,4 +303,99 @@ def paired_auc_difference(
         "per_label": per_label,
         "macro": macro,
         "gain": bool(macro["lower"] is not None and macro["lower"] > 0),
+    }
+
+
+# Seeds of the RandomStates that draw training seeds with replacement in the pooled bootstrap (the
+# rows are drawn as CheXzero's resample i draws them: RandomState(i)).
+BASE_SEED_DRAWS, OTHER_SEED_DRAWS = 1_000_003, 2_000_003
+
+
+def seed_draws(n_seeds: int, n_resamples: int, state: int) -> np.ndarray:
+    """(R, n_seeds) indices: which training seeds resample r draws (with replacement)."""
+    return np.random.RandomState(state).randint(n_seeds, size=(n_resamples, n_seeds))
+
+
+def _auc_table(y: np.ndarray, runs: Sequence[np.ndarray], counts: np.ndarray) -> np.ndarray:
+    """(S, L, R): the AUC of every run (training seed) and label on every resample."""
+    return np.stack(
+        [np.stack([auc_from_counts(y[:, j], p[:, j], counts) for j in range(y.shape[1])]) for p in runs]
+    )
+
+
+def _over_seeds(aucs: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """(L, R): on resample r, the mean AUC of the seeds that resample drew."""
+    picked = aucs[draws, :, np.arange(aucs.shape[2])[:, None]]  # (R, S_drawn, L)
+    return picked.mean(axis=1).T
+
+
+def _check_runs(y: np.ndarray, runs: Sequence[np.ndarray], labels: list[str], n_bootstrap: int) -> None:
+    if not runs:
+        raise ValueError("no runs to pool: give the scores of at least one training seed")
+    for p in runs:
+        if p.shape != y.shape or y.shape[1] != len(labels):
+            raise ValueError(f"labels {y.shape} and scores {p.shape} do not match {len(labels)} labels")
+    if n_bootstrap < MIN_BOOTSTRAP:
+        raise ValueError(f"n_bootstrap {n_bootstrap}: the interval needs at least {MIN_BOOTSTRAP} resamples")
+
+
+def _summarise(per_label_reps: np.ndarray, per_label_obs: np.ndarray, labels: list[str]) -> dict:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a label with one class: all NaN
+        macro_r = np.nanmean(per_label_reps, axis=0)
+        macro_o = float(np.nanmean(per_label_obs))
+    return {
+        "per_label": {
+            name: chexzero_interval(per_label_reps[j], float(per_label_obs[j])).as_dict("a class is missing")
+            for j, name in enumerate(labels)
+        },
+        "macro": chexzero_interval(macro_r, macro_o).as_dict("no label has both classes"),
+    }
+
+
+def pooled_auc(
+    y_true: np.ndarray, runs: Sequence[np.ndarray], labels: list[str], n_bootstrap: int = N_BOOTSTRAP
+) -> dict:
+    """One arm's AUC pooled over its training seeds: every resample draws the test rows (CheXzero's
+    resample i) and the seeds (with replacement), and averages the drawn seeds' AUCs, so the
+    interval holds both the test set's and the training seed's variation."""
+    y = np.asarray(y_true, float)
+    runs = [np.asarray(p, float) for p in runs]
+    _check_runs(y, runs, labels, n_bootstrap)
+    counts = resample_counts(y.shape[0], n_bootstrap)
+    once = np.ones((1, y.shape[0]))
+    reps = _over_seeds(_auc_table(y, runs, counts), seed_draws(len(runs), n_bootstrap, BASE_SEED_DRAWS))
+    observed = _auc_table(y, runs, once)[:, :, 0].mean(axis=0)
+    return {"n": y.shape[0], "seeds": len(runs), "n_bootstrap": n_bootstrap, **_summarise(reps, observed, labels)}
+
+
+def pooled_auc_difference(
+    y_true: np.ndarray,
+    base_runs: Sequence[np.ndarray],
+    other_runs: Sequence[np.ndarray],
+    labels: list[str],
+    n_bootstrap: int = N_BOOTSTRAP,
+) -> dict:
+    """The paired bootstrap of `paired_auc_difference`, pooled over training seeds: resample i draws
+    one set of test rows for both arms (RandomState(i)), and each arm's seeds with replacement
+    (seed_draws); the replicate is the difference of the drawn seeds' mean AUCs. With one seed per
+    arm it is `paired_auc_difference`. A gain is a gain when the interval's lower end is above 0."""
+    y = np.asarray(y_true, float)
+    base = [np.asarray(p, float) for p in base_runs]
+    other = [np.asarray(p, float) for p in other_runs]
+    _check_runs(y, base + other, labels, n_bootstrap)
+    n = y.shape[0]
+    counts, once = resample_counts(n, n_bootstrap), np.ones((1, n))
+    reps = _over_seeds(_auc_table(y, other, counts), seed_draws(len(other), n_bootstrap, OTHER_SEED_DRAWS))
+    reps = reps - _over_seeds(_auc_table(y, base, counts), seed_draws(len(base), n_bootstrap, BASE_SEED_DRAWS))
+    observed = _auc_table(y, other, once)[:, :, 0].mean(axis=0) - _auc_table(y, base, once)[:, :, 0].mean(axis=0)
+    out = _summarise(reps, observed, labels)
+    lower, upper = out["macro"]["lower"], out["macro"]["upper"]
+    return {
+        "n": n,
+        "seeds": [len(base), len(other)],
+        "n_bootstrap": n_bootstrap,
+        **out,
+        "gain": bool(lower is not None and lower > 0),
+        "loss": bool(upper is not None and upper < 0),
     }

@@ -186,7 +186,7 @@ def zero_shot(
     return ensemble(probs)
 
 
-def _dataset_spec(cfg: JobConfig, spec: EvalDatasetConfig) -> EvalDatasetConfig:
+def dataset_spec(cfg: JobConfig, spec: EvalDatasetConfig) -> EvalDatasetConfig:
     if spec.kind == "manifest" and spec.path is None:
         root = real_pairs_root(cfg)
         spec = spec.model_copy(update={"path": root})
@@ -195,7 +195,7 @@ def _dataset_spec(cfg: JobConfig, spec: EvalDatasetConfig) -> EvalDatasetConfig:
     return spec
 
 
-def _load(spec: EvalDatasetConfig) -> EvalSet:
+def load_dataset(spec: EvalDatasetConfig) -> EvalSet:
     data = load_eval_set(spec)
     if spec.limit:
         data.frame = data.frame.head(spec.limit).reset_index(drop=True)
@@ -216,8 +216,8 @@ def evaluate_job(cfg: JobConfig) -> dict[str, Any]:
     curves: dict[str, Any] = {}
     all_ckpts = sorted({c for r in rows for c in r.checkpoints})
     for spec in e.datasets:
-        spec = _dataset_spec(cfg, spec)
-        data = _load(spec)
+        spec = dataset_spec(cfg, spec)
+        data = load_dataset(spec)
         what = f"{len(rows)} model row(s) on {spec.name} ({len(data.frame)} images, {', '.join(data.labels)})"
         with progress.stage("evaluate", what) as shown:
             ds_result = _evaluate_dataset(cfg, spec, data, rows, all_ckpts, out_dir, curves)
@@ -275,7 +275,7 @@ def _validation_thresholds(cfg: JobConfig, spec: EvalDatasetConfig, rows: list[M
             f"evaluate.threshold validation needs a validation split; dataset {spec.name!r} ({spec.kind}) has none "
             "here: use threshold max-f1 or a manifest dataset"
         )
-    val = _load(spec.model_copy(update={"split": cfg.evaluate.validation_split, "limit": None}))
+    val = load_dataset(spec.model_copy(update={"split": cfg.evaluate.validation_split, "limit": None}))
     ckpts = sorted({c for r in rows for c in r.checkpoints})
     embs, kept = embed_images(cfg, val, ckpts)
     by_ckpt, y = dict(zip(ckpts, embs, strict=True)), kept[labels].to_numpy(float)
@@ -297,8 +297,8 @@ def _probe(cfg: JobConfig, row: ModelRow) -> dict[str, Any]:
     from pairaug_ray.eval.probe import linear_probe
 
     lp = cfg.evaluate.linear_probe
-    spec = _dataset_spec(cfg, lp.dataset or EvalDatasetConfig(name="probe", split=None))
-    data = _load(spec)
+    spec = dataset_spec(cfg, lp.dataset or EvalDatasetConfig(name="probe", split=None))
+    data = load_dataset(spec)
     (emb,), kept = embed_images(cfg, data, row.checkpoints[:1])
     result = linear_probe(
         emb,

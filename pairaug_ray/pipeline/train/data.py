@@ -13,6 +13,7 @@ from ray.data.expressions import col
 from pairaug_ray import schema
 from pairaug_ray.config import ConfigError, JobConfig, TrainConfig
 from pairaug_ray.manifest import read_manifest
+from pairaug_ray.pairs import patient_subset
 from pairaug_ray.pipeline.common import real_pairs_root
 from pairaug_ray.stages.train_data import PreprocessPairs
 
@@ -41,10 +42,23 @@ def training_pairs(cfg: JobConfig) -> tuple[ray.data.Dataset, dict[str, Any]]:
     real = read_manifest(real_root).filter(
         expr=(col(schema.STATUS) == schema.STATUS_OK) & (col(schema.SPLIT) == "train")
     )
+    parents: list[str] | None = None
+    if t.real_fraction < 1.0:
+        fraction, seed = t.real_fraction, t.subset_seed
+        real = real.map_batches(
+            lambda t: t.filter(patient_subset(t[schema.PATIENT_ID].to_pylist(), fraction, seed)),
+            batch_format="pyarrow",
+        ).materialize()
+        parents = [r[schema.PAIR_ID] for r in real.select_columns([schema.PAIR_ID]).take_all()]
     n_real = real.count()
     if n_real == 0:
-        raise ConfigError(f"no real training pairs in {real_root} (status ok, split train)")
+        raise ConfigError(
+            f"no real training pairs in {real_root} (status ok, split train"
+            + (f", train.real_fraction {t.real_fraction})" if parents is not None else ")")
+        )
     info: dict[str, Any] = {"real": {"root": real_root, "pairs": n_real}, "synthetic": {}}
+    if parents is not None:
+        info["real"].update(fraction=t.real_fraction, subset_seed=t.subset_seed)
     ds = _select(real)
     if t.synthetic_origins:
         syn_root = t.synthetic or cfg.synthetic_dir()
@@ -53,6 +67,8 @@ def training_pairs(cfg: JobConfig) -> tuple[ray.data.Dataset, dict[str, Any]]:
             & (col(schema.STATUS) == schema.STATUS_OK)
             & col(schema.ORIGIN).is_in(list(t.synthetic_origins))
         )
+        if parents is not None:  # only pairs made from the real pairs this run trains on
+            syn = syn.filter(expr=col(schema.PARENT_ID).is_in(parents))
         n_syn = syn.count()
         if t.synthetic_ratio is not None and n_syn:
             fraction = min(1.0, t.synthetic_ratio * n_real / n_syn)

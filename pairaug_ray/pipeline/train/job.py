@@ -82,7 +82,7 @@ def train_job(cfg: JobConfig, *, step_hook: Callable[[dict[str, Any]], None] | N
         "optimizer": t.optimizer,
         "lr": t.lr,
     }
-    total_steps = steps_per_epoch * t.epochs
+    total_steps = meta["total_steps"] = t.steps or steps_per_epoch * t.epochs
     what = f"{t.preset} CLIP on {info['pairs']} pairs, {t.num_workers} worker(s), {total_steps} steps"
     with (
         progress.stage("train", what) as shown,
@@ -108,6 +108,7 @@ def _fit(cfg, train_data, meta, steps_per_epoch, validation, storage_path, fs, s
             "train": t.model_dump(mode="json"),
             "seed": cfg.run.seed,
             "steps_per_epoch": steps_per_epoch,
+            "total_steps": meta["total_steps"],
             "meta": meta,
             "step_hook": step_hook,
             "progress": counter,

@@ -64,7 +64,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    steps_per_epoch, total_steps = config["steps_per_epoch"], config["steps_per_epoch"] * t.epochs
+    steps_per_epoch, total_steps = config["steps_per_epoch"], config["total_steps"]
+    epochs = -(-total_steps // steps_per_epoch)  # train.steps: as many epochs as the steps take
     torch.manual_seed(config["seed"])
     model = build_clip(t.preset, t.init, seed=config["seed"])
     processor = make_processor(image_size(model)) if rank == 0 else None
@@ -132,8 +133,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ckpt)
 
     model.train()
-    for epoch in range(state["epoch"], t.epochs):
-        remaining = steps_per_epoch - state["step_in_epoch"]
+    for epoch in range(state["epoch"], epochs):
+        remaining = min(steps_per_epoch - state["step_in_epoch"], total_steps - state["step"])
         started, waited, seen, losses = time.perf_counter(), 0.0, 0, []
         collate = None
         if t.medcutmix.enabled:
@@ -192,7 +193,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 counter.set.remote(state["step"], loss=losses[-1], epoch=epoch + 1)
             if step_hook is not None:
                 step_hook(state)
-            if state["step"] % t.checkpoint_every_steps == 0 and state["step_in_epoch"] < steps_per_epoch:
+            if (
+                state["step"] % t.checkpoint_every_steps == 0
+                and state["step_in_epoch"] < steps_per_epoch
+                and state["step"] < total_steps
+            ):
                 report(_metrics(state, losses, scheduler, seen, started, waited), with_checkpoint=True)
         state["epoch"], state["step_in_epoch"] = epoch + 1, 0
         state["history"].append(

@@ -1,0 +1,153 @@
+"""The PairAug study's arms and its statistics (no Ray): what each arm trains on, the pooled and
+paired bootstrap comparisons, the table in the paper's form, and the plot.
+
+An arm is one way to pretrain the CLIP (real pairs only, or real plus one kind of synthetic pair,
+with or without MedCutMix); each is trained with every study seed and evaluated on the same test
+images. The study's question is the difference of each arm to the baseline arm, and it calls a
+difference a gain only when the 95% interval of the paired bootstrap (the same resampled test
+images for both arms, training seeds drawn too: eval.metrics.pooled_auc_difference) excludes 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from pairaug_ray.eval.metrics import pooled_auc, pooled_auc_difference
+
+# Which synthetic set an arm's synthetic pairs come from (pipeline/study.py makes each):
+#   pruned      the augment job's kept pairs (tau for InterAug, the hybrid rule for IntraAug)
+#   unpruned    the same pairs, every one that was drawn and scored without error
+#   real-source IntraAug edits of the real image (DDIM inversion), pruned by the hybrid rule
+SyntheticSet = Literal["pruned", "unpruned", "real-source"]
+
+
+@dataclass(frozen=True)
+class Arm:
+    label: str  # the table's row name, in the paper's form
+    origins: tuple[str, ...] = ()  # synthetic origins that join the real pairs
+    synthetic: SyntheticSet = "pruned"
+    medcutmix: bool = False
+    low_data: bool = False  # trains on study.low_data_fraction of the real training patients
+
+
+ARMS: dict[str, Arm] = {
+    "real-low": Arm("Real only, low-data", low_data=True),
+    "real": Arm("Real only"),
+    "augtext": Arm("+ AugText", ("augtext",)),
+    "inter": Arm("+ InterAug (pruned: tau)", ("inter",)),
+    "intra": Arm("+ IntraAug (pruned: hybrid)", ("intra",)),
+    "intra-real": Arm("+ IntraAug from the real image", ("intra",), synthetic="real-source"),
+    "pairaug": Arm("+ PairAug (Inter + Intra)", ("inter", "intra")),
+    "pairaug-unpruned": Arm("+ PairAug, unpruned", ("inter", "intra"), synthetic="unpruned"),
+    "pairaug-medcutmix": Arm("+ PairAug + MedCutMix", ("inter", "intra"), medcutmix=True),
+    "real-medcutmix": Arm("Real only + MedCutMix", medcutmix=True),
+}
+
+
+def arm_label(name: str, low_data_fraction: float) -> str:
+    arm = ARMS[name]
+    return f"Real only ({low_data_fraction:.0%} of patients)" if arm.low_data else arm.label
+
+
+def compare_arms(
+    y: np.ndarray,
+    scores: Mapping[str, Sequence[np.ndarray]],
+    labels: list[str],
+    baseline: str,
+    n_bootstrap: int,
+) -> dict[str, Any]:
+    """For every arm: its AUC pooled over seeds, and its paired difference to `baseline`.
+    scores: arm -> one (n, L) score matrix per training seed, rows aligned with y."""
+    out = {}
+    for name, runs in scores.items():
+        entry = {"pooled": pooled_auc(y, runs, labels, n_bootstrap)}
+        if name != baseline:
+            entry["difference"] = pooled_auc_difference(y, scores[baseline], runs, labels, n_bootstrap)
+        out[name] = entry
+    return out
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}"
+
+
+def _signed(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:+.2f}"
+
+
+def study_table(study: dict[str, Any]) -> str:
+    """A Markdown table in the form of PairAug's ablation: AUC x 100, the difference to the baseline
+    with its interval, the seeds one by one, and linear probing."""
+    fractions = [f"{float(f):g}" for f in study["config"]["probe_fractions"]]
+    head = (
+        "| Arm | pairs (real + synthetic) | zero-shot AUC [95% CI] | vs baseline [95% CI] | per seed | "
+        + " | ".join(f"probe {float(f):.0%}" for f in fractions)
+        + " |"
+    )
+    lines = [head, "|" + "---|" * (5 + len(fractions))]
+    for arm in study["arms"].values():
+        pooled = arm["pooled"]["macro"]
+        diff = arm.get("difference")
+        if diff is None:
+            versus = "(baseline)"
+        else:
+            m = diff["macro"]
+            mark = " **gain**" if diff["gain"] else (" **loss**" if diff["loss"] else "")
+            versus = f"{_signed(m['mean'])} [{_signed(m['lower'])}, {_signed(m['upper'])}]{mark}"
+        seeds = ", ".join(_pct(s["zero_shot"]["macro"]["observed"]) for s in arm["seeds"].values())
+        probes = []
+        for f in fractions:
+            vals = [s["probe"][f] for s in arm["seeds"].values() if s.get("probe", {}).get(f) is not None]
+            probes.append(f"{100 * np.mean(vals):.1f}" if vals else "n/a")
+        pairs = arm["pairs"]
+        lines.append(
+            f"| {arm['label']} | {pairs['real']} + {pairs['synthetic']} | {_pct(pooled['mean'])} "
+            f"[{_pct(pooled['lower'])}, {_pct(pooled['upper'])}] | {versus} | {seeds} | " + " | ".join(probes) + " |"
+        )
+    return "\n".join(lines)
+
+
+def plot_study(study: dict[str, Any]) -> bytes:
+    """AUC by arm with its pooled interval and each seed's point; beside it the difference to the
+    baseline with its paired interval. Returns the PNG."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(study["arms"])
+    arms = [study["arms"][n] for n in names]
+    ypos = np.arange(len(names))[::-1]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 0.45 * len(names) + 1.8), sharey=True)
+    for y0, arm in zip(ypos, arms, strict=True):
+        m = arm["pooled"]["macro"]
+        if m["mean"] is not None and m["lower"] is not None:
+            left.errorbar(m["mean"], y0, xerr=[[m["mean"] - m["lower"]], [m["upper"] - m["mean"]]], fmt="o",
+                          color="C0", capsize=3)
+        seeds = [s["zero_shot"]["macro"]["observed"] for s in arm["seeds"].values()]
+        left.scatter(seeds, [y0] * len(seeds), color="0.4", s=10, zorder=3)
+        d = arm.get("difference")
+        if d is not None and d["macro"]["mean"] is not None and d["macro"]["lower"] is not None:
+            dm = d["macro"]
+            color = "C2" if d["gain"] else ("C3" if d["loss"] else "0.3")
+            right.errorbar(dm["mean"], y0, xerr=[[dm["mean"] - dm["lower"]], [dm["upper"] - dm["mean"]]],
+                           fmt="o", color=color, capsize=3)
+    base = study["arms"][study["baseline"]]["pooled"]["macro"]["mean"]
+    if base is not None:
+        left.axvline(base, color="0.7", lw=1, ls="--")
+    right.axvline(0.0, color="0.5", lw=1)
+    left.set_yticks(ypos, [a["label"] for a in arms])
+    left.set_xlabel("zero-shot macro AUC (pooled over seeds, 95% CI; grey: each seed)")
+    right.set_xlabel(f"difference to '{study['arms'][study['baseline']]['label']}' (paired, 95% CI)")
+    fig.suptitle(study.get("title", "PairAug study"), fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return buf.getvalue()

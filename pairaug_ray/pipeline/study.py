@@ -1,0 +1,324 @@
+"""The `study` job: does PairAug make a better CLIP? Everything from one config, resumably.
+
+    world      the phantom corpus (its test split is where every arm is judged)
+    generator  finetune-t2i on the real training pairs                  <out>/generator
+    scorer     a CLIP on the real training pairs only (MedCLIP's stand-in)
+    augment    rewrite -> generate -> score -> prune with the two above   <out>/...
+               + IntraAug from the real image, and an unpruned copy (if arms need them)
+    arms       a CLIP per arm and seed, each train.steps optimiser steps   <study>/runs/<arm>-seed<k>
+    evaluate   zero-shot on the test split (one embedding pass for every run) and linear probing
+    compare    pooled AUC per arm, paired bootstrap differences to the baseline, table and plot
+
+Every part is skipped on a rerun when its output is complete (the corpus, the generator's and
+each CLIP's summary), and the augment stages resume by themselves, so a killed study continues
+where it stopped. The scorer is the baseline arm's first seed unless study.scorer_steps asks for a
+separate run: the same model PairAug's MedCLIP plays, trained on the real pairs only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pairaug_ray import progress, storage
+from pairaug_ray.config import ConfigError, EvalDatasetConfig, JobConfig
+from pairaug_ray.eval.metrics import format_interval
+from pairaug_ray.eval.study import ARMS, arm_label, compare_arms, plot_study, study_table
+from pairaug_ray.runtime import init_ray
+from pairaug_ray.schema import IMAGE_ID
+
+log = logging.getLogger(__name__)
+
+STUDY_FILE, TABLE_FILE, PLOT_FILE = "study.json", "study.md", "study.png"
+REAL_SOURCE, UNPRUNED = "real-source", "unpruned"
+
+
+def derive(cfg: JobConfig, settings: dict[str, Any]) -> JobConfig:
+    """A copy of `cfg` with dotted keys set (values as Python objects), validated again."""
+    data = cfg.model_dump(mode="json")
+    for key, value in settings.items():
+        node = data
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return JobConfig.model_validate(data)
+
+
+def _done(summary_uri: str, check) -> dict[str, Any] | None:
+    if not storage.exists(summary_uri):
+        return None
+    summary = json.loads(storage.read_text(summary_uri))
+    return summary if check(summary) else None
+
+
+def run_name(arm: str, seed: int) -> str:
+    return f"{arm}-seed{seed}"
+
+
+class Study:
+    def __init__(self, cfg: JobConfig):
+        self.cfg, self.s, self.out = cfg, cfg.study, cfg.study_dir()
+        self.runs_dir = storage.join(self.out, "runs")
+        self.seconds: dict[str, float] = {}
+
+    def timed(self, name: str, fn, *args, **kw):
+        t0 = time.time()
+        result = fn(*args, **kw)
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + time.time() - t0, 1)
+        return result
+
+    # --- the world, the generator, the scorer ---------------------------------------------------------
+
+    def world(self) -> dict[str, Any]:
+        from pairaug_ray.pairs import read_columns
+        from pairaug_ray.pipeline.prepare import prepare_corpus
+
+        with progress.stage("world", f"{self.cfg.corpus.kind} corpus") as shown:
+            root = prepare_corpus(self.cfg)
+            labels = self.cfg.train.validation_labels
+            cols = ["split", "patient_id", *[_label_col(lb) for lb in labels]]
+            frame = read_columns(root, cols).to_pandas()
+            splits = {
+                split: {
+                    "pairs": int(len(part)),
+                    "patients": int(part["patient_id"].nunique()),
+                    "positives": {lb: int((part[_label_col(lb)] == 1).sum()) for lb in labels},
+                }
+                for split, part in frame.groupby("split")
+            }
+            test = splits.get(self.s.split)
+            if test is None:
+                raise ConfigError(f"study.split {self.s.split!r}: the corpus at {root} has splits {sorted(splits)}")
+            shown["line"] = (
+                f"{len(frame)} pairs; {self.s.split}: {test['pairs']} images, positives "
+                + ", ".join(f"{lb} {n}" for lb, n in test["positives"].items())
+            )
+        return {"root": root, "splits": splits}
+
+    def generator(self) -> dict[str, Any]:
+        from pairaug_ray.pipeline.generator import finetune_t2i_job
+
+        f = self.cfg.finetune_t2i
+        summary_uri = storage.join(self.cfg.t2i_dir(), f.name, "t2i_summary.json")
+        done = _done(summary_uri, lambda s: (s.get("metrics") or {}).get("step", 0) >= f.steps)
+        if done:
+            progress.say(f"{'generator':<{progress.WIDTH}} done before: {done['pipeline']}")
+            return done
+        return finetune_t2i_job(self.cfg)
+
+    def train(self, name: str, settings: dict[str, Any]) -> dict[str, Any]:
+        """One CLIP run under <study>/runs/<name>, or its summary if it finished before."""
+        from pairaug_ray.pipeline.train import train_job
+
+        steps = settings.get("train.steps", self.s.steps)
+        summary_uri = storage.join(self.runs_dir, name, "train_summary.json")
+        done = _done(summary_uri, lambda s: (s.get("metrics") or {}).get("step") == steps)
+        if done:
+            progress.say(f"{'train':<{progress.WIDTH}} {name}: done before (step {steps})")
+            return done
+        cfg = derive(
+            self.cfg,
+            {"train.name": name, "train.storage_path": self.runs_dir, "train.steps": steps, **settings},
+        )
+        return train_job(cfg)
+
+    def arm_settings(self, arm: str, seed: int, synthetic: dict[str, str]) -> dict[str, Any]:
+        a = ARMS[arm]
+        return {
+            "run.seed": seed,
+            "train.synthetic_origins": list(a.origins),
+            "train.synthetic": synthetic[a.synthetic] if a.origins else None,
+            "train.medcutmix.enabled": a.medcutmix,
+            "train.real_fraction": self.s.low_data_fraction if a.low_data else 1.0,
+        }
+
+    # --- augment ---------------------------------------------------------------------------------------
+
+    def augment(self, cfg: JobConfig) -> dict[str, Any]:
+        """The augment job with the trained models, plus the synthetic sets the arms ask for."""
+        from pairaug_ray.pipeline.augment import augment_job
+        from pairaug_ray.pipeline.generate import generate_job
+        from pairaug_ray.pipeline.prune import prune_job
+        from pairaug_ray.pipeline.score import score_job
+
+        out = cfg.run.output_dir
+        summary = augment_job(cfg)
+        sets = {"pruned": cfg.synthetic_dir()}
+        wanted = {ARMS[a].synthetic for a in self.s.arms if ARMS[a].origins}
+        if REAL_SOURCE in wanted:
+            # IntraAug from the patient's own image: DDIM inversion of the real radiograph, then
+            # prompt-to-prompt toward the rewrite; scored and pruned with the same rule.
+            real_cfg = derive(cfg, {"generate.branches": ["intra"], "generate.intra.source": "real"})
+            gen, scored = storage.join(out, "generated-real-source"), storage.join(out, "scored-real-source")
+            sets[REAL_SOURCE] = storage.join(out, "synthetic-real-source")
+            generate_job(real_cfg, output_root=gen)
+            score_job(real_cfg, input_root=gen, output_root=scored)
+            summary["real_source"] = prune_job(real_cfg, input_root=scored, output_root=sets[REAL_SOURCE])
+        if UNPRUNED in wanted:
+            # Every pair that was drawn and scored: no threshold can drop a finite score.
+            sets[UNPRUNED] = storage.join(out, "synthetic-unpruned")
+            summary["unpruned"] = prune_job(cfg, tau=-math.inf, epsilon=math.inf, output_root=sets[UNPRUNED])
+        summary["sets"] = sets
+        return summary
+
+    # --- evaluate ----------------------------------------------------------------------------------------
+
+    def evaluate(self, models: dict[str, str]) -> tuple[pd.DataFrame, list[str], dict[str, np.ndarray], dict]:
+        """Zero-shot scores of every run on the study split, and linear probing per run."""
+        from pairaug_ray.eval.probe import linear_probe
+        from pairaug_ray.models.refs import resolve_model
+        from pairaug_ray.pipeline.evaluate import dataset_spec, embed_images, load_dataset, zero_shot
+
+        cfg = self.cfg
+        spec = dataset_spec(cfg, EvalDatasetConfig(name=f"phantom-{self.s.split}", kind="manifest", split=self.s.split))
+        data = load_dataset(spec)
+        names = list(models)
+        paths = [resolve_model(models[n]).path for n in names]
+        with progress.stage("evaluate", f"{len(names)} CLIPs on {len(data.frame)} {self.s.split} images") as shown:
+            embs, kept = embed_images(cfg, data, paths)
+            labels = data.labels
+            y = kept[labels].to_numpy(float)
+            scores, probes = {}, {}
+            lp = cfg.evaluate.linear_probe
+            for name, path, emb in zip(names, paths, embs, strict=True):
+                scores[name] = zero_shot(cfg, [path], [emb], labels)
+                probe = linear_probe(emb, y, labels, self.s.probe_fractions, lp.split, lp.seed, lp.c_grid, 200)
+                probes[name] = {f: r["macro"]["auc"]["observed"] for f, r in probe["fractions"].items()}
+                pred = pd.DataFrame(scores[name], columns=labels)
+                pred.insert(0, IMAGE_ID, kept[IMAGE_ID].to_numpy())
+                storage.write_text(storage.join(self.out, "predictions", f"{name}.csv"), pred.to_csv(index=False))
+            shown["line"] = f"{len(names)} runs scored, probed at {', '.join(f'{f:.0%}' for f in self.s.probe_fractions)}"
+        storage.write_text(
+            storage.join(self.out, "predictions", "labels.csv"), kept[[IMAGE_ID, *labels]].to_csv(index=False)
+        )
+        return kept, labels, scores, probes
+
+
+def _label_col(label: str) -> str:
+    from pairaug_ray.schema import label_column
+
+    return label_column(label)
+
+
+def study_job(cfg: JobConfig) -> dict[str, Any]:
+    init_ray(cfg.ray)
+    if cfg.corpus.kind != "phantom":
+        log.warning("the study is built for the phantom corpus; on %s it runs, with its split %r", cfg.corpus.kind, cfg.study.split)
+    st = Study(cfg)
+    s = st.s
+    started = time.time()
+    world = st.timed("world", st.world)
+    gen = st.timed("generator", st.generator)
+    # The scorer: the baseline's first seed (real pairs only), unless a separate run is asked for.
+    if s.scorer_steps is None and ARMS[s.baseline].origins == () and not ARMS[s.baseline].low_data:
+        scorer_name = run_name(s.baseline, s.seeds[0])
+        scorer = st.timed("scorer", st.train, scorer_name, st.arm_settings(s.baseline, s.seeds[0], {}))
+    else:
+        scorer_name = "scorer"
+        scorer = st.timed(
+            "scorer",
+            st.train,
+            scorer_name,
+            {"run.seed": s.seeds[0], "train.synthetic_origins": [], "train.steps": s.scorer_steps or s.steps},
+        )
+    acfg = derive(
+        cfg,
+        {"models.build_tiny": False, "models.diffusion": gen["pipeline"], "models.scorer": scorer["model"]},
+    )
+    augment = st.timed("augment", st.augment, acfg)
+    runs: dict[str, dict[str, Any]] = {}
+    for arm in s.arms:
+        for seed in s.seeds:
+            name = run_name(arm, seed)
+            if name == scorer_name:
+                runs[name] = scorer
+                continue
+            progress.say(f"{'arm':<{progress.WIDTH}} {arm_label(arm, s.low_data_fraction)}, seed {seed}")
+            runs[name] = st.timed("arms", st.train, name, st.arm_settings(arm, seed, augment["sets"]))
+    kept, labels, scores, probes = st.timed("evaluate", st.evaluate, {n: r["model"] for n, r in runs.items()})
+    y = kept[labels].to_numpy(float)
+    with progress.stage("compare", f"{len(s.arms)} arms x {len(s.seeds)} seeds, {s.n_bootstrap} resamples") as shown:
+        by_arm = {arm: [scores[run_name(arm, seed)] for seed in s.seeds] for arm in s.arms}
+        compared = compare_arms(y, by_arm, labels, s.baseline, s.n_bootstrap)
+        study = _study_record(cfg, st, world, gen, scorer_name, augment, runs, compared, scores, probes, y, labels)
+        study["seconds"] = {**st.seconds, "total": round(time.time() - started, 1)}
+        storage.write_json(storage.join(st.out, STUDY_FILE), study)
+        table = study_table(study)
+        storage.write_text(storage.join(st.out, TABLE_FILE), table + "\n")
+        storage.write_bytes(storage.join(st.out, PLOT_FILE), plot_study(study))
+        gains = [a for a, v in compared.items() if v.get("difference", {}).get("gain")]
+        shown["line"] = f"gains over '{s.baseline}': {', '.join(gains) or 'none'}"
+    study["table"] = table
+    study["outputs"] = {k: storage.join(st.out, f) for k, f in (("study", STUDY_FILE), ("table", TABLE_FILE), ("plot", PLOT_FILE))}
+    return study
+
+
+def _study_record(cfg, st, world, gen, scorer_name, augment, runs, compared, scores, probes, y, labels):
+    from pairaug_ray.eval.metrics import evaluate as evaluate_metrics
+
+    s = st.s
+    arms = {}
+    for arm in s.arms:
+        seeds = {}
+        for seed in s.seeds:
+            name = run_name(arm, seed)
+            zs = evaluate_metrics(y, scores[name], labels, s.n_bootstrap)
+            seeds[str(seed)] = {
+                "run": runs[name]["run"],
+                "zero_shot": {"macro": zs["macro"]["auc"], "per_label": {lb: v["auc"] for lb, v in zs["per_label"].items()}},
+                "probe": probes[name],
+            }
+        data = runs[run_name(arm, s.seeds[0])]["data"]
+        arms[arm] = {
+            "label": arm_label(arm, s.low_data_fraction),
+            "pairs": {"real": data["real"]["pairs"], "synthetic": (data.get("synthetic") or {}).get("pairs", 0)},
+            "seeds": seeds,
+            **compared[arm],
+        }
+    prune = augment["stages"]["prune"]
+    return {
+        "title": f"PairAug study on the {cfg.corpus.kind} corpus: {len(s.arms)} arms x {len(s.seeds)} seeds",
+        "baseline": s.baseline,
+        "labels": labels,
+        "test_images": int(len(y)),
+        "config": s.model_dump(mode="json"),
+        "job": cfg.model_dump(mode="json"),
+        "world": world,
+        "generator": {"pipeline": gen.get("pipeline"), "steps": (gen.get("metrics") or {}).get("step")},
+        "scorer": {"run": scorer_name, "model": runs.get(scorer_name, {}).get("model")},
+        "augment": {"prune": prune, "sets": augment["sets"], "real_source": augment.get("real_source")},
+        "arms": arms,
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+    }
+
+
+def format_study(study: dict[str, Any]) -> str:
+    s = study["config"]
+    lines = [
+        f"study: {len(study['arms'])} arms x {len(s['seeds'])} seeds on {study['test_images']} {s['split']} images "
+        f"({study['seconds']['total'] / 60:.0f} min)",
+    ]
+    for arm in study["arms"].values():
+        d = arm.get("difference")
+        versus = "baseline"
+        if d is not None:
+            versus = f"vs baseline {format_interval(d['macro'])}" + (
+                " gain" if d["gain"] else (" loss" if d["loss"] else "")
+            )
+        lines.append(f"  {arm['label']:<34} AUC {format_interval(arm['pooled']['macro'])}   {versus}")
+    for key, path in study["outputs"].items():
+        lines.append(f"  {key:<6} {path}")
+    return "\n".join(lines)
