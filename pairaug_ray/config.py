@@ -576,7 +576,9 @@ class TrainConfig(StrictModel):
         description="Train on this fraction of the real training patients (a seeded draw by patient; the "
         "low-data regime). Synthetic pairs whose parent is not drawn are left out too.",
     )
-    subset_seed: int = Field(0, description="Seed of the real_fraction draw (the same subset for every run.seed).")
+    subset_seed: int = Field(
+        0, description="Seed of the real_fraction draw (the same subset for every run.seed)."
+    )
     synthetic: Uri | None = Field(
         None,
         description="Synthetic pairs (kept ones are used); default: prune.output. null-able with origins [].",
@@ -908,10 +910,19 @@ class StudyConfig(StrictModel):
         0.1, gt=0.0, lt=1.0, description="real-low: the fraction of real training patients it trains on."
     )
     steps: int = Field(
-        600, ge=1, description="Optimiser steps of every CLIP (compute-matched: more pairs are not more steps)."
+        600,
+        ge=1,
+        description="Optimiser steps of every CLIP (compute-matched: more pairs are not more steps).",
+    )
+    generator: str | None = Field(
+        None,
+        description="A trained text-to-image pipeline (folder, s3:// or hub id) to use instead of training one "
+        "with finetune_t2i; null: train it (or reuse the finetune_t2i run if it finished).",
     )
     scorer_steps: int | None = Field(
-        None, ge=1, description="Steps of the scorer, a CLIP on the real pairs only (MedCLIP's stand-in); null: steps."
+        None,
+        ge=1,
+        description="Steps of the scorer, a CLIP on the real pairs only (MedCLIP's stand-in); null: steps.",
     )
     split: str = Field("test", description="The corpus split every arm is evaluated on.")
     probe_fractions: list[float] = Field(

@@ -366,7 +366,12 @@ def pooled_auc(
     once = np.ones((1, y.shape[0]))
     reps = _over_seeds(_auc_table(y, runs, counts), seed_draws(len(runs), n_bootstrap, BASE_SEED_DRAWS))
     observed = _auc_table(y, runs, once)[:, :, 0].mean(axis=0)
-    return {"n": y.shape[0], "seeds": len(runs), "n_bootstrap": n_bootstrap, **_summarise(reps, observed, labels)}
+    return {
+        "n": y.shape[0],
+        "seeds": len(runs),
+        "n_bootstrap": n_bootstrap,
+        **_summarise(reps, observed, labels),
+    }
 
 
 def pooled_auc_difference(
@@ -387,8 +392,12 @@ def pooled_auc_difference(
     n = y.shape[0]
     counts, once = resample_counts(n, n_bootstrap), np.ones((1, n))
     reps = _over_seeds(_auc_table(y, other, counts), seed_draws(len(other), n_bootstrap, OTHER_SEED_DRAWS))
-    reps = reps - _over_seeds(_auc_table(y, base, counts), seed_draws(len(base), n_bootstrap, BASE_SEED_DRAWS))
-    observed = _auc_table(y, other, once)[:, :, 0].mean(axis=0) - _auc_table(y, base, once)[:, :, 0].mean(axis=0)
+    reps = reps - _over_seeds(
+        _auc_table(y, base, counts), seed_draws(len(base), n_bootstrap, BASE_SEED_DRAWS)
+    )
+    observed = _auc_table(y, other, once)[:, :, 0].mean(axis=0) - _auc_table(y, base, once)[:, :, 0].mean(
+        axis=0
+    )
     out = _summarise(reps, observed, labels)
     lower, upper = out["macro"]["lower"], out["macro"]["upper"]
     return {

@@ -106,7 +106,9 @@ def study_table(study: dict[str, Any]) -> str:
         pairs = arm["pairs"]
         lines.append(
             f"| {arm['label']} | {pairs['real']} + {pairs['synthetic']} | {_pct(pooled['mean'])} "
-            f"[{_pct(pooled['lower'])}, {_pct(pooled['upper'])}] | {versus} | {seeds} | " + " | ".join(probes) + " |"
+            f"[{_pct(pooled['lower'])}, {_pct(pooled['upper'])}] | {versus} | {seeds} | "
+            + " | ".join(probes)
+            + " |"
         )
     return "\n".join(lines)
 
@@ -128,16 +130,28 @@ def plot_study(study: dict[str, Any]) -> bytes:
     for y0, arm in zip(ypos, arms, strict=True):
         m = arm["pooled"]["macro"]
         if m["mean"] is not None and m["lower"] is not None:
-            left.errorbar(m["mean"], y0, xerr=[[m["mean"] - m["lower"]], [m["upper"] - m["mean"]]], fmt="o",
-                          color="C0", capsize=3)
+            left.errorbar(
+                m["mean"],
+                y0,
+                xerr=[[m["mean"] - m["lower"]], [m["upper"] - m["mean"]]],
+                fmt="o",
+                color="C0",
+                capsize=3,
+            )
         seeds = [s["zero_shot"]["macro"]["observed"] for s in arm["seeds"].values()]
         left.scatter(seeds, [y0] * len(seeds), color="0.4", s=10, zorder=3)
         d = arm.get("difference")
         if d is not None and d["macro"]["mean"] is not None and d["macro"]["lower"] is not None:
             dm = d["macro"]
             color = "C2" if d["gain"] else ("C3" if d["loss"] else "0.3")
-            right.errorbar(dm["mean"], y0, xerr=[[dm["mean"] - dm["lower"]], [dm["upper"] - dm["mean"]]],
-                           fmt="o", color=color, capsize=3)
+            right.errorbar(
+                dm["mean"],
+                y0,
+                xerr=[[dm["mean"] - dm["lower"]], [dm["upper"] - dm["mean"]]],
+                fmt="o",
+                color=color,
+                capsize=3,
+            )
     base = study["arms"][study["baseline"]]["pooled"]["macro"]["mean"]
     if base is not None:
         left.axvline(base, color="0.7", lw=1, ls="--")

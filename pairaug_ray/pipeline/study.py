@@ -97,7 +97,9 @@ class Study:
             }
             test = splits.get(self.s.split)
             if test is None:
-                raise ConfigError(f"study.split {self.s.split!r}: the corpus at {root} has splits {sorted(splits)}")
+                raise ConfigError(
+                    f"study.split {self.s.split!r}: the corpus at {root} has splits {sorted(splits)}"
+                )
             shown["line"] = (
                 f"{len(frame)} pairs; {self.s.split}: {test['pairs']} images, positives "
                 + ", ".join(f"{lb} {n}" for lb, n in test["positives"].items())
@@ -107,6 +109,9 @@ class Study:
     def generator(self) -> dict[str, Any]:
         from pairaug_ray.pipeline.generator import finetune_t2i_job
 
+        if self.s.generator:
+            progress.say(f"{'generator':<{progress.WIDTH}} given: {self.s.generator}")
+            return {"pipeline": self.s.generator, "given": True}
         f = self.cfg.finetune_t2i
         summary_uri = storage.join(self.cfg.t2i_dir(), f.name, "t2i_summary.json")
         done = _done(summary_uri, lambda s: (s.get("metrics") or {}).get("step", 0) >= f.steps)
@@ -179,11 +184,15 @@ class Study:
         from pairaug_ray.pipeline.evaluate import dataset_spec, embed_images, load_dataset, zero_shot
 
         cfg = self.cfg
-        spec = dataset_spec(cfg, EvalDatasetConfig(name=f"phantom-{self.s.split}", kind="manifest", split=self.s.split))
+        spec = dataset_spec(
+            cfg, EvalDatasetConfig(name=f"phantom-{self.s.split}", kind="manifest", split=self.s.split)
+        )
         data = load_dataset(spec)
         names = list(models)
         paths = [resolve_model(models[n]).path for n in names]
-        with progress.stage("evaluate", f"{len(names)} CLIPs on {len(data.frame)} {self.s.split} images") as shown:
+        with progress.stage(
+            "evaluate", f"{len(names)} CLIPs on {len(data.frame)} {self.s.split} images"
+        ) as shown:
             embs, kept = embed_images(cfg, data, paths)
             labels = data.labels
             y = kept[labels].to_numpy(float)
@@ -191,12 +200,18 @@ class Study:
             lp = cfg.evaluate.linear_probe
             for name, path, emb in zip(names, paths, embs, strict=True):
                 scores[name] = zero_shot(cfg, [path], [emb], labels)
-                probe = linear_probe(emb, y, labels, self.s.probe_fractions, lp.split, lp.seed, lp.c_grid, 200)
+                probe = linear_probe(
+                    emb, y, labels, self.s.probe_fractions, lp.split, lp.seed, lp.c_grid, 200
+                )
                 probes[name] = {f: r["macro"]["auc"]["observed"] for f, r in probe["fractions"].items()}
                 pred = pd.DataFrame(scores[name], columns=labels)
                 pred.insert(0, IMAGE_ID, kept[IMAGE_ID].to_numpy())
-                storage.write_text(storage.join(self.out, "predictions", f"{name}.csv"), pred.to_csv(index=False))
-            shown["line"] = f"{len(names)} runs scored, probed at {', '.join(f'{f:.0%}' for f in self.s.probe_fractions)}"
+                storage.write_text(
+                    storage.join(self.out, "predictions", f"{name}.csv"), pred.to_csv(index=False)
+                )
+            shown["line"] = (
+                f"{len(names)} runs scored, probed at {', '.join(f'{f:.0%}' for f in self.s.probe_fractions)}"
+            )
         storage.write_text(
             storage.join(self.out, "predictions", "labels.csv"), kept[[IMAGE_ID, *labels]].to_csv(index=False)
         )
@@ -212,7 +227,11 @@ def _label_col(label: str) -> str:
 def study_job(cfg: JobConfig) -> dict[str, Any]:
     init_ray(cfg.ray)
     if cfg.corpus.kind != "phantom":
-        log.warning("the study is built for the phantom corpus; on %s it runs, with its split %r", cfg.corpus.kind, cfg.study.split)
+        log.warning(
+            "the study is built for the phantom corpus; on %s it runs, with its split %r",
+            cfg.corpus.kind,
+            cfg.study.split,
+        )
     st = Study(cfg)
     s = st.s
     started = time.time()
@@ -246,10 +265,14 @@ def study_job(cfg: JobConfig) -> dict[str, Any]:
             runs[name] = st.timed("arms", st.train, name, st.arm_settings(arm, seed, augment["sets"]))
     kept, labels, scores, probes = st.timed("evaluate", st.evaluate, {n: r["model"] for n, r in runs.items()})
     y = kept[labels].to_numpy(float)
-    with progress.stage("compare", f"{len(s.arms)} arms x {len(s.seeds)} seeds, {s.n_bootstrap} resamples") as shown:
+    with progress.stage(
+        "compare", f"{len(s.arms)} arms x {len(s.seeds)} seeds, {s.n_bootstrap} resamples"
+    ) as shown:
         by_arm = {arm: [scores[run_name(arm, seed)] for seed in s.seeds] for arm in s.arms}
         compared = compare_arms(y, by_arm, labels, s.baseline, s.n_bootstrap)
-        study = _study_record(cfg, st, world, gen, scorer_name, augment, runs, compared, scores, probes, y, labels)
+        study = _study_record(
+            cfg, st, world, gen, scorer_name, augment, runs, compared, scores, probes, y, labels
+        )
         study["seconds"] = {**st.seconds, "total": round(time.time() - started, 1)}
         storage.write_json(storage.join(st.out, STUDY_FILE), study)
         table = study_table(study)
@@ -258,7 +281,10 @@ def study_job(cfg: JobConfig) -> dict[str, Any]:
         gains = [a for a, v in compared.items() if v.get("difference", {}).get("gain")]
         shown["line"] = f"gains over '{s.baseline}': {', '.join(gains) or 'none'}"
     study["table"] = table
-    study["outputs"] = {k: storage.join(st.out, f) for k, f in (("study", STUDY_FILE), ("table", TABLE_FILE), ("plot", PLOT_FILE))}
+    study["outputs"] = {
+        k: storage.join(st.out, f)
+        for k, f in (("study", STUDY_FILE), ("table", TABLE_FILE), ("plot", PLOT_FILE))
+    }
     return study
 
 
@@ -274,13 +300,19 @@ def _study_record(cfg, st, world, gen, scorer_name, augment, runs, compared, sco
             zs = evaluate_metrics(y, scores[name], labels, s.n_bootstrap)
             seeds[str(seed)] = {
                 "run": runs[name]["run"],
-                "zero_shot": {"macro": zs["macro"]["auc"], "per_label": {lb: v["auc"] for lb, v in zs["per_label"].items()}},
+                "zero_shot": {
+                    "macro": zs["macro"]["auc"],
+                    "per_label": {lb: v["auc"] for lb, v in zs["per_label"].items()},
+                },
                 "probe": probes[name],
             }
         data = runs[run_name(arm, s.seeds[0])]["data"]
         arms[arm] = {
             "label": arm_label(arm, s.low_data_fraction),
-            "pairs": {"real": data["real"]["pairs"], "synthetic": (data.get("synthetic") or {}).get("pairs", 0)},
+            "pairs": {
+                "real": data["real"]["pairs"],
+                "synthetic": (data.get("synthetic") or {}).get("pairs", 0),
+            },
             "seeds": seeds,
             **compared[arm],
         }

@@ -1,0 +1,167 @@
+"""The study machinery: the pooled paired bootstrap against a plain per-resample loop, the patient
+draw of the low-data arm, and `pairaug study` end to end on a tiny world (arms, seeds, the paired
+differences, the table, the plot, and a rerun that trains nothing again)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+from sklearn.utils import resample
+
+from pairaug_ray import storage
+from pairaug_ray.config import load_config
+from pairaug_ray.eval.metrics import (
+    BASE_SEED_DRAWS,
+    OTHER_SEED_DRAWS,
+    paired_auc_difference,
+    pooled_auc,
+    pooled_auc_difference,
+    seed_draws,
+)
+from pairaug_ray.pairs import patient_subset
+
+
+def _runs(n=240, labels=2, seeds=3, shift=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, labels)) < 0.3).astype(float)
+    base = [np.round(rng.random((n, labels)) + 0.4 * y, 2) for _ in range(seeds)]
+    other = [b + shift * (y - 0.5) + 0.05 * rng.normal(size=y.shape) for b in base]
+    return y, base, other
+
+
+def test_pooled_difference_equals_a_per_resample_loop():
+    """Resample i: the rows CheXzero's resample i draws, each arm's seeds drawn with replacement;
+    the replicate is the difference of the drawn seeds' mean macro AUCs."""
+    y, base, other = _runs(shift=0.2)
+    got = pooled_auc_difference(y, base, other, ["a", "b"], n_bootstrap=200)
+    draws_b, draws_o = seed_draws(3, 200, BASE_SEED_DRAWS), seed_draws(3, 200, OTHER_SEED_DRAWS)
+    reps = []
+    for i in range(200):
+        idx = resample(np.arange(len(y)), replace=True, random_state=i)
+
+        def macro(runs, picks, idx=idx):
+            return np.mean(
+                [np.mean([roc_auc_score(y[idx, j], runs[s][idx, j]) for s in picks]) for j in range(2)]
+            )
+
+        reps.append(macro(other, draws_o[i]) - macro(base, draws_b[i]))
+    ordered = sorted(reps)
+    assert got["macro"]["mean"] == pytest.approx(np.mean(reps), abs=5e-5)
+    assert got["macro"]["lower"] == pytest.approx(ordered[4], abs=5e-5)  # CheXzero's int(0.025 n) - 1
+    assert got["macro"]["upper"] == pytest.approx(ordered[194], abs=5e-5)
+    assert got["gain"] and not got["loss"]
+    # With one seed per arm it is the paired bootstrap of two models.
+    one = pooled_auc_difference(y, base[:1], other[:1], ["a", "b"], n_bootstrap=200)
+    assert one["macro"] == paired_auc_difference(y, base[0], other[0], ["a", "b"], n_bootstrap=200)["macro"]
+
+
+def test_pooled_interval_holds_the_seeds_spread():
+    """Seeds that disagree widen an arm's interval beyond what the test set alone gives."""
+    y, base, _ = _runs(seeds=3)
+    agreeing = pooled_auc(y, [base[0]] * 3, ["a", "b"], n_bootstrap=200)["macro"]
+    spread = [base[0], base[0] + 0.3 * (y - 0.5), base[0] - 0.3 * (y - 0.5)]
+    disagreeing = pooled_auc(y, spread, ["a", "b"], n_bootstrap=200)["macro"]
+    assert disagreeing["upper"] - disagreeing["lower"] > 1.5 * (agreeing["upper"] - agreeing["lower"])
+    # No difference: the interval of an arm against itself straddles 0, and is no gain.
+    same = pooled_auc_difference(y, base, base, ["a", "b"], n_bootstrap=200)
+    assert same["macro"]["lower"] < 0 < same["macro"]["upper"] and not same["gain"] and not same["loss"]
+
+
+def test_the_low_data_draw_is_by_patient_seeded_and_nested():
+    patients = [f"p{i:04d}" for i in range(4000)]
+    tenth, half = patient_subset(patients, 0.1, 7), patient_subset(patients, 0.5, 7)
+    assert 0.08 < tenth.mean() < 0.12 and 0.46 < half.mean() < 0.54
+    assert not (tenth & ~half).any()  # a smaller fraction's patients are in every larger one
+    assert (patient_subset(patients, 0.1, 7) == tenth).all()
+    assert (patient_subset(patients, 0.1, 8) != tenth).any()
+
+
+@pytest.mark.slow
+def test_the_study_on_a_tiny_world(ray_local, tiny_models, tmp_path):
+    from pairaug_ray.pipeline.study import format_study, study_job
+
+    out = str(tmp_path / "study")
+    cfg = load_config(
+        "configs/phantom-study.yaml",  # the shipped config, shrunk to a tiny world
+        [
+            f"run.output_dir={out}",
+            f"ray.address={ray_local.get_runtime_context().gcs_address}",
+            "ray.progress_bars=false",
+            "corpus.phantom.patients=14",
+            "rewrite.modes=[inter]",  # IntraAug's arms run as InterAug's do; their stages have their tests
+            "generate.branches=[inter]",
+            "prune.tau=-100",  # a 6-step scorer's scale is not PairAug's: keep every pair here
+            f"study.generator={tiny_models['diffusion']}",  # training one is test_t2i's and finetune's
+            "generate.inter.num_inference_steps=2",
+            "generate.intra.num_inference_steps=2",
+            "train.num_workers=0",
+            "train.batch_size=4",
+            "study.arms=[real-low, real, inter]",
+            "study.seeds=[0, 1]",
+            "study.steps=6",
+            "study.low_data_fraction=0.5",
+            "study.n_bootstrap=100",
+            "study.probe_fractions=[0.5, 1.0]",
+        ],
+    )
+    study = study_job(cfg)
+    saved = json.loads(storage.read_text(study["outputs"]["study"]))
+    assert list(saved["arms"]) == ["real-low", "real", "inter"] and saved["baseline"] == "real"
+    low, real, inter = (saved["arms"][a] for a in ("real-low", "real", "inter"))
+    # The arms trained on what they say: the low-data arm on a subset of the real pairs, InterAug on
+    # the real pairs plus the kept InterAug pairs, every run for study.steps steps.
+    assert 0 < low["pairs"]["real"] < real["pairs"]["real"] == inter["pairs"]["real"]
+    assert low["pairs"]["synthetic"] == real["pairs"]["synthetic"] == 0 < inter["pairs"]["synthetic"]
+    assert inter["pairs"]["synthetic"] == saved["augment"]["prune"]["by_origin"]["inter"]["kept"]
+    for arm in saved["arms"].values():
+        assert set(arm["seeds"]) == {"0", "1"}
+        for run in arm["seeds"].values():
+            summary = json.loads(storage.read_text(storage.join(run["run"], "train_summary.json")))
+            assert summary["metrics"]["step"] == 6
+            assert set(run["probe"]) == {"0.5", "1"}
+        pooled = arm["pooled"]["macro"]
+        assert pooled["lower"] <= pooled["mean"] <= pooled["upper"]
+    # The scorer is the baseline's first seed (real pairs only), and scored the synthetic pairs.
+    assert saved["scorer"]["run"] == "real-seed0"
+    assert "difference" not in real and {"difference", "pooled"} <= set(inter)
+    # The paired difference is computed from the saved predictions as the study says.
+    labels = saved["labels"]
+    pred = {
+        name: _csv(storage.join(out, "study", "predictions", f"{name}.csv"), labels)
+        for name in ("real-seed0", "real-seed1", "inter-seed0", "inter-seed1")
+    }
+    y = _csv(storage.join(out, "study", "predictions", "labels.csv"), labels)
+    again = pooled_auc_difference(
+        y,
+        [pred["real-seed0"], pred["real-seed1"]],
+        [pred["inter-seed0"], pred["inter-seed1"]],
+        labels,
+        100,
+    )
+    assert again["macro"] == inter["difference"]["macro"]
+    table = storage.read_text(study["outputs"]["table"])
+    assert table.count("\n") == 2 + 3 and "(baseline)" in table and "Real only (50% of patients)" in table
+    assert storage.read_bytes(study["outputs"]["plot"])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "+ InterAug (pruned: tau)" in format_study(study)
+
+    # A rerun trains nothing again and gives the same study.
+    mtimes = {
+        p: os.path.getmtime(p)
+        for p in storage.list_files(storage.join(out, "study", "runs"), "train_summary.json")
+    }
+    assert len(mtimes) == 6
+    rerun = study_job(cfg)
+    assert {p: os.path.getmtime(p) for p in mtimes} == mtimes
+    assert rerun["arms"]["inter"]["difference"]["macro"] == inter["difference"]["macro"]
+
+
+def _csv(uri: str, labels: list[str]) -> np.ndarray:
+    import io
+
+    import pandas as pd
+
+    return pd.read_csv(io.StringIO(storage.read_text(uri)))[labels].to_numpy(float)
