@@ -18,7 +18,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup browser demo test test-fast lint format k8s clean
+.PHONY: setup browser demo study study-quick test test-fast lint format k8s clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,13 @@ browser:
 
 demo: setup
 	$(BIN)/pairaug run --config configs/demo.yaml
+
+# The phantom-world PairAug study (docs/study.md): about 2 hours on 2 CPU cores; --quick about 20 minutes.
+study: setup
+	$(BIN)/pairaug study --config configs/phantom-study.yaml
+
+study-quick: setup
+	$(BIN)/pairaug study --config configs/phantom-study.yaml --quick
 
 test: setup $(HELM) browser
 	$(BIN)/pytest

@@ -12,7 +12,7 @@ from pairaug_ray.config import ConfigError, JobConfig, apply_overrides, load_con
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "mimic-cxr.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "mimic-cxr.yaml", "phantom-study.yaml"])
 def test_shipped_configs_validate(name):
     cfg = load_config(REPO / "configs" / name)
     assert isinstance(cfg, JobConfig)

@@ -80,6 +80,21 @@ def test_the_low_data_draw_is_by_patient_seeded_and_nested():
     assert (patient_subset(patients, 0.1, 8) != tenth).any()
 
 
+def test_quick_applies_the_configs_quick_settings_before_any_set():
+    from argparse import Namespace
+
+    from pairaug_ray.cli.common import load
+    from pairaug_ray.config import ConfigError
+
+    args = Namespace(config="configs/phantom-study.yaml", overrides=["study.steps=7"], quick=True)
+    cfg = load(args)
+    assert cfg.run.output_dir == "runs/study-quick" and cfg.study.seeds == [0] and cfg.study.steps == 7
+    full = load(Namespace(config="configs/phantom-study.yaml", overrides=[], quick=False))
+    assert full.study.seeds == [0, 1, 2] and len(full.study.arms) == 10
+    with pytest.raises(ConfigError, match="baseline 'real' is not one of the arms"):
+        load_config("configs/phantom-study.yaml", ["study.arms=[inter]"])
+
+
 @pytest.mark.slow
 def test_the_study_on_a_tiny_world(ray_local, tiny_models, tmp_path):
     from pairaug_ray.pipeline.study import format_study, study_job

@@ -162,7 +162,16 @@ class Study:
         if REAL_SOURCE in wanted:
             # IntraAug from the patient's own image: DDIM inversion of the real radiograph, then
             # prompt-to-prompt toward the rewrite; scored and pruned with the same rule.
-            real_cfg = derive(cfg, {"generate.branches": ["intra"], "generate.intra.source": "real"})
+            # One branch: its actor gets the CPUs both branches' actors had.
+            g = cfg.generate
+            real_cfg = derive(
+                cfg,
+                {
+                    "generate.branches": ["intra"],
+                    "generate.intra.source": "real",
+                    "generate.num_cpus": g.num_cpus * len(g.branches),
+                },
+            )
             gen, scored = storage.join(out, "generated-real-source"), storage.join(out, "scored-real-source")
             sets[REAL_SOURCE] = storage.join(out, "synthetic-real-source")
             generate_job(real_cfg, output_root=gen)

@@ -30,6 +30,17 @@ def _should_cache(t: TrainConfig, pairs: int, size: int) -> bool:
     return tensor_bytes < 0.25 * store
 
 
+MIN_STEPS_PER_PASS = 50
+
+
+def _repeats_per_pass(steps_per_epoch: int, total_steps: int) -> int:
+    """How many times one pass of the trainer goes over the data: enough for MIN_STEPS_PER_PASS
+    steps per pass, never more than the run needs."""
+    if steps_per_epoch >= MIN_STEPS_PER_PASS:
+        return 1
+    return max(1, min(-(-total_steps // steps_per_epoch), -(-MIN_STEPS_PER_PASS // steps_per_epoch)))
+
+
 def check_train_cpus(t: TrainConfig) -> None:
     """On a local Ray, workers that reserve every CPU leave none for the ingest actors: it would hang.
     Not on a cluster: an idle autoscaling cluster has 0 CPUs until the job's demand adds workers."""
@@ -71,6 +82,15 @@ def train_job(cfg: JobConfig, *, step_hook: Callable[[dict[str, Any]], None] | N
         # Materialised once: every epoch then reads tensors instead of re-decoding images (the loader
         # stall in docs/benchmarks.md); Ray Train still shuffles locally per epoch.
         train_data = train_data.materialize()
+    total_steps = t.steps or steps_per_epoch * t.epochs
+    repeats = _repeats_per_pass(steps_per_epoch, total_steps) if t.steps else 1
+    if repeats > 1:
+        # A few pairs for many steps (a low-data run with train.steps): each pass over the data costs
+        # Ray Train a fixed start-up of about a second, which would outweigh the steps themselves, so
+        # one pass goes over the data `repeats` times (the blocks are shared, nothing is copied).
+        train_data = train_data.union(*[train_data] * (repeats - 1))
+        steps_per_epoch *= repeats
+    info["repeats_per_pass"] = repeats
     meta = {
         "preset": t.preset,
         "init": t.init,
@@ -82,7 +102,7 @@ def train_job(cfg: JobConfig, *, step_hook: Callable[[dict[str, Any]], None] | N
         "optimizer": t.optimizer,
         "lr": t.lr,
     }
-    total_steps = meta["total_steps"] = t.steps or steps_per_epoch * t.epochs
+    meta["total_steps"] = total_steps
     what = f"{t.preset} CLIP on {info['pairs']} pairs, {t.num_workers} worker(s), {total_steps} steps"
     with (
         progress.stage("train", what) as shown,
