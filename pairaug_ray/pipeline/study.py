@@ -143,7 +143,8 @@ class Study:
             "train.synthetic_origins": list(a.origins),
             "train.synthetic": synthetic[a.synthetic] if a.origins else None,
             "train.medcutmix.enabled": a.medcutmix,
-            "train.real_fraction": self.s.low_data_fraction if a.low_data else 1.0,
+            # train.real_fraction < 1 runs every arm at that scale (the data-scale experiment).
+            "train.real_fraction": self.s.low_data_fraction if a.low_data else self.cfg.train.real_fraction,
         }
 
     # --- augment ---------------------------------------------------------------------------------------
