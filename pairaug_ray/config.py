@@ -919,6 +919,11 @@ class StudyConfig(StrictModel):
         description="A trained text-to-image pipeline (folder, s3:// or hub id) to use instead of training one "
         "with finetune_t2i; null: train it (or reuse the finetune_t2i run if it finished).",
     )
+    scorer: str | None = Field(
+        None,
+        description="A trained scorer (a CLIP folder) to use instead of training one: follow-up studies that "
+        "reuse another study's augment outputs name its scorer.",
+    )
     scorer_steps: int | None = Field(
         None,
         ge=1,

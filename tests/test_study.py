@@ -97,7 +97,8 @@ def test_quick_applies_the_configs_quick_settings_before_any_set():
 
 @pytest.mark.slow
 def test_the_study_on_a_tiny_world(ray_local, tiny_models, tmp_path):
-    from pairaug_ray.pipeline.study import format_study, study_job
+    from pairaug_ray.config import ConfigError
+    from pairaug_ray.pipeline.study import derive, format_study, study_job
 
     out = str(tmp_path / "study")
     cfg = load_config(
@@ -172,6 +173,9 @@ def test_the_study_on_a_tiny_world(ray_local, tiny_models, tmp_path):
     rerun = study_job(cfg)
     assert {p: os.path.getmtime(p) for p in mtimes} == mtimes
     assert rerun["arms"]["inter"]["difference"]["macro"] == inter["difference"]["macro"]
+    # A study with other training settings in the same folder is refused, not mixed in.
+    with pytest.raises(ConfigError, match=r"trained with other settings \(lr differ\)"):
+        study_job(derive(cfg, {"train.lr": 0.001}))
 
 
 def _csv(uri: str, labels: list[str]) -> np.ndarray:

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 STUDY_FILE, TABLE_FILE, PLOT_FILE = "study.json", "study.md", "study.png"
 REAL_SOURCE, UNPRUNED = "real-source", "unpruned"
+RUN_IDENTITY = "study_run.json"  # beside each run: the settings it was trained with
 
 
 def derive(cfg: JobConfig, settings: dict[str, Any]) -> JobConfig:
@@ -121,20 +122,37 @@ class Study:
         return finetune_t2i_job(self.cfg)
 
     def train(self, name: str, settings: dict[str, Any]) -> dict[str, Any]:
-        """One CLIP run under <study>/runs/<name>, or its summary if it finished before."""
+        """One CLIP run under <study>/runs/<name>, or its summary if it finished before with the
+        same settings (a run made with others is refused: a study never mixes them)."""
         from pairaug_ray.pipeline.train import train_job
 
         steps = settings.get("train.steps", self.s.steps)
-        summary_uri = storage.join(self.runs_dir, name, "train_summary.json")
-        done = _done(summary_uri, lambda s: (s.get("metrics") or {}).get("step") == steps)
-        if done:
-            progress.say(f"{'train':<{progress.WIDTH}} {name}: done before (step {steps})")
-            return done
         cfg = derive(
             self.cfg,
             {"train.name": name, "train.storage_path": self.runs_dir, "train.steps": steps, **settings},
         )
-        return train_job(cfg)
+        identity = {"train": cfg.train.model_dump(mode="json"), "seed": cfg.run.seed}
+        identity_uri = storage.join(self.runs_dir, name, RUN_IDENTITY)
+        if storage.exists(identity_uri):
+            recorded = json.loads(storage.read_text(identity_uri))
+            if recorded != identity:
+                differ = sorted(
+                    k for k in identity["train"] if recorded["train"].get(k) != identity["train"][k]
+                )
+                raise ConfigError(
+                    f"{storage.join(self.runs_dir, name)} was trained with other settings "
+                    f"({', '.join(differ) or 'run.seed'} differ); set study.output to a new folder for this study"
+                )
+        done = _done(
+            storage.join(self.runs_dir, name, "train_summary.json"),
+            lambda s: (s.get("metrics") or {}).get("step") == steps,
+        )
+        if done:
+            progress.say(f"{'train':<{progress.WIDTH}} {name}: done before (step {steps})")
+        else:
+            done = train_job(cfg)
+        storage.write_json(identity_uri, identity)
+        return done
 
     def arm_settings(self, arm: str, seed: int, synthetic: dict[str, str]) -> dict[str, Any]:
         a = ARMS[arm]
@@ -247,8 +265,12 @@ def study_job(cfg: JobConfig) -> dict[str, Any]:
     started = time.time()
     world = st.timed("world", st.world)
     gen = st.timed("generator", st.generator)
-    # The scorer: the baseline's first seed (real pairs only), unless a separate run is asked for.
-    if s.scorer_steps is None and ARMS[s.baseline].origins == () and not ARMS[s.baseline].low_data:
+    # The scorer: given, or the baseline's first seed (real pairs only), or a run of its own.
+    base = ARMS[s.baseline]
+    if s.scorer:
+        progress.say(f"{'scorer':<{progress.WIDTH}} given: {s.scorer}")
+        scorer_name, scorer = None, {"model": s.scorer}
+    elif s.scorer_steps is None and not (base.origins or base.low_data or base.medcutmix):
         scorer_name = run_name(s.baseline, s.seeds[0])
         scorer = st.timed("scorer", st.train, scorer_name, st.arm_settings(s.baseline, s.seeds[0], {}))
     else:
@@ -257,7 +279,12 @@ def study_job(cfg: JobConfig) -> dict[str, Any]:
             "scorer",
             st.train,
             scorer_name,
-            {"run.seed": s.seeds[0], "train.synthetic_origins": [], "train.steps": s.scorer_steps or s.steps},
+            {
+                "run.seed": s.seeds[0],
+                "train.synthetic_origins": [],
+                "train.medcutmix.enabled": False,
+                "train.steps": s.scorer_steps or s.steps,
+            },
         )
     acfg = derive(
         cfg,
@@ -280,9 +307,17 @@ def study_job(cfg: JobConfig) -> dict[str, Any]:
     ) as shown:
         by_arm = {arm: [scores[run_name(arm, seed)] for seed in s.seeds] for arm in s.arms}
         compared = compare_arms(y, by_arm, labels, s.baseline, s.n_bootstrap)
-        study = _study_record(
-            cfg, st, world, gen, scorer_name, augment, runs, compared, scores, probes, y, labels
-        )
+        parts = {
+            "world": world,
+            "generator": {"pipeline": gen.get("pipeline"), "steps": (gen.get("metrics") or {}).get("step")},
+            "scorer": {"run": scorer_name, "model": scorer["model"]},
+            "augment": {
+                "prune": augment["stages"]["prune"],
+                "sets": augment["sets"],
+                "real_source": augment.get("real_source"),
+            },
+        }
+        study = _study_record(cfg, st.s, parts, runs, compared, scores, probes, y, labels)
         study["seconds"] = {**st.seconds, "total": round(time.time() - started, 1)}
         storage.write_json(storage.join(st.out, STUDY_FILE), study)
         table = study_table(study)
@@ -298,10 +333,10 @@ def study_job(cfg: JobConfig) -> dict[str, Any]:
     return study
 
 
-def _study_record(cfg, st, world, gen, scorer_name, augment, runs, compared, scores, probes, y, labels):
+def _study_record(cfg, s, parts, runs, compared, scores, probes, y, labels) -> dict[str, Any]:
+    """study.json: the parts (world, generator, scorer, augment), then every arm's seeds and comparison."""
     from pairaug_ray.eval.metrics import evaluate as evaluate_metrics
 
-    s = st.s
     arms = {}
     for arm in s.arms:
         seeds = {}
@@ -326,7 +361,6 @@ def _study_record(cfg, st, world, gen, scorer_name, augment, runs, compared, sco
             "seeds": seeds,
             **compared[arm],
         }
-    prune = augment["stages"]["prune"]
     return {
         "title": f"PairAug study on the {cfg.corpus.kind} corpus: {len(s.arms)} arms x {len(s.seeds)} seeds",
         "baseline": s.baseline,
@@ -334,10 +368,7 @@ def _study_record(cfg, st, world, gen, scorer_name, augment, runs, compared, sco
         "test_images": int(len(y)),
         "config": s.model_dump(mode="json"),
         "job": cfg.model_dump(mode="json"),
-        "world": world,
-        "generator": {"pipeline": gen.get("pipeline"), "steps": (gen.get("metrics") or {}).get("step")},
-        "scorer": {"run": scorer_name, "model": runs.get(scorer_name, {}).get("model")},
-        "augment": {"prune": prune, "sets": augment["sets"], "real_source": augment.get("real_source")},
+        **parts,
         "arms": arms,
         "machine": {
             "platform": platform.platform(),
