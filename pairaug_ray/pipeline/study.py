@@ -28,12 +28,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pairaug_ray import progress, storage
+from pairaug_ray import progress, schema, storage
 from pairaug_ray.config import ConfigError, EvalDatasetConfig, JobConfig
 from pairaug_ray.eval.metrics import format_interval
 from pairaug_ray.eval.study import ARMS, arm_label, compare_arms, plot_study, study_table
 from pairaug_ray.runtime import init_ray
-from pairaug_ray.schema import IMAGE_ID
 
 log = logging.getLogger(__name__)
 
@@ -86,15 +85,15 @@ class Study:
         with progress.stage("world", f"{self.cfg.corpus.kind} corpus") as shown:
             root = prepare_corpus(self.cfg)
             labels = self.cfg.train.validation_labels
-            cols = ["split", "patient_id", *[_label_col(lb) for lb in labels]]
+            cols = [schema.SPLIT, schema.PATIENT_ID, *[schema.label_column(lb) for lb in labels]]
             frame = read_columns(root, cols).to_pandas()
             splits = {
                 split: {
                     "pairs": int(len(part)),
-                    "patients": int(part["patient_id"].nunique()),
-                    "positives": {lb: int((part[_label_col(lb)] == 1).sum()) for lb in labels},
+                    "patients": int(part[schema.PATIENT_ID].nunique()),
+                    "positives": {lb: int((part[schema.label_column(lb)] == 1).sum()) for lb in labels},
                 }
-                for split, part in frame.groupby("split")
+                for split, part in frame.groupby(schema.SPLIT)
             }
             test = splits.get(self.s.split)
             if test is None:
@@ -233,7 +232,7 @@ class Study:
                 )
                 probes[name] = {f: r["macro"]["auc"]["observed"] for f, r in probe["fractions"].items()}
                 pred = pd.DataFrame(scores[name], columns=labels)
-                pred.insert(0, IMAGE_ID, kept[IMAGE_ID].to_numpy())
+                pred.insert(0, schema.IMAGE_ID, kept[schema.IMAGE_ID].to_numpy())
                 storage.write_text(
                     storage.join(self.out, "predictions", f"{name}.csv"), pred.to_csv(index=False)
                 )
@@ -241,15 +240,10 @@ class Study:
                 f"{len(names)} runs scored, probed at {', '.join(f'{f:.0%}' for f in self.s.probe_fractions)}"
             )
         storage.write_text(
-            storage.join(self.out, "predictions", "labels.csv"), kept[[IMAGE_ID, *labels]].to_csv(index=False)
+            storage.join(self.out, "predictions", "labels.csv"),
+            kept[[schema.IMAGE_ID, *labels]].to_csv(index=False),
         )
         return kept, labels, scores, probes
-
-
-def _label_col(label: str) -> str:
-    from pairaug_ray.schema import label_column
-
-    return label_column(label)
 
 
 def study_job(cfg: JobConfig) -> dict[str, Any]:
