@@ -14,7 +14,6 @@ token kept (CheXzero sets the last token to EOT).
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from PIL import Image
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
 from pairaug_ray.images import to_uint8
-from pairaug_ray.models.tokenizer import BOS_ID, CONTEXT_LENGTH, EOS_ID, VOCAB_SIZE, build_clip_tokenizer
+from pairaug_ray.models.tokenizer import BOS_ID, CONTEXT_LENGTH, EOS_ID, VOCAB_SIZE, default_tokenizer
 
 CHEXZERO_MEAN_255, CHEXZERO_STD_255 = 101.48761, 83.43944
 
@@ -108,8 +107,7 @@ def make_processor(size: int, tokenizer: CLIPTokenizer | None = None) -> CLIPPro
     """The processor saved with a trained model, for scoring: CheXzero's statistics, the CLIP BPE.
     (Scoring resizes the short side and centre-crops, as CLIPImageProcessor does; training pads.)"""
     if tokenizer is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            tokenizer = build_clip_tokenizer(tmp)
+        tokenizer = default_tokenizer()
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": size},
         crop_size={"height": size, "width": size},

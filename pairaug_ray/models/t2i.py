@@ -11,7 +11,6 @@ Train job that runs it is pairaug_ray/pipeline/finetune_t2i.py; docs/generator.m
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from diffusers import (
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from pairaug_ray.models.tiny import SD1_PNDM, TINY_SD_TEXT
-from pairaug_ray.models.tokenizer import CONTEXT_LENGTH, build_clip_tokenizer
+from pairaug_ray.models.tokenizer import CONTEXT_LENGTH, default_tokenizer
 
 # A pipeline trained from scratch on 2 CPU cores (docs/generator.md): a factor-4 VAE (a 64 px image
 # is 16x16 latents), a UNet with cross-attention at 16, 8 and 4 latent pixels, and the tiny CLIP text
@@ -93,8 +92,7 @@ def load_parts(path: str) -> T2IParts:
 
 def scratch_parts(image_size: int, seed: int = 0) -> T2IParts:
     """Random-weight parts for training from scratch at `image_size` pixels (SCRATCH_* shapes)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = build_clip_tokenizer(tmp)
+    tokenizer = default_tokenizer()
     torch.manual_seed(seed)
     vae = AutoencoderKL(**SCRATCH_VAE, sample_size=image_size)
     factor = vae_scale(vae)

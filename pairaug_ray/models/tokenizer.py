@@ -8,6 +8,7 @@ bring their own tokenizer files; this is for models built here (tiny test models
 
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.util
 import json
@@ -91,12 +92,20 @@ def build_clip_tokenizer(work_dir: str | Path, bpe_file: Path | None = None) -> 
     )
 
 
+@functools.cache
+def default_tokenizer() -> CLIPTokenizer:
+    """The CLIP tokenizer built from the BPE vocabulary, once per process: building it takes about
+    a second (every training run, data actor and processor of a random-init model asked for it).
+    Shared: encoding does not change a tokenizer."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return build_clip_tokenizer(tmp)
+
+
 def load_tokenizer(source: str | None) -> CLIPTokenizer:
     """The checkpoint's CLIP tokenizer, or, for a model trained from random init (`source` None),
     one built from the CLIP BPE vocabulary."""
     if source:
         return CLIPTokenizer.from_pretrained(source)
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        return build_clip_tokenizer(tmp)
+    return default_tokenizer()

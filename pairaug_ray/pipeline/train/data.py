@@ -36,30 +36,35 @@ def _select(ds: ray.data.Dataset) -> ray.data.Dataset:
 
 
 def training_pairs(cfg: JobConfig) -> tuple[ray.data.Dataset, dict[str, Any]]:
-    """The real training pairs and the synthetic ones the config asks for, and how many of each."""
+    """The real training pairs and the synthetic ones the config asks for, and how many of each.
+
+    Both parts are materialised before the trainer starts: only the manifest rows (ids, paths,
+    text; images are decoded later, per batch), a few hundred MB for MIMIC-CXR. Reading them while
+    the training workers already hold their CPUs would leave the read tasks nothing to run on, on
+    small clusters; and counting a materialised dataset costs no execution."""
     t = cfg.train
     real_root = t.real or real_pairs_root(cfg)
     real = read_manifest(real_root).filter(
         expr=(col(schema.STATUS) == schema.STATUS_OK) & (col(schema.SPLIT) == "train")
     )
-    parents: list[str] | None = None
-    if t.real_fraction < 1.0:
+    subset = t.real_fraction < 1.0
+    if subset:
         fraction, seed = t.real_fraction, t.subset_seed
         real = real.map_batches(
             lambda t: t.filter(patient_subset(t[schema.PATIENT_ID].to_pylist(), fraction, seed)),
             batch_format="pyarrow",
-        ).materialize()
-        parents = [r[schema.PAIR_ID] for r in real.select_columns([schema.PAIR_ID]).take_all()]
+        )
+    real = _select(real).materialize()
     n_real = real.count()
     if n_real == 0:
         raise ConfigError(
             f"no real training pairs in {real_root} (status ok, split train"
-            + (f", train.real_fraction {t.real_fraction})" if parents is not None else ")")
+            + (f", train.real_fraction {t.real_fraction})" if subset else ")")
         )
     info: dict[str, Any] = {"real": {"root": real_root, "pairs": n_real}, "synthetic": {}}
-    if parents is not None:
+    if subset:
         info["real"].update(fraction=t.real_fraction, subset_seed=t.subset_seed)
-    ds = _select(real)
+    ds = real
     if t.synthetic_origins:
         syn_root = t.synthetic or cfg.synthetic_dir()
         syn = read_manifest(syn_root).filter(
@@ -67,12 +72,14 @@ def training_pairs(cfg: JobConfig) -> tuple[ray.data.Dataset, dict[str, Any]]:
             & (col(schema.STATUS) == schema.STATUS_OK)
             & col(schema.ORIGIN).is_in(list(t.synthetic_origins))
         )
-        if parents is not None:  # only pairs made from the real pairs this run trains on
+        if subset:  # only pairs made from the real pairs this run trains on
+            parents = [r[schema.PAIR_ID] for r in real.select_columns([schema.PAIR_ID]).take_all()]
             syn = syn.filter(expr=col(schema.PARENT_ID).is_in(parents))
+        syn = _select(syn).materialize()
         n_syn = syn.count()
         if t.synthetic_ratio is not None and n_syn:
             fraction = min(1.0, t.synthetic_ratio * n_real / n_syn)
-            syn = syn.random_sample(fraction, seed=cfg.run.seed)
+            syn = syn.random_sample(fraction, seed=cfg.run.seed).materialize()
             n_syn = syn.count()
         info["synthetic"] = {
             "root": syn_root,
@@ -81,12 +88,9 @@ def training_pairs(cfg: JobConfig) -> tuple[ray.data.Dataset, dict[str, Any]]:
             "pairs": n_syn,
         }
         if n_syn:
-            ds = ds.union(_select(syn))
+            ds = ds.union(syn)
     info["pairs"] = n_real + info["synthetic"].get("pairs", 0)
-    # Materialised before the trainer starts: only the manifest rows (ids, paths, text; images are
-    # decoded later, per batch), a few hundred MB for MIMIC-CXR. Reading them while the training
-    # workers already hold their CPUs would leave the read tasks nothing to run on, on small clusters.
-    return ds.materialize(), info
+    return ds, info
 
 
 def validation_rows(cfg: JobConfig) -> list[dict[str, Any]]:
