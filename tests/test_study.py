@@ -98,7 +98,7 @@ def test_quick_applies_the_configs_quick_settings_before_any_set():
 @pytest.mark.slow
 def test_the_study_on_a_tiny_world(ray_local, tiny_models, tmp_path):
     from pairaug_ray.config import ConfigError
-    from pairaug_ray.pipeline.study import derive, format_study, study_job
+    from pairaug_ray.pipeline.study import Study, derive, format_study, study_job
 
     out = str(tmp_path / "study")
     cfg = load_config(
@@ -108,15 +108,13 @@ def test_the_study_on_a_tiny_world(ray_local, tiny_models, tmp_path):
             f"ray.address={ray_local.get_runtime_context().gcs_address}",
             "ray.progress_bars=false",
             "corpus.phantom.patients=14",
-            "rewrite.modes=[inter]",  # IntraAug's arms run as InterAug's do; their stages have their tests
-            "generate.branches=[inter]",
-            "prune.tau=-100",  # a 6-step scorer's scale is not PairAug's: keep every pair here
+            # Paraphrases only: the study's machinery is the same for every synthetic origin, and
+            # drawing images would double this test's time (the generation stages have their own).
+            "rewrite.modes=[paraphrase]",
             f"study.generator={tiny_models['diffusion']}",  # training one is test_t2i's and finetune's
-            "generate.inter.num_inference_steps=2",
-            "generate.intra.num_inference_steps=2",
             "train.num_workers=0",
             "train.batch_size=4",
-            "study.arms=[real-low, real, inter]",
+            "study.arms=[real-low, real, augtext]",
             "study.seeds=[0, 1]",
             "study.steps=6",
             "study.low_data_fraction=0.5",
@@ -126,13 +124,13 @@ def test_the_study_on_a_tiny_world(ray_local, tiny_models, tmp_path):
     )
     study = study_job(cfg)
     saved = json.loads(storage.read_text(study["outputs"]["study"]))
-    assert list(saved["arms"]) == ["real-low", "real", "inter"] and saved["baseline"] == "real"
-    low, real, inter = (saved["arms"][a] for a in ("real-low", "real", "inter"))
-    # The arms trained on what they say: the low-data arm on a subset of the real pairs, InterAug on
-    # the real pairs plus the kept InterAug pairs, every run for study.steps steps.
-    assert 0 < low["pairs"]["real"] < real["pairs"]["real"] == inter["pairs"]["real"]
-    assert low["pairs"]["synthetic"] == real["pairs"]["synthetic"] == 0 < inter["pairs"]["synthetic"]
-    assert inter["pairs"]["synthetic"] == saved["augment"]["prune"]["by_origin"]["inter"]["kept"]
+    assert list(saved["arms"]) == ["real-low", "real", "augtext"] and saved["baseline"] == "real"
+    low, real, augtext = (saved["arms"][a] for a in ("real-low", "real", "augtext"))
+    # The arms trained on what they say: the low-data arm on a subset of the real pairs, AugText on
+    # the real pairs plus the paraphrases, every run for study.steps steps.
+    assert 0 < low["pairs"]["real"] < real["pairs"]["real"] == augtext["pairs"]["real"]
+    assert low["pairs"]["synthetic"] == real["pairs"]["synthetic"] == 0 < augtext["pairs"]["synthetic"]
+    assert augtext["pairs"]["synthetic"] == saved["augment"]["prune"]["by_origin"]["augtext"]["kept"]
     for arm in saved["arms"].values():
         assert set(arm["seeds"]) == {"0", "1"}
         for run in arm["seeds"].values():
@@ -143,36 +141,35 @@ def test_the_study_on_a_tiny_world(ray_local, tiny_models, tmp_path):
         assert pooled["lower"] <= pooled["mean"] <= pooled["upper"]
     # The scorer is the baseline's first seed (real pairs only), and scored the synthetic pairs.
     assert saved["scorer"]["run"] == "real-seed0"
-    assert "difference" not in real and {"difference", "pooled"} <= set(inter)
+    assert "difference" not in real and {"difference", "pooled"} <= set(augtext)
     # The paired difference is computed from the saved predictions as the study says.
     labels = saved["labels"]
     pred = {
         name: _csv(storage.join(out, "study", "predictions", f"{name}.csv"), labels)
-        for name in ("real-seed0", "real-seed1", "inter-seed0", "inter-seed1")
+        for name in ("real-seed0", "real-seed1", "augtext-seed0", "augtext-seed1")
     }
     y = _csv(storage.join(out, "study", "predictions", "labels.csv"), labels)
     again = pooled_auc_difference(
         y,
         [pred["real-seed0"], pred["real-seed1"]],
-        [pred["inter-seed0"], pred["inter-seed1"]],
+        [pred["augtext-seed0"], pred["augtext-seed1"]],
         labels,
         100,
     )
-    assert again["macro"] == inter["difference"]["macro"]
+    assert again["macro"] == augtext["difference"]["macro"]
     table = storage.read_text(study["outputs"]["table"])
     assert table.count("\n") == 2 + 3 and "(baseline)" in table and "Real only (50% of patients)" in table
     assert storage.read_bytes(study["outputs"]["plot"])[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "+ InterAug (pruned: tau)" in format_study(study)
+    assert "+ AugText" in format_study(study)
 
-    # A rerun trains nothing again and gives the same study.
-    mtimes = {
-        p: os.path.getmtime(p)
-        for p in storage.list_files(storage.join(out, "study", "runs"), "train_summary.json")
-    }
-    assert len(mtimes) == 6
-    rerun = study_job(cfg)
-    assert {p: os.path.getmtime(p) for p in mtimes} == mtimes
-    assert rerun["arms"]["inter"]["difference"]["macro"] == inter["difference"]["macro"]
+    # A rerun trains nothing again: each finished run with the same settings is reused as it is.
+    summaries = storage.list_files(storage.join(out, "study", "runs"), "train_summary.json")
+    assert len(summaries) == 6
+    mtimes = {p: os.path.getmtime(p) for p in summaries}
+    st = Study(cfg)
+    again_run = st.train("augtext-seed1", st.arm_settings("augtext", 1, study["augment"]["sets"]))
+    assert again_run["run"] == augtext["seeds"]["1"]["run"]
+    assert {p: os.path.getmtime(p) for p in summaries} == mtimes
     # A study with other training settings in the same folder is refused, not mixed in.
     with pytest.raises(ConfigError, match=r"trained with other settings \(lr differ\)"):
         study_job(derive(cfg, {"train.lr": 0.001}))

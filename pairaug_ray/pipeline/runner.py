@@ -30,7 +30,7 @@ from typing import Any
 
 import ray
 
-from pairaug_ray import progress, schema
+from pairaug_ray import progress, schema, storage
 from pairaug_ray.config import ConfigError
 from pairaug_ray.manifest import write_manifest
 from pairaug_ray.pairs import read_info, write_info
@@ -106,6 +106,8 @@ def run_resumable(stage: ResumableStage) -> dict[str, Any]:
                     for key in work:
                         work[key] += progress.last_counts.get(key, 0)
             report = finalize(out)
+            if report.rows == 0:
+                write_empty_manifest(out)
             if not status_counts(report.summary).get(schema.STATUS_ERROR):
                 break
         summary = dict(report.summary)
@@ -119,6 +121,22 @@ def run_resumable(stage: ResumableStage) -> dict[str, Any]:
         write_info(out, {**info, "complete": True, "outcomes": summary})
         shown["line"] = line
     return summary
+
+
+def write_empty_manifest(out: str) -> None:
+    """A stage with nothing to do (an AugText-only job has no images to draw or score) still leaves
+    a manifest, with no rows, so that the next stage reads an empty dataset instead of failing."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    from pairaug_ray.pairs import manifest_uri
+
+    if storage.list_files(manifest_uri(out), ".parquet"):
+        return
+    buf = io.BytesIO()
+    pq.write_table(schema.MANIFEST_SCHEMA.empty_table(), buf)
+    storage.write_bytes(storage.join(manifest_uri(out), "empty.parquet"), buf.getvalue())
 
 
 def work_redone(work: dict[str, int], new_rows: int) -> dict[str, Any] | None:
