@@ -114,22 +114,21 @@ def test_the_study_on_a_tiny_world(ray_local, tiny_models, tmp_path):
             f"study.generator={tiny_models['diffusion']}",  # training one is test_t2i's and finetune's
             "train.num_workers=0",
             "train.batch_size=4",
-            "study.arms=[real-low, real, augtext]",
+            "study.arms=[real, augtext]",  # real_fraction's draw is tested in test_train
             "study.seeds=[0, 1]",
             "study.steps=6",
-            "study.low_data_fraction=0.5",
             "study.n_bootstrap=100",
             "study.probe_fractions=[0.5, 1.0]",
         ],
     )
     study = study_job(cfg)
     saved = json.loads(storage.read_text(study["outputs"]["study"]))
-    assert list(saved["arms"]) == ["real-low", "real", "augtext"] and saved["baseline"] == "real"
-    low, real, augtext = (saved["arms"][a] for a in ("real-low", "real", "augtext"))
-    # The arms trained on what they say: the low-data arm on a subset of the real pairs, AugText on
-    # the real pairs plus the paraphrases, every run for study.steps steps.
-    assert 0 < low["pairs"]["real"] < real["pairs"]["real"] == augtext["pairs"]["real"]
-    assert low["pairs"]["synthetic"] == real["pairs"]["synthetic"] == 0 < augtext["pairs"]["synthetic"]
+    assert list(saved["arms"]) == ["real", "augtext"] and saved["baseline"] == "real"
+    real, augtext = saved["arms"]["real"], saved["arms"]["augtext"]
+    # The arms trained on what they say: AugText on the real pairs plus the paraphrases, every run
+    # for study.steps steps.
+    assert real["pairs"]["real"] == augtext["pairs"]["real"] > 0
+    assert real["pairs"]["synthetic"] == 0 < augtext["pairs"]["synthetic"]
     assert augtext["pairs"]["synthetic"] == saved["augment"]["prune"]["by_origin"]["augtext"]["kept"]
     for arm in saved["arms"].values():
         assert set(arm["seeds"]) == {"0", "1"}
@@ -158,13 +157,13 @@ def test_the_study_on_a_tiny_world(ray_local, tiny_models, tmp_path):
     )
     assert again["macro"] == augtext["difference"]["macro"]
     table = storage.read_text(study["outputs"]["table"])
-    assert table.count("\n") == 2 + 3 and "(baseline)" in table and "Real only (50% of patients)" in table
+    assert table.count("\n") == 2 + 2 and "(baseline)" in table and "| + AugText |" in table
     assert storage.read_bytes(study["outputs"]["plot"])[:8] == b"\x89PNG\r\n\x1a\n"
     assert "+ AugText" in format_study(study)
 
     # A rerun trains nothing again: each finished run with the same settings is reused as it is.
     summaries = storage.list_files(storage.join(out, "study", "runs"), "train_summary.json")
-    assert len(summaries) == 6
+    assert len(summaries) == 4
     mtimes = {p: os.path.getmtime(p) for p in summaries}
     st = Study(cfg)
     again_run = st.train("augtext-seed1", st.arm_settings("augtext", 1, study["augment"]["sets"]))

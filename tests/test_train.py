@@ -226,3 +226,56 @@ def test_local_mode_runs_in_the_driver_and_keeps_its_checkpoints(ray_local, phan
     assert summary["metrics"]["step"] == steps
     assert summary["checkpoint"] == str(tmp_path / "run" / "train" / "clip" / f"checkpoint_step{steps:08d}")
     assert CLIPModel.from_pretrained(summary["model"]).config.projection_dim == 32
+
+
+def test_real_fraction_draws_whole_patients_and_only_their_synthetic_pairs(ray_local, phantom_root, tmp_path):
+    """train.real_fraction: the real pairs of a seeded, nested draw of patients, and only the
+    synthetic pairs made from them (here: one fake AugText pair per real training pair)."""
+    import pyarrow.compute as pc
+
+    from pairaug_ray.manifest import write_manifest
+    from pairaug_ray.pairs import read_columns
+    from pairaug_ray.pipeline.train.data import training_pairs
+
+    real = read_columns(phantom_root, [schema.PAIR_ID, schema.PATIENT_ID, schema.SPLIT, schema.STATUS])
+    train = real.filter(pc.equal(real[schema.SPLIT], "train")).to_pylist()
+    from pairaug_ray.manifest import read_manifest
+
+    rows = read_manifest(phantom_root).filter(expr=f"{schema.SPLIT} == 'train'").take_all()
+    syn = [
+        {
+            **r,
+            schema.PAIR_ID: f"syn-{r[schema.PAIR_ID]}",
+            schema.PARENT_ID: r[schema.PAIR_ID],
+            schema.ORIGIN: "augtext",
+            schema.KEPT: True,
+        }
+        for r in rows
+    ]
+    write_manifest(syn, str(tmp_path / "syn"))
+
+    def pairs(fraction):
+        cfg = _train_cfg(
+            str(tmp_path / "run"),
+            phantom_root,
+            real_fraction=fraction,
+            synthetic_origins=["augtext"],
+            synthetic=str(tmp_path / "syn"),
+        )
+        ds, info = training_pairs(cfg)
+        got = ds.take_all()
+        return (
+            {r[schema.PAIR_ID] for r in got if r[schema.ORIGIN] == "real"},
+            {r[schema.PAIR_ID] for r in got if r[schema.ORIGIN] == "augtext"},
+            info,
+        )
+
+    half_real, half_syn, info = pairs(0.5)
+    all_real, all_syn, _ = pairs(1.0)
+    assert info["real"]["fraction"] == 0.5 and info["pairs"] == len(half_real) + len(half_syn)
+    assert all_real == {r[schema.PAIR_ID] for r in train if r[schema.STATUS] == "ok"}
+    assert 0 < len(half_real) < len(all_real) and half_real < all_real
+    assert half_syn == {f"syn-{p}" for p in half_real} and all_syn == {f"syn-{p}" for p in all_real}
+    patient = {r[schema.PAIR_ID]: r[schema.PATIENT_ID] for r in train}
+    drawn = {patient[p] for p in half_real}
+    assert {p for p, who in patient.items() if who in drawn} == half_real  # whole patients
