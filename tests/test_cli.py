@@ -60,6 +60,19 @@ def test_every_command_has_help(command, capsys):
     assert len(out.splitlines()) > 4
 
 
+def test_help_keeps_example_lines_whole(capsys):
+    """Descriptions wrap as prose; their indented example lines stay one line each, to copy."""
+    for command, example in (
+        ("study", "  pairaug study --config configs/phantom-study.yaml --quick    # a first look"),
+        ("metrics", "  pairaug metrics --labels labels.csv --scores scores.csv --out m.json"),
+    ):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        lines = capsys.readouterr().out.splitlines()
+        assert any(line.startswith(example) for line in lines), command
+        assert max(len(line) for line in lines if not line.startswith("  ")) <= 100
+
+
 def test_config_errors_exit_2(tmp_path, capsys):
     cfg = tmp_path / "job.yaml"
     cfg.write_text("corpus:\n  phantom:\n    patients: many\n")

@@ -14,6 +14,22 @@ from typing import Any
 Handler = Callable[[argparse.Namespace], int]
 
 
+class ExampleFormatter(argparse.HelpFormatter):
+    """Wraps a command's description as prose, but keeps its indented lines (the examples) as
+    written, so that they can be copied."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        out = []
+        for line in text.splitlines():
+            if line.startswith("  "):
+                out.append(indent + line)
+            else:
+                out.append(textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent))
+        return "\n".join(out)
+
+
 class Commands:
     """Adds subcommands to the `pairaug` parser: `commands.add(name, handler, help, description)`."""
 
@@ -23,7 +39,9 @@ class Commands:
     def add(
         self, name: str, fn: Handler, help: str, description: str | None = None
     ) -> argparse.ArgumentParser:
-        p = self.sub.add_parser(name, help=help, description=description or help)
+        p = self.sub.add_parser(
+            name, help=help, description=description or help, formatter_class=ExampleFormatter
+        )
         p.set_defaults(fn=fn, command_name=name)
         return p
 
