@@ -161,6 +161,31 @@ class ModelsConfig(StrictModel):
     tiny_dir: Uri | None = Field(None, description="Default: <run.output_dir>/models.")
     diffusion: str | None = Field(None, description="Text-to-image pipeline (RoentGen or any SD 1.x/2.x).")
     scorer: str | None = Field(None, description="CLIP-family dual encoder used to score pairs.")
+    train_generator: bool = Field(
+        False,
+        description="Train the generator first (the finetune_t2i block, on the real training pairs); "
+        "reused once it reached finetune_t2i.steps.",
+    )
+    train_scorer: bool = Field(
+        False,
+        description="Train the scorer first: the train block's CLIP on the real training pairs only "
+        "(PairAug's MedCLIP, trained in this world); reused once finished with the same settings.",
+    )
+    scorer_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Optimiser steps of the trained scorer; default train.steps, else train.epochs.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source_per_model(self) -> ModelsConfig:
+        for flag, ref in (("train_generator", "diffusion"), ("train_scorer", "scorer")):
+            if getattr(self, flag) and getattr(self, ref):
+                raise ValueError(
+                    f"models.{flag} trains the {ref} model, but models.{ref} names one "
+                    f"({getattr(self, ref)!r}): set one of the two"
+                )
+        return self
 
 
 # --- report rewriting (PairAug step 1) ------------------------------------------------------------------

@@ -20,7 +20,10 @@ def test_shipped_configs_validate(name):
 
 def test_demo_config_values():
     cfg = load_config(REPO / "configs" / "demo.yaml")
-    assert cfg.corpus.kind == "phantom" and cfg.models.build_tiny
+    # The demo trains its own generator and scorer, and prunes with PairAug's thresholds on the
+    # trained scorer's scale.
+    assert cfg.corpus.kind == "phantom" and cfg.models.train_generator and cfg.models.train_scorer
+    assert not cfg.models.build_tiny and cfg.score.mode == "scaled" and cfg.prune.tau == 0.3
     assert cfg.corpus_dir() == "runs/demo/corpus"
 
 
@@ -78,3 +81,12 @@ def test_frozen_and_yaml_errors(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_a_model_is_trained_or_named_never_both():
+    with pytest.raises(
+        ConfigError, match=r"models.train_scorer trains the scorer model, but models.scorer names one"
+    ):
+        parse_config({"models": {"train_scorer": True, "scorer": "runs/x/model"}})
+    cfg = parse_config({"models": {"train_generator": True, "scorer": "runs/x/model"}})
+    assert cfg.models.train_generator and cfg.models.diffusion is None

@@ -94,3 +94,14 @@ def test_the_generator_trains_survives_a_failed_worker_and_resumes(ray_local, ph
     more = finetune_t2i_job(_cfg(out, phantom_root, steps=16))
     assert more["metrics"]["step"] == 16
     assert more["restored_from"][-1] == ["unet", 6, 12]
+
+    # A job that trains its own generator (models.train_generator, as `make demo`) reuses the
+    # finished run: no new checkpoint, and the stages get that run's pipeline.
+    from pairaug_ray.pipeline.trained_models import derive, with_trained_models
+
+    before = _checkpoints(more["run"])
+    job_cfg, trained = with_trained_models(
+        derive(_cfg(out, phantom_root, steps=16), {"models.train_generator": True})
+    )
+    assert job_cfg.models.diffusion == more["pipeline"] == trained["generator"]["pipeline"]
+    assert not job_cfg.models.train_generator and _checkpoints(more["run"]) == before

@@ -41,6 +41,9 @@ pytestmark = pytest.mark.slow
 
 CUDA_ONLY_PREFIXES = ("nvidia-", "triton", "cuda-")  # torch's GPU wheels; not loaded without a GPU
 QUICK_START_OVERRIDES = [  # the quick start's demo job, small: what matters is that it runs here
+    "models.build_tiny=true",  # random-weight tiny models (make demo trains its own first)
+    "models.train_generator=false",
+    "models.train_scorer=false",
     "corpus.phantom.patients=3",
     "corpus.phantom.size=64",
     "generate.height=64",

@@ -43,6 +43,12 @@ IDLE_TIMEOUT_S = 15.0
 # The quick start's job, small, with the image stages on GPU-type nodes as on a GPU cluster (one
 # GPU and one CPU per actor, the whole node). Ray's bars off: a job log is not a terminal.
 SMALL = [
+    # Random-weight tiny models: the cluster's mechanics are the point here; `make demo` trains its
+    # generator and scorer first (minutes on CPU), which tests/test_finetune_t2i.py and
+    # tests/test_study.py cover.
+    "models.build_tiny=true",
+    "models.train_generator=false",
+    "models.train_scorer=false",
     "corpus.phantom.size=64",
     "generate.height=64",
     "generate.width=64",
@@ -290,7 +296,14 @@ def test_the_train_job_with_pairaug_submit(cluster, bucket, capsys, monkeypatch)
     before = {n.node_id for n in cluster.nodes()}
     for key, value in cluster.auth_env().items():
         monkeypatch.setenv(key, value)
-    train = ["train.epochs=1", "train.batch_size=8", "train.cpus_per_worker=0.5", "ray.progress_bars=false"]
+    train = [
+        "train.steps=null",
+        "train.epochs=1",
+        "train.batch_size=8",
+        "train.num_workers=2",
+        "train.cpus_per_worker=0.5",
+        "ray.progress_bars=false",
+    ]
     argv = [
         "--address",
         cluster.dashboard_url,

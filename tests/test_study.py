@@ -173,6 +173,26 @@ def test_the_study_on_a_tiny_world(ray_local, tiny_models, tmp_path):
     with pytest.raises(ConfigError, match=r"trained with other settings \(lr differ\)"):
         study_job(derive(cfg, {"train.lr": 0.001}))
 
+    # A job that trains its own scorer (models.train_scorer, as `make demo`): the train block's CLIP
+    # on the real pairs only, trained once, then reused; the evaluation shows it beside the model.
+    from pairaug_ray.pipeline.evaluate import model_specs
+    from pairaug_ray.pipeline.trained_models import SCORER_RUN, with_trained_models
+
+    job = derive(cfg, {"models.train_scorer": True, "train.steps": 4, "train.synthetic_origins": ["augtext"]})
+    scored_cfg, trained = with_trained_models(job)
+    scorer = trained["scorer"]
+    assert scorer["run"] == storage.join(job.train_dir(), SCORER_RUN) and scorer["metrics"]["step"] == 4
+    assert (
+        scorer["data"]["synthetic"] == {} and scorer["data"]["pairs"] == scorer["data"]["real"]["pairs"] > 0
+    )
+    assert scored_cfg.models.scorer == scorer["model"] and not scored_cfg.models.train_scorer
+    mtime = os.path.getmtime(storage.join(scorer["run"], "train_summary.json"))
+    assert with_trained_models(job)[1]["scorer"]["model"] == scorer["model"]
+    assert os.path.getmtime(storage.join(scorer["run"], "train_summary.json")) == mtime
+    with pytest.raises(ConfigError, match=r"scorer was trained with other settings \(steps differ\)"):
+        with_trained_models(derive(job, {"models.scorer_steps": 5}))
+    assert model_specs(job)[-1] == {"name": "real only", "path": scorer["run"]}
+
 
 def _csv(uri: str, labels: list[str]) -> np.ndarray:
     import io

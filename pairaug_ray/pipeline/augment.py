@@ -52,6 +52,7 @@ def augment_job(cfg: JobConfig) -> dict[str, Any]:
     from pairaug_ray.pipeline.prune import prune_job
     from pairaug_ray.pipeline.rewrite import check_endpoint, rewrite_job
     from pairaug_ray.pipeline.score import score_job
+    from pairaug_ray.pipeline.trained_models import with_trained_models
     from pairaug_ray.pipeline.validate import validate_job
 
     check_endpoint(cfg)  # before any work: reports go only where the config allows
@@ -66,6 +67,8 @@ def augment_job(cfg: JobConfig) -> dict[str, Any]:
         timings[name] = round(time.time() - t0, 2)
         return result
 
+    # The generator and the scorer, when the config asks the job to train them (reused on reruns).
+    cfg, trained = timed("models", with_trained_models, cfg)
     prepared = timed("prepare", prepare, cfg)
     corpus = prepared["corpus"]["root"]
     for name, job, where in (
@@ -81,6 +84,10 @@ def augment_job(cfg: JobConfig) -> dict[str, Any]:
         "run": cfg.run.name,
         "corpus": prepared["corpus"],
         "models": prepared["models"],
+        "trained_models": {
+            role: {"path": t.get("pipeline") or t.get("model"), "step": (t.get("metrics") or {}).get("step")}
+            for role, t in trained.items()
+        },
         "stages": stages,
         "seconds": {**timings, "total": round(time.time() - started, 2)},
         "outputs": {
@@ -99,6 +106,8 @@ def augment_job(cfg: JobConfig) -> dict[str, Any]:
 
 def format_augment(summary: dict[str, Any]) -> str:
     lines = [f"augment job '{summary['run']}' finished in {summary['seconds']['total']:.0f} s"]
+    for role, t in summary.get("trained_models", {}).items():
+        lines.append(f"  {role:<9} trained here, step {t['step']}: {t['path']}")
     for stage in ("validate", "rewrite", "generate", "score"):
         c = summary["stages"][stage]
         detail = ", ".join(f"{k} {v}" for k, v in c.items() if k not in ("rows", "error_fraction"))

@@ -69,14 +69,27 @@ def run_checkpoints(run_dir: str) -> list[dict[str, Any]]:
     return sorted(found, key=lambda c: c["step"] or 0)
 
 
-def model_rows(cfg: JobConfig) -> list[ModelRow]:
+def model_specs(cfg: JobConfig) -> list[dict[str, Any]]:
+    """The models to evaluate: evaluate.models, else the train job's run (and the scorer the job
+    trained, if it did)."""
     e = cfg.evaluate
-    specs = e.models or [
+    if e.models:
+        return [m.model_dump() for m in e.models]
+    specs = [
         {"name": "pairaug", "path": storage.join(cfg.train_dir(), cfg.train.name), "ensemble": e.ensemble_k}
     ]
+    if cfg.models.train_scorer:
+        # The scorer the job trained is the same CLIP on the real pairs only: the baseline, side by side.
+        from pairaug_ray.pipeline.trained_models import SCORER_RUN
+
+        specs.append({"name": "real only", "path": storage.join(cfg.train_dir(), SCORER_RUN)})
+    return specs
+
+
+def model_rows(cfg: JobConfig) -> list[ModelRow]:
+    specs = model_specs(cfg)
     rows = []
     for spec in specs:
-        spec = spec if isinstance(spec, dict) else spec.model_dump()
         path = spec["path"]
         if storage.exists(storage.join(path, "config.json")):
             rows.append(ModelRow(spec["name"], [resolve_model(path).path], {"path": path}))

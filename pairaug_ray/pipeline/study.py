@@ -17,7 +17,6 @@ separate run: the same model PairAug's MedCLIP plays, trained on the real pairs 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -32,6 +31,7 @@ from pairaug_ray import progress, schema, storage
 from pairaug_ray.config import ConfigError, EvalDatasetConfig, JobConfig
 from pairaug_ray.eval.metrics import format_interval
 from pairaug_ray.eval.study import ARMS, arm_label, compare_arms, plot_study, study_table
+from pairaug_ray.pipeline.trained_models import derive, train_or_reuse, trained_generator
 from pairaug_ray.runtime import init_ray
 
 log = logging.getLogger(__name__)
@@ -40,26 +40,6 @@ STUDY_FILE, TABLE_FILE, PLOT_FILE = "study.json", "study.md", "study.png"
 REAL_SOURCE, UNPRUNED = "real-source", "unpruned"
 # The study reads only each probe's observed AUC; its intervals are not used, so few resamples do.
 PROBE_BOOTSTRAP = 200
-RUN_IDENTITY = "study_run.json"  # beside each run: the settings it was trained with
-
-
-def derive(cfg: JobConfig, settings: dict[str, Any]) -> JobConfig:
-    """A copy of `cfg` with dotted keys set (values as Python objects), validated again."""
-    data = cfg.model_dump(mode="json")
-    for key, value in settings.items():
-        node = data
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return JobConfig.model_validate(data)
-
-
-def _done(summary_uri: str, check) -> dict[str, Any] | None:
-    if not storage.exists(summary_uri):
-        return None
-    summary = json.loads(storage.read_text(summary_uri))
-    return summary if check(summary) else None
 
 
 def run_name(arm: str, seed: int) -> str:
@@ -109,51 +89,15 @@ class Study:
         return {"root": root, "splits": splits}
 
     def generator(self) -> dict[str, Any]:
-        from pairaug_ray.pipeline.generator import finetune_t2i_job
-
         if self.s.generator:
             progress.say(f"{'generator':<{progress.WIDTH}} given: {self.s.generator}")
             return {"pipeline": self.s.generator, "given": True}
-        f = self.cfg.finetune_t2i
-        summary_uri = storage.join(self.cfg.t2i_dir(), f.name, "t2i_summary.json")
-        done = _done(summary_uri, lambda s: (s.get("metrics") or {}).get("step", 0) >= f.steps)
-        if done:
-            progress.say(f"{'generator':<{progress.WIDTH}} done before: {done['pipeline']}")
-            return done
-        return finetune_t2i_job(self.cfg)
+        return trained_generator(self.cfg)
 
     def train(self, name: str, settings: dict[str, Any]) -> dict[str, Any]:
-        """One CLIP run under <study>/runs/<name>, or its summary if it finished before with the
-        same settings (a run made with others is refused: a study never mixes them)."""
-        from pairaug_ray.pipeline.train import train_job
-
-        steps = settings.get("train.steps", self.s.steps)
-        cfg = derive(
-            self.cfg,
-            {"train.name": name, "train.storage_path": self.runs_dir, "train.steps": steps, **settings},
-        )
-        identity = {"train": cfg.train.model_dump(mode="json"), "seed": cfg.run.seed}
-        identity_uri = storage.join(self.runs_dir, name, RUN_IDENTITY)
-        if storage.exists(identity_uri):
-            recorded = json.loads(storage.read_text(identity_uri))
-            if recorded != identity:
-                differ = sorted(
-                    k for k in identity["train"] if recorded["train"].get(k) != identity["train"][k]
-                )
-                raise ConfigError(
-                    f"{storage.join(self.runs_dir, name)} was trained with other settings "
-                    f"({', '.join(differ) or 'run.seed'} differ); set study.output to a new folder for this study"
-                )
-        done = _done(
-            storage.join(self.runs_dir, name, "train_summary.json"),
-            lambda s: (s.get("metrics") or {}).get("step") == steps,
-        )
-        if done:
-            progress.say(f"{'train':<{progress.WIDTH}} {name}: done before (step {steps})")
-        else:
-            done = train_job(cfg)
-        storage.write_json(identity_uri, identity)
-        return done
+        """One CLIP run under <study>/runs/<name> of study.steps steps (reused when it finished
+        before with the same settings; one made with others is refused: a study never mixes them)."""
+        return train_or_reuse(self.cfg, self.runs_dir, name, {"train.steps": self.s.steps, **settings})
 
     def arm_settings(self, arm: str, seed: int, synthetic: dict[str, str]) -> dict[str, Any]:
         a = ARMS[arm]
@@ -182,14 +126,16 @@ class Study:
         if REAL_SOURCE in wanted:
             # IntraAug from the patient's own image: DDIM inversion of the real radiograph, then
             # prompt-to-prompt toward the rewrite; scored and pruned with the same rule.
-            # One branch: its actor gets the CPUs both branches' actors had.
+            # One branch: it gets as many actors as both branches had (one torch thread each, as
+            # they had: a single actor with more threads used only one core).
             g = cfg.generate
             real_cfg = derive(
                 cfg,
                 {
                     "generate.branches": ["intra"],
                     "generate.intra.source": "real",
-                    "generate.num_cpus": g.num_cpus * len(g.branches),
+                    "generate.min_actors": g.min_actors * len(g.branches),
+                    "generate.max_actors": g.max_actors * len(g.branches),
                 },
             )
             gen, scored = storage.join(out, "generated-real-source"), storage.join(out, "scored-real-source")
