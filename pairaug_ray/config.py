@@ -326,6 +326,15 @@ class RewriteConfig(StrictModel):
     splits: tuple[Literal["train", "validate", "test"], ...] = Field(
         ("train",), description="Splits to rewrite."
     )
+    patient_fraction: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Rewrite the reports of a seeded fraction of the patients only (whole patients, "
+        "drawn as train.real_fraction draws them): a pilot on a large corpus, or a laptop demo. "
+        "PairAug rewrites every report (1.0).",
+    )
+    subset_seed: int = Field(0, description="Seed of the patient_fraction draw.")
     min_words: int = Field(
         20, ge=0, description="Reports with fewer words are recorded as skipped (PairAug: 20)."
     )

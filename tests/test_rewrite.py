@@ -84,6 +84,34 @@ def test_expand_tasks_ids_skips_and_done():
     assert len(expand_tasks(parents, cfg=cfg, done=done)) == 6
 
 
+def test_patient_fraction_rewrites_whole_patients_of_a_nested_draw():
+    parents = schema.rows_to_table(
+        [
+            {
+                schema.PAIR_ID: f"p{i}-{k}",
+                schema.REPORT: LONG,
+                schema.SPLIT: "train",
+                schema.PATIENT_ID: f"pt{i}",
+            }
+            for i in range(200)
+            for k in range(2)
+        ]
+    )
+
+    def rewritten(fraction: float) -> dict[str, set[str]]:
+        cfg = parse_config({"rewrite": {"modes": ["inter"], "patient_fraction": fraction}}).rewrite
+        by_patient: dict[str, set[str]] = {}
+        for r in expand_tasks(parents, cfg=cfg).to_pylist():
+            by_patient.setdefault(r[schema.PATIENT_ID], set()).add(r[schema.PARENT_ID])
+        return by_patient
+
+    half, tenth = rewritten(0.5), rewritten(0.1)
+    assert 80 <= len(half) <= 120 and 10 <= len(tenth) <= 30
+    assert all(len(studies) == 2 for studies in half.values())  # a patient's reports go in together
+    assert set(tenth) <= set(half)  # a smaller draw is part of a larger one
+    assert len(rewritten(1.0)) == 200
+
+
 def _assert_rewrites_are_valid(rows: list[dict]) -> None:
     for r in rows:
         if r[schema.STATUS] != "ok":

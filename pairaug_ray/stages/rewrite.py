@@ -27,6 +27,7 @@ import pyarrow as pa
 from pairaug_ray import schema
 from pairaug_ray.config import RewriteConfig, RewriteMode
 from pairaug_ray.errors import UserError
+from pairaug_ray.pairs import patient_subset
 from pairaug_ray.stages.base import Resources, StagePlan
 from pairaug_ray.text.labeler import label_report
 from pairaug_ray.text.quality import assess_rewrite, clean_output, word_count
@@ -56,9 +57,16 @@ def row_seed(run_seed: int, pair_id: str, attempt: int) -> int:
 
 
 def expand_tasks(batch: pa.Table, *, cfg: RewriteConfig, done: frozenset[str] = frozenset()) -> pa.Table:
-    """One task row per (real pair, mode, sample index) that is not done yet."""
+    """One task row per (real pair, mode, sample index) that is not done yet, for the parents in
+    rewrite.patient_fraction's draw."""
     rows = []
-    for parent in batch.to_pylist():
+    parents = batch.to_pylist()
+    if cfg.patient_fraction < 1.0:
+        drawn = patient_subset(
+            [p.get(schema.PATIENT_ID) for p in parents], cfg.patient_fraction, cfg.subset_seed
+        )
+        parents = [p for p, keep in zip(parents, drawn, strict=True) if keep]
+    for parent in parents:
         report = parent.get(schema.REPORT) or ""
         for mode in cfg.modes:
             for k in range(cfg.n):
