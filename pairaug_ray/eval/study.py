@@ -122,6 +122,7 @@ def plot_study(study: dict[str, Any]) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     names = list(study["arms"])
     arms = [study["arms"][n] for n in names]
@@ -156,6 +157,9 @@ def plot_study(study: dict[str, Any]) -> bytes:
     if base is not None:
         left.axvline(base, color="0.7", lw=1, ls="--")
     right.axvline(0.0, color="0.5", lw=1)
+    # Few, signed ticks: the differences are small numbers whose labels otherwise run together.
+    right.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
+    right.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%+.2f"))
     left.set_yticks(ypos, [a["label"] for a in arms])
     left.set_xlabel("zero-shot macro AUC (pooled over seeds, 95% CI; grey: each seed)")
     right.set_xlabel(f"difference to '{study['arms'][study['baseline']]['label']}' (paired, 95% CI)")
