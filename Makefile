@@ -42,7 +42,8 @@ browser:
 demo: setup
 	$(BIN)/pairaug run --config configs/demo.yaml
 
-# The phantom-world PairAug study (docs/study.md): about 2 hours on 2 CPU cores; --quick about 20 minutes.
+# The phantom-world PairAug study (docs/study.md): on 2 CPU cores about 100 minutes measured without the
+# IntraAug-from-the-real-image arm, which adds its DDIM-inversion edits (about an hour there); --quick: a first look.
 study: setup
 	$(BIN)/pairaug study --config configs/phantom-study.yaml
 
