@@ -315,3 +315,22 @@ def test_kill_and_resume(s3_run):
     assert {r[schema.PARENT_ID] for r in generated} == {r[schema.PARENT_ID] for r in rewrites}
     _check_synthetic(cfg)
     assert summary["stages"]["score"]["ok"] == len(generated)
+
+
+def test_nothing_drawn_prunes_to_an_empty_set(ray_local, tmp_path):
+    """A job whose rewrite made no rows (a small corpus under rewrite.patient_fraction, or only short
+    reports) ends with an empty synthetic set that training reads, not with an error at prune."""
+    from pairaug_ray.pairs import read_columns
+    from pairaug_ray.pipeline.runner import write_empty_manifest
+
+    scored = str(tmp_path / "scored")
+    write_empty_manifest(scored)
+    cfg = parse_config(
+        {
+            "run": {"output_dir": str(tmp_path / "run")},
+            "ray": {"address": ray_local.get_runtime_context().gcs_address, "progress_bars": False},
+        }
+    )
+    summary = prune_job(cfg, input_root=scored)
+    assert summary["rows"] == 0 and summary["by_origin"] == {}
+    assert read_columns(cfg.synthetic_dir(), [schema.KEPT]).num_rows == 0

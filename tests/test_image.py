@@ -44,6 +44,7 @@ QUICK_START_OVERRIDES = [  # the quick start's demo job, small: what matters is 
     "models.build_tiny=true",  # random-weight tiny models (make demo trains its own first)
     "models.train_generator=false",
     "models.train_scorer=false",
+    "rewrite.patient_fraction=1",  # a few patients: rewrite them all (the demo rewrites 30%)
     "corpus.phantom.patients=3",
     "corpus.phantom.size=64",
     "generate.height=64",

@@ -24,6 +24,7 @@ from pairaug_ray import progress, schema, storage
 from pairaug_ray.config import ConfigError, JobConfig
 from pairaug_ray.manifest import read_manifest, write_manifest
 from pairaug_ray.pairs import read_columns
+from pairaug_ray.pipeline.runner import write_empty_manifest
 from pairaug_ray.runtime import init_ray
 from pairaug_ray.stages.base import StagePlan
 from pairaug_ray.stages.prune import INTRA_SCORES, prune_batch
@@ -107,9 +108,14 @@ def prune_job(
                 }
             },
         )
+        # Nothing drawn (no report was rewritten, or every row failed): an empty set, not an error.
+        write_empty_manifest(out)
         summary = prune_summary(out)
-        shown["line"] = ", ".join(
-            f"{o} kept {c['kept']}/{sum(c.values())}" for o, c in sorted(summary["by_origin"].items())
+        shown["line"] = (
+            ", ".join(
+                f"{o} kept {c['kept']}/{sum(c.values())}" for o, c in sorted(summary["by_origin"].items())
+            )
+            or "no synthetic pairs"
         )
     return summary
 
