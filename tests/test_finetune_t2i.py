@@ -105,3 +105,11 @@ def test_the_generator_trains_survives_a_failed_worker_and_resumes(ray_local, ph
     )
     assert job_cfg.models.diffusion == more["pipeline"] == trained["generator"]["pipeline"]
     assert not job_cfg.models.train_generator and _checkpoints(more["run"]) == before
+    # A generator trained with other settings is refused, not silently reused (more steps are not
+    # other settings: they continue the run, as above).
+    from pairaug_ray.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"trained with other settings \(lr differ\)"):
+        with_trained_models(
+            derive(_cfg(out, phantom_root, steps=16, lr=0.002), {"models.train_generator": True})
+        )

@@ -19,7 +19,7 @@ from typing import Any
 from pairaug_ray import progress, storage
 from pairaug_ray.config import ConfigError, JobConfig
 
-RUN_IDENTITY = "run_identity.json"  # beside each reused CLIP run: the settings it was trained with
+RUN_IDENTITY = "run_identity.json"  # beside each trained model's run: the settings it was trained with
 SCORER_RUN = "scorer"
 
 
@@ -43,17 +43,44 @@ def finished_summary(summary_uri: str, check) -> dict[str, Any] | None:
     return summary if check(summary) else None
 
 
+def refuse_other_settings(run_dir: str, block: str, settings: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The identity of the run at `run_dir` (its `block` settings and seed); raises if the run
+    recorded another one, naming the keys that differ. Write it with `storage.write_json` once the
+    run is trained or reused."""
+    identity = {block: settings, "seed": seed}
+    identity_uri = storage.join(run_dir, RUN_IDENTITY)
+    if storage.exists(identity_uri):
+        recorded = json.loads(storage.read_text(identity_uri))
+        if recorded != identity:
+            before = recorded.get(block) or {}
+            differ = sorted(k for k in settings if before.get(k) != settings[k])
+            raise ConfigError(
+                f"{run_dir} was trained with other settings "
+                f"({', '.join(differ) or 'run.seed'} differ); move it away (or use a new output folder) "
+                "to train it again"
+            )
+    return identity
+
+
 def trained_generator(cfg: JobConfig) -> dict[str, Any]:
-    """The finetune_t2i run's summary: trained now, resumed, or reused when it reached its steps."""
+    """The finetune_t2i run's summary: trained now, resumed, or reused when it reached its steps
+    with the same settings (more steps continue the run; other settings are refused)."""
     from pairaug_ray.pipeline.generator import finetune_t2i_job
 
     f = cfg.finetune_t2i
-    summary_uri = storage.join(cfg.t2i_dir(), f.name, "t2i_summary.json")
-    done = finished_summary(summary_uri, lambda s: (s.get("metrics") or {}).get("step", 0) >= f.steps)
+    run_dir = storage.join(cfg.t2i_dir(), f.name)
+    settings = f.model_dump(mode="json", exclude={"steps"})
+    identity = refuse_other_settings(run_dir, "finetune_t2i", settings, cfg.run.seed)
+    done = finished_summary(
+        storage.join(run_dir, "t2i_summary.json"),
+        lambda s: (s.get("metrics") or {}).get("step", 0) >= f.steps,
+    )
     if done:
         progress.say(f"{'generator':<{progress.WIDTH}} trained before: {done['pipeline']}")
-        return done
-    return finetune_t2i_job(cfg)
+    else:
+        done = finetune_t2i_job(cfg)
+    storage.write_json(storage.join(run_dir, RUN_IDENTITY), identity)
+    return done
 
 
 def train_or_reuse(cfg: JobConfig, runs_dir: str, name: str, settings: dict[str, Any]) -> dict[str, Any]:
@@ -62,19 +89,12 @@ def train_or_reuse(cfg: JobConfig, runs_dir: str, name: str, settings: dict[str,
     from pairaug_ray.pipeline.train import train_job
 
     run_cfg = derive(cfg, {"train.name": name, "train.storage_path": runs_dir, **settings})
-    identity = {"train": run_cfg.train.model_dump(mode="json"), "seed": run_cfg.run.seed}
-    identity_uri = storage.join(runs_dir, name, RUN_IDENTITY)
-    if storage.exists(identity_uri):
-        recorded = json.loads(storage.read_text(identity_uri))
-        if recorded != identity:
-            differ = sorted(k for k in identity["train"] if recorded["train"].get(k) != identity["train"][k])
-            raise ConfigError(
-                f"{storage.join(runs_dir, name)} was trained with other settings "
-                f"({', '.join(differ) or 'run.seed'} differ); move it away (or use a new output folder) "
-                "to train it again"
-            )
+    run_dir = storage.join(runs_dir, name)
+    identity = refuse_other_settings(
+        run_dir, "train", run_cfg.train.model_dump(mode="json"), run_cfg.run.seed
+    )
     done = finished_summary(
-        storage.join(runs_dir, name, "train_summary.json"),
+        storage.join(run_dir, "train_summary.json"),
         lambda s: (
             s.get("total_steps") is not None and (s.get("metrics") or {}).get("step") == s["total_steps"]
         ),
@@ -83,7 +103,7 @@ def train_or_reuse(cfg: JobConfig, runs_dir: str, name: str, settings: dict[str,
         progress.say(f"{'train':<{progress.WIDTH}} {name}: trained before (step {done['total_steps']})")
     else:
         done = train_job(run_cfg)
-    storage.write_json(identity_uri, identity)
+    storage.write_json(storage.join(run_dir, RUN_IDENTITY), identity)
     return done
 
 
