@@ -22,7 +22,7 @@ from ray.data.expressions import col
 from pairaug_ray import schema, storage
 from pairaug_ray.config import JobConfig, RewriteConfig
 from pairaug_ray.manifest import read_manifest
-from pairaug_ray.pairs import patient_subset, read_columns
+from pairaug_ray.pairs import read_columns
 from pairaug_ray.pipeline.runner import ResumableStage, run_resumable
 from pairaug_ray.runtime import init_ray
 from pairaug_ray.stages.base import StagePlan
@@ -31,6 +31,7 @@ from pairaug_ray.stages.rewrite import (
     OpenAIRewriter,
     RulesRewriter,
     expand_tasks,
+    in_rewrite_draw,
     rewrite_pair_id,
 )
 
@@ -86,13 +87,11 @@ def expected_tasks(cfg: JobConfig, src: str, done: frozenset[str]) -> int:
     rc = cfg.rewrite
     table = read_columns(src, [schema.PAIR_ID, schema.STATUS, schema.SPLIT, schema.PATIENT_ID])
     pids, statuses, splits, patients = (table.column(c).to_pylist() for c in table.column_names)
-    drawn = (
-        patient_subset(patients, rc.patient_fraction, rc.subset_seed) if rc.patient_fraction < 1.0 else None
-    )
+    drawn = in_rewrite_draw(rc, patients)
     parents = [
         pid
-        for i, (pid, status, split) in enumerate(zip(pids, statuses, splits, strict=True))
-        if status == schema.STATUS_OK and split in rc.splits and (drawn is None or drawn[i])
+        for pid, status, split, keep in zip(pids, statuses, splits, drawn, strict=True)
+        if status == schema.STATUS_OK and split in rc.splits and keep
     ]
     return sum(
         rewrite_pair_id(pid, mode, k) not in done for pid in parents for mode in rc.modes for k in range(rc.n)

@@ -56,17 +56,20 @@ def row_seed(run_seed: int, pair_id: str, attempt: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
+def in_rewrite_draw(cfg: RewriteConfig, patient_ids: list[Any]) -> list[bool]:
+    """Which of these rows' patients rewrite.patient_fraction's seeded draw includes (all at 1.0)."""
+    if cfg.patient_fraction >= 1.0:
+        return [True] * len(patient_ids)
+    return list(patient_subset(patient_ids, cfg.patient_fraction, cfg.subset_seed))
+
+
 def expand_tasks(batch: pa.Table, *, cfg: RewriteConfig, done: frozenset[str] = frozenset()) -> pa.Table:
     """One task row per (real pair, mode, sample index) that is not done yet, for the parents in
     rewrite.patient_fraction's draw."""
     rows = []
     parents = batch.to_pylist()
-    if cfg.patient_fraction < 1.0:
-        drawn = patient_subset(
-            [p.get(schema.PATIENT_ID) for p in parents], cfg.patient_fraction, cfg.subset_seed
-        )
-        parents = [p for p, keep in zip(parents, drawn, strict=True) if keep]
-    for parent in parents:
+    drawn = in_rewrite_draw(cfg, [p.get(schema.PATIENT_ID) for p in parents])
+    for parent in (p for p, keep in zip(parents, drawn, strict=True) if keep):
         report = parent.get(schema.REPORT) or ""
         for mode in cfg.modes:
             for k in range(cfg.n):
