@@ -36,6 +36,7 @@ IMPRESSION = "impression"
 SPLIT = "split"
 ORIGIN = "origin"
 PARENT_ID = "parent_id"  # the real pair a synthetic one came from
+EPOCH_DRAW = "_epoch_draw"  # scratch: the per-epoch uniform draw of train.synthetic_ratio (never written)
 PROVENANCE = "provenance"
 STATUS = "status"
 ERROR = "error"  # why a row failed or was skipped; null when STATUS is ok

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from ddp import finish, init_gloo
+from ray.data.expressions import col
 
 from pairaug_ray import schema, storage
 from pairaug_ray.config import AugImgConfig, parse_config
@@ -262,8 +263,8 @@ def test_real_fraction_draws_whole_patients_and_only_their_synthetic_pairs(ray_l
             synthetic_origins=["augtext"],
             synthetic=str(tmp_path / "syn"),
         )
-        ds, info = training_pairs(cfg)
-        got = ds.take_all()
+        pairs, info = training_pairs(cfg)
+        got = pairs.one_epoch(pairs.real, pairs.synthetic, seed=0).take_all()
         return (
             {r[schema.PAIR_ID] for r in got if r[schema.ORIGIN] == "real"},
             {r[schema.PAIR_ID] for r in got if r[schema.ORIGIN] == "augtext"},
@@ -279,3 +280,81 @@ def test_real_fraction_draws_whole_patients_and_only_their_synthetic_pairs(ray_l
     patient = {r[schema.PAIR_ID]: r[schema.PATIENT_ID] for r in train}
     drawn = {patient[p] for p in half_real}
     assert {p for p, who in patient.items() if who in drawn} == half_real  # whole patients
+
+
+def _three_augtext_pairs_per_real_pair(phantom_root: str, out: str) -> int:
+    from pairaug_ray.manifest import read_manifest, write_manifest
+
+    rows = read_manifest(phantom_root).filter(expr=col(schema.SPLIT) == "train").take_all()
+    syn = [
+        {
+            **r,
+            schema.PAIR_ID: f"syn{k}-{r[schema.PAIR_ID]}",
+            schema.PARENT_ID: r[schema.PAIR_ID],
+            schema.ORIGIN: "augtext",
+            schema.KEPT: True,
+        }
+        for r in rows
+        for k in range(3)
+    ]
+    write_manifest(syn, out)
+    return len(rows)
+
+
+def test_synthetic_ratio_draws_a_new_sample_every_epoch(ray_local, phantom_root, tmp_path):
+    """train.synthetic_ratio: each epoch (an execution of the dataset, as Ray Train runs it through
+    streaming_split) trains on a fresh sample of the synthetic pool, so a run sees all of it; the
+    real pairs are in every epoch."""
+    from pairaug_ray.pipeline.train.data import training_pairs
+
+    n_rows = _three_augtext_pairs_per_real_pair(phantom_root, str(tmp_path / "syn"))
+    cfg = _train_cfg(
+        str(tmp_path / "run"),
+        phantom_root,
+        synthetic_origins=["augtext"],
+        synthetic=str(tmp_path / "syn"),
+        synthetic_ratio=0.5,
+    )
+    pairs, info = training_pairs(cfg)
+    n_real, n_pool = info["real"]["pairs"], info["synthetic"]["pool"]
+    assert n_pool == 3 * n_rows and pairs.synthetic_fraction == pytest.approx(0.5 * n_real / n_pool)
+    assert info["pairs"] == n_real + round(0.5 * n_real)
+    (split,) = pairs.one_epoch(pairs.real, pairs.synthetic, seed=7).streaming_split(1, equal=True)
+    epochs = []
+    for _ in range(4):
+        got = [r[schema.PAIR_ID] for r in split.iter_rows()]
+        epochs.append({p for p in got if p.startswith("syn")})
+        assert len(got) - len(epochs[-1]) == n_real  # every real pair, every epoch
+    assert all(0.5 * n_real * 0.6 < len(e) < 0.5 * n_real * 1.4 for e in epochs)
+    assert len({frozenset(e) for e in epochs}) == 4  # a different sample each epoch
+    seen = set().union(*epochs)
+    assert len(seen) > 1.6 * len(epochs[0])  # ... so the run sees far more of the pool than one sample
+
+
+@pytest.mark.slow
+def test_a_synthetic_ratio_run_trains_every_epoch_on_cached_tensors(ray_local, phantom_root, tmp_path):
+    """The loop with sampled epochs: each epoch runs until its sample ends, from the cached tensors."""
+    from pairaug_ray.pipeline.train import train_job
+
+    _three_augtext_pairs_per_real_pair(phantom_root, str(tmp_path / "syn"))
+    cfg = _train_cfg(
+        str(tmp_path / "run"),
+        phantom_root,
+        synthetic_origins=["augtext"],
+        synthetic=str(tmp_path / "syn"),
+        synthetic_ratio=0.5,
+        num_workers=1,
+        epochs=3,
+        cache_preprocessed="always",
+        checkpoint_every_steps=1000,
+    )
+    summary = train_job(cfg)
+    data = summary["data"]
+    assert (
+        data["sampled_epochs"] and data["cached"] and data["synthetic"]["pool"] == 3 * data["real"]["pairs"]
+    )
+    per_epoch = data["pairs"] // 16
+    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]
+    steps = np.diff([0] + [h["step"] for h in summary["history"]]).tolist()
+    assert all(abs(n - per_epoch) <= max(2, per_epoch // 4) for n in steps), (steps, per_epoch)
+    assert summary["metrics"]["step"] == sum(steps)

@@ -4,11 +4,12 @@ images, and the Ray Data pipeline that turns pairs into tensors (pairaug_ray/sta
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import ray
 from ray.data import ActorPoolStrategy
-from ray.data.expressions import col
+from ray.data.expressions import col, random
 
 from pairaug_ray import schema
 from pairaug_ray.config import ConfigError, JobConfig, TrainConfig
@@ -35,8 +36,38 @@ def _select(ds: ray.data.Dataset) -> ray.data.Dataset:
     )
 
 
-def training_pairs(cfg: JobConfig) -> tuple[ray.data.Dataset, dict[str, Any]]:
-    """The real training pairs and the synthetic ones the config asks for, and how many of each.
+@dataclass
+class TrainingPairs:
+    """The pairs a run trains on: the real ones, and the pool of kept synthetic ones of which each
+    epoch takes `synthetic_fraction` (1.0: all of them, every epoch)."""
+
+    real: ray.data.Dataset
+    synthetic: ray.data.Dataset | None
+    synthetic_fraction: float = 1.0
+
+    def one_epoch(self, real: ray.data.Dataset, synthetic: ray.data.Dataset | None, seed: int):
+        """`real` and `synthetic` (these rows, or tensors made from them) as one epoch's data.
+
+        With train.synthetic_ratio the synthetic part is a fresh seeded sample on every execution of
+        the dataset, and Ray Train executes it once per epoch: every epoch sees a different subset
+        and, over the run, the whole pool. (A random column, reseeded per execution, filtered: Ray
+        Data's `random_sample(seed=RandomSeedConfig(...))` draws the same sample every epoch once the
+        dataset is a union, as it is here; tests/test_train.py checks the per-epoch draw.)"""
+        if synthetic is None:
+            return real
+        if self.synthetic_fraction < 1.0:
+            draw = random(seed=seed, reseed_after_execution=True)
+            synthetic = (
+                synthetic.with_column(schema.EPOCH_DRAW, draw)
+                .filter(expr=col(schema.EPOCH_DRAW) < self.synthetic_fraction)
+                .drop_columns([schema.EPOCH_DRAW])
+            )
+        return real.union(synthetic)
+
+
+def training_pairs(cfg: JobConfig) -> tuple[TrainingPairs, dict[str, Any]]:
+    """The real training pairs and the synthetic ones the config asks for, and how many of each
+    (info["pairs"]: the pairs of one epoch).
 
     Both parts are materialised before the trainer starts: only the manifest rows (ids, paths,
     text; images are decoded later, per batch), a few hundred MB for MIMIC-CXR. Reading them while
@@ -64,7 +95,7 @@ def training_pairs(cfg: JobConfig) -> tuple[ray.data.Dataset, dict[str, Any]]:
     info: dict[str, Any] = {"real": {"root": real_root, "pairs": n_real}, "synthetic": {}}
     if subset:
         info["real"].update(fraction=t.real_fraction, subset_seed=t.subset_seed)
-    ds = real
+    pairs = TrainingPairs(real=real, synthetic=None)
     if t.synthetic_origins:
         syn_root = t.synthetic or cfg.synthetic_dir()
         syn = read_manifest(syn_root).filter(
@@ -76,21 +107,22 @@ def training_pairs(cfg: JobConfig) -> tuple[ray.data.Dataset, dict[str, Any]]:
             parents = [r[schema.PAIR_ID] for r in real.select_columns([schema.PAIR_ID]).take_all()]
             syn = syn.filter(expr=col(schema.PARENT_ID).is_in(parents))
         syn = _select(syn).materialize()
-        n_syn = syn.count()
-        if t.synthetic_ratio is not None and n_syn:
-            fraction = min(1.0, t.synthetic_ratio * n_real / n_syn)
-            syn = syn.random_sample(fraction, seed=cfg.run.seed).materialize()
-            n_syn = syn.count()
+        n_pool = syn.count()
+        fraction = 1.0
+        if t.synthetic_ratio is not None and n_pool:
+            fraction = min(1.0, t.synthetic_ratio * n_real / n_pool)
+        per_epoch = round(fraction * n_pool)
         info["synthetic"] = {
             "root": syn_root,
             "origins": list(t.synthetic_origins),
             "ratio": t.synthetic_ratio,
-            "pairs": n_syn,
+            "pool": n_pool,
+            "pairs": per_epoch,
         }
-        if n_syn:
-            ds = ds.union(syn)
+        if n_pool and per_epoch:
+            pairs = TrainingPairs(real=real, synthetic=syn, synthetic_fraction=fraction)
     info["pairs"] = n_real + info["synthetic"].get("pairs", 0)
-    return ds, info
+    return pairs, info
 
 
 def validation_rows(cfg: JobConfig) -> list[dict[str, Any]]:

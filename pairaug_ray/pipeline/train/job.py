@@ -76,21 +76,30 @@ def train_job(cfg: JobConfig, *, step_hook: Callable[[dict[str, Any]], None] | N
         )
     size = _vision_setting(t, PRESETS, "image_size")
     storage_path, fs = train_storage(cfg.train_dir())
-    train_data = preprocessed(pairs, t, size, cfg.run.seed)
-    info["cached"] = _should_cache(t, info["pairs"], size)
-    if info["cached"]:
-        # Materialised once: every epoch then reads tensors instead of re-decoding images (the loader
-        # stall in docs/benchmarks.md); Ray Train still shuffles locally per epoch.
-        train_data = train_data.materialize()
+    seed = cfg.run.seed
+    pooled = info["real"]["pairs"] + info["synthetic"].get("pool", 0)
+    info["cached"] = _should_cache(t, pooled, size)
     total_steps = t.steps or steps_per_epoch * t.epochs
+    # A few pairs for many steps (a low-data run with train.steps): each pass over the data costs Ray
+    # Train a fixed start-up of about a second, which would outweigh the steps themselves, so one pass
+    # goes over the data `repeats` times (nothing is copied; each repeat draws its own synthetic sample).
     repeats = _repeats_per_pass(steps_per_epoch, total_steps) if t.steps else 1
-    if repeats > 1:
-        # A few pairs for many steps (a low-data run with train.steps): each pass over the data costs
-        # Ray Train a fixed start-up of about a second, which would outweigh the steps themselves, so
-        # one pass goes over the data `repeats` times (the blocks are shared, nothing is copied).
-        train_data = train_data.union(*[train_data] * (repeats - 1))
-        steps_per_epoch *= repeats
+    if info["cached"]:
+        # Preprocessed once: every epoch then reads tensors instead of re-decoding images (the loader
+        # stall in docs/benchmarks.md); Ray Train still shuffles locally per epoch. A synthetic_ratio
+        # sample is drawn from the cached tensors, afresh each epoch.
+        real = preprocessed(pairs.real, t, size, seed).materialize()
+        syn = preprocessed(pairs.synthetic, t, size, seed).materialize() if pairs.synthetic else None
+        passes = [pairs.one_epoch(real, syn, seed * 1009 + r) for r in range(repeats)]
+        train_data = passes[0].union(*passes[1:]) if repeats > 1 else passes[0]
+    else:
+        # Sampled before decoding: only the drawn images are read.
+        passes = [pairs.one_epoch(pairs.real, pairs.synthetic, seed * 1009 + r) for r in range(repeats)]
+        rows = passes[0].union(*passes[1:]) if repeats > 1 else passes[0]
+        train_data = preprocessed(rows, t, size, seed)
+    steps_per_epoch *= repeats
     info["repeats_per_pass"] = repeats
+    info["sampled_epochs"] = pairs.synthetic is not None and pairs.synthetic_fraction < 1.0
     meta = {
         "preset": t.preset,
         "init": t.init,
@@ -128,6 +137,7 @@ def _fit(cfg, train_data, meta, steps_per_epoch, validation, storage_path, fs, s
             "train": t.model_dump(mode="json"),
             "seed": cfg.run.seed,
             "steps_per_epoch": steps_per_epoch,
+            "sampled_epochs": meta["data"]["sampled_epochs"],
             "total_steps": meta["total_steps"],
             "meta": meta,
             "step_hook": step_hook,

@@ -65,7 +65,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     steps_per_epoch, total_steps = config["steps_per_epoch"], config["total_steps"]
-    epochs = -(-total_steps // steps_per_epoch)  # train.steps: as many epochs as the steps take
+    # A synthetic_ratio sample makes each epoch's length vary around steps_per_epoch: such an epoch
+    # runs until its data ends, and train.steps runs as many epochs as the steps take.
+    sampled = bool(config.get("sampled_epochs"))
+    epochs = t.epochs if not t.steps else None
     torch.manual_seed(config["seed"])
     model = build_clip(t.preset, t.init, seed=config["seed"])
     processor = make_processor(image_size(model)) if rank == 0 else None
@@ -133,8 +136,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ckpt)
 
     model.train()
-    for epoch in range(state["epoch"], epochs):
-        remaining = min(steps_per_epoch - state["step_in_epoch"], total_steps - state["step"])
+    while state["step"] < total_steps and (epochs is None or state["epoch"] < epochs):
+        epoch = state["epoch"]
+        remaining = total_steps - state["step"]
+        if not sampled:
+            remaining = min(remaining, steps_per_epoch - state["step_in_epoch"])
         started, waited, seen, losses = time.perf_counter(), 0.0, 0, []
         collate = None
         if t.medcutmix.enabled:
@@ -199,6 +205,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 and state["step"] < total_steps
             ):
                 report(_metrics(state, losses, scheduler, seen, started, waited), with_checkpoint=True)
+        if not losses:  # an epoch with no batch (every rank agrees: the splits are equal)
+            raise RuntimeError(f"epoch {epoch + 1} yielded no batch of {per_worker} pairs per worker")
         state["epoch"], state["step_in_epoch"] = epoch + 1, 0
         state["history"].append(
             {"epoch": epoch + 1, "step": state["step"], "loss": sum(losses) / max(1, len(losses))}
