@@ -14,6 +14,7 @@ small lookups in the calling process, and is what the Ray-free layers (eval/, ..
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from collections.abc import Mapping
@@ -159,18 +160,41 @@ def summarize(table: pa.Table) -> dict[str, Any]:
     return out
 
 
+def patient_draw(patient_id: Any, seed: int) -> float:
+    """A patient's seeded uniform draw in [0, 1): a hash of (seed, patient id), the same in every
+    process and on every rerun."""
+    import hashlib
+
+    digest = hashlib.blake2b(f"{seed}:{patient_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
 def patient_subset(patient_ids: Any, fraction: float, seed: int) -> Any:
     """A boolean mask: which rows' patients fall in a seeded `fraction` of all patients.
 
-    The draw hashes (seed, patient id), so it is the same in every process and on every rerun, a
-    patient's studies are in or out together, and a smaller fraction's patients are a subset of a
-    larger one's (the low-data runs of a study are nested)."""
-    import hashlib
-
+    The draw hashes (seed, patient id) (`patient_draw`), so it is the same in every process and on
+    every rerun, a patient's studies are in or out together, and a smaller fraction's patients are
+    a subset of a larger one's (the low-data runs of a study are nested)."""
     import numpy as np
 
-    def u(pid: Any) -> float:
-        digest = hashlib.blake2b(f"{seed}:{pid}".encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "big") / 2.0**64
+    return np.fromiter(
+        (patient_draw(p, seed) < fraction for p in patient_ids), dtype=bool, count=len(patient_ids)
+    )
 
-    return np.fromiter((u(p) < fraction for p in patient_ids), dtype=bool, count=len(patient_ids))
+
+def first_patients(rows: list[dict[str, Any]], limit: int, seed: int) -> list[dict[str, Any]]:
+    """At most `limit` rows (at least one patient's), whole patients taken in the order of their
+    seeded draw: a random sample by patient, the same on every rerun, nested as `limit` grows."""
+
+    def key(r: dict[str, Any]) -> tuple:
+        pid = r.get(schema.PATIENT_ID)
+        return (patient_draw(pid, seed), str(pid), str(r.get(schema.IMAGE_URI)))
+
+    ordered = sorted(rows, key=key)
+    out: list[dict[str, Any]] = []
+    for _, patient_rows in itertools.groupby(ordered, key=lambda r: r.get(schema.PATIENT_ID)):
+        group = list(patient_rows)
+        if out and len(out) + len(group) > limit:
+            break
+        out.extend(group[:limit])
+    return out

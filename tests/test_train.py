@@ -358,3 +358,28 @@ def test_a_synthetic_ratio_run_trains_every_epoch_on_cached_tensors(ray_local, p
     steps = np.diff([0] + [h["step"] for h in summary["history"]]).tolist()
     assert all(abs(n - per_epoch) <= max(2, per_epoch // 4) for n in steps), (steps, per_epoch)
     assert summary["metrics"]["step"] == sum(steps)
+
+
+def test_validation_images_are_a_seeded_sample_of_whole_patients():
+    """The checkpoint-ranking images: whole patients drawn at random (seeded), not the first rows."""
+    import random
+
+    from pairaug_ray.pairs import first_patients
+
+    rows = [
+        {schema.PATIENT_ID: f"p{p:03d}", schema.IMAGE_URI: f"p{p:03d}/{k}.png"}
+        for p in range(200)
+        for k in range(1 + p % 3)
+    ]
+    picked = first_patients(rows, 50, seed=0)
+    patients = {r[schema.PATIENT_ID] for r in picked}
+    assert 47 <= len(picked) <= 50
+    assert sorted(r[schema.IMAGE_URI] for r in picked) == sorted(
+        r[schema.IMAGE_URI] for r in rows if r[schema.PATIENT_ID] in patients
+    )  # whole patients
+    assert max(patients) > "p100" and min(patients) < "p050"  # spread over the file, not its start
+    shuffled = random.Random(1).sample(rows, len(rows))
+    assert first_patients(shuffled, 50, seed=0) == picked  # file order does not matter
+    assert patients < {r[schema.PATIENT_ID] for r in first_patients(rows, 100, seed=0)}  # nested
+    assert {r[schema.PATIENT_ID] for r in first_patients(rows, 50, seed=1)} != patients
+    assert len(first_patients(rows[:3], 1, seed=0)) >= 1  # at least one patient, even past the limit

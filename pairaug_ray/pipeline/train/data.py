@@ -14,7 +14,7 @@ from ray.data.expressions import col, random
 from pairaug_ray import schema
 from pairaug_ray.config import ConfigError, JobConfig, TrainConfig
 from pairaug_ray.manifest import read_manifest
-from pairaug_ray.pairs import patient_subset
+from pairaug_ray.pairs import first_patients, patient_subset
 from pairaug_ray.pipeline.common import real_pairs_root
 from pairaug_ray.stages.train_data import PreprocessPairs
 
@@ -138,10 +138,12 @@ def validation_rows(cfg: JobConfig) -> list[dict[str, Any]]:
         return []
     rows = (
         ds.filter(expr=(col(schema.STATUS) == schema.STATUS_OK) & (col(schema.SPLIT) == t.validation_split))
-        .select_columns([schema.IMAGE_URI, *label_cols])
-        .limit(t.validation_max_images)
+        .select_columns([schema.IMAGE_URI, schema.PATIENT_ID, *label_cols])
         .take_all()
     )
+    # A seeded sample by patient, not the first rows in file order (one site, one period, or one
+    # sort order of the manifest would otherwise rank the checkpoints).
+    rows = first_patients(rows, t.validation_max_images, t.subset_seed)
     # Not mentioned counts as negative, uncertain is left out (as the evaluation does by default).
     for r in rows:
         r["labels"] = [None if r[c] == -1 else float(r[c] == 1) for c in label_cols]
