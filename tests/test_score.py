@@ -118,12 +118,17 @@ def test_medclip_checkpoint_layout_and_embeddings(medclip_dir):
     # report at a time.
     np.testing.assert_allclose(scorer.embed_texts([REPORTS[0], REPORTS[1] * 3])[:1], want_txt, atol=2e-5)
 
-    # A non-square image is padded to a square with black before resizing, not stretched.
+    # A non-square image is squashed to 224 x 224 as PairAug's pruning scripts did (no black band
+    # of MedCLIP's own pad-to-square): a white image stays white everywhere, and a left/right split
+    # stays at the middle column.
     wide = np.full((100, 200), 255, np.uint8)
     pre = scorer.preprocess(wide)[0]
     assert pre.shape == (224, 224)
-    assert float(pre[5, 112]) == pytest.approx((0 - MEDCLIP_MEAN) / MEDCLIP_STD, abs=1e-4)  # padding band
-    assert float(pre[112, 112]) == pytest.approx((1 - MEDCLIP_MEAN) / MEDCLIP_STD, abs=1e-4)
+    white = (1 - MEDCLIP_MEAN) / MEDCLIP_STD
+    assert float(pre.min()) == pytest.approx(white, abs=1e-4)  # no padding band
+    wide[:, :100] = 0
+    pre = scorer.preprocess(wide)[0]
+    assert float(pre[5, 100]) < 0 < float(pre[5, 124]) and float(pre[112, 5]) < 0 < float(pre[112, 218])
 
 
 def test_medclip_folder_with_missing_parts_is_named(medclip_dir, tmp_path):

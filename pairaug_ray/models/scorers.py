@@ -14,8 +14,10 @@ Back-ends (`load_scorer` picks one from the folder's files, or `kind` forces it)
   checkpoint layout: Swin-tiny vision encoder with `pooler_output -> Linear(768, 512, no bias)`,
   Bio_ClinicalBERT text encoder averaging the hidden states of layers 1, 2 and the last over the
   report's tokens (as PairAug's one-report-at-a-time calls did) -> `Linear(768, 512, no bias)`, `logit_scale` clamped
-  to [0, ln 100]; images padded to a square with black, bicubic-resized and centre-cropped to 224,
-  normalised with MedCLIP's mean 0.5863 and std 0.2795, the grey channel repeated three times.
+  to [0, ln 100]; images resized to 224 x 224 *without* keeping the aspect ratio, as PairAug's
+  pruning scripts did before calling MedCLIP's processor (whose pad-to-square and centre crop are
+  then no-ops), normalised with MedCLIP's mean 0.5863 and std 0.2795, the grey channel repeated
+  three times.
 """
 
 from __future__ import annotations
@@ -198,13 +200,12 @@ class MedCLIPScorer:
 
     @staticmethod
     def preprocess(image: np.ndarray) -> torch.Tensor:
+        # PairAug squashes both images to 224 x 224 (`PIL.resize([224, 224])`, bicubic: Pillow's
+        # default) before MedCLIP's processor. MedCLIP alone would pad to a square with black; for the
+        # square generated images the two agree, for a real non-square radiograph they do not, and
+        # the hybrid rule compares the real image with its edit.
         grey = Image.fromarray(to_uint8(image))  # mode L
-        side = max(grey.size)
-        square = Image.new("L", (side, side), 0)
-        square.paste(grey, ((side - grey.width) // 2, (side - grey.height) // 2))
-        resized = square.resize(
-            (MEDCLIP_SIZE, MEDCLIP_SIZE), Image.Resampling.BICUBIC
-        )  # square: crop is a no-op
+        resized = grey.resize((MEDCLIP_SIZE, MEDCLIP_SIZE), Image.Resampling.BICUBIC)
         x = (torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0) - MEDCLIP_MEAN) / MEDCLIP_STD
         return x.unsqueeze(0).repeat(3, 1, 1)
 
