@@ -604,6 +604,12 @@ class TrainConfig(StrictModel):
         "impression",
         description="Report text: CheXzero's impression only, findings + impression, or the report column.",
     )
+    text_form: Literal["pairaug", "as_written"] = Field(
+        "pairaug",
+        description="One form for real and synthetic texts. pairaug: every text lower-cased to its words, "
+        "sentences joined by ',' (PairAug's preprocessing, which rewrites start from and LLMs answer in); "
+        "as_written: each text as stored, only right when real and synthetic texts are written alike.",
+    )
     pad_size: int = Field(
         320, ge=16, description="CheXzero: resize the long side to this and zero-pad to a square."
     )

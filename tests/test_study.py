@@ -200,3 +200,20 @@ def _csv(uri: str, labels: list[str]) -> np.ndarray:
     import pandas as pd
 
     return pd.read_csv(io.StringIO(storage.read_text(uri)))[labels].to_numpy(float)
+
+
+def test_a_run_recorded_before_a_setting_existed_matches_only_its_old_behaviour(tmp_path):
+    """train.text_form arrived after runs were recorded: such a run was trained on texts as written,
+    so it is reused for text_form as_written and refused, naming the key, for pairaug."""
+    import json
+
+    from pairaug_ray.config import ConfigError
+    from pairaug_ray.pipeline.trained_models import RUN_IDENTITY, refuse_other_settings
+
+    old = {"lr": 0.1, "text": "impression"}
+    (tmp_path / RUN_IDENTITY).write_text(json.dumps({"train": old, "seed": 0}))
+    refuse_other_settings(str(tmp_path), "train", {**old, "text_form": "as_written"}, 0)
+    with pytest.raises(ConfigError, match=r"\(text_form differ\)"):
+        refuse_other_settings(str(tmp_path), "train", {**old, "text_form": "pairaug"}, 0)
+    with pytest.raises(ConfigError, match=r"\(lr differ\)"):
+        refuse_other_settings(str(tmp_path), "train", {**old, "lr": 0.2, "text_form": "as_written"}, 0)

@@ -125,6 +125,33 @@ def test_training_text():
     assert training_text(synthetic, "impression") == "New report."
 
 
+def test_real_and_synthetic_texts_train_in_one_form():
+    """train.text_form pairaug (the default): real prose and an LLM's PairAug-style rewrite reach the
+    CLIP in the same form, so punctuation and case cannot tell real from synthetic; the sentences
+    stay (MedCutMix cuts them)."""
+    from pairaug_ray.config import TrainConfig
+    from pairaug_ray.text.sections import split_sentences
+    from pairaug_ray.text.train_text import pairaug_form
+
+    assert TrainConfig().text_form == "pairaug"
+    real = {
+        schema.ORIGIN: "real",
+        schema.IMPRESSION: "Mild pulmonary edema. No pleural effusion.",
+        schema.REPORT: "",
+    }
+    synthetic = {schema.ORIGIN: "inter", schema.REPORT: "no pulmonary edema,small right pleural effusion"}
+    r, s = (training_text(x, "impression", "pairaug") for x in (real, synthetic))
+    assert r == "mild pulmonary edema,no pleural effusion"
+    assert s == synthetic[schema.REPORT]
+    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789 ,")
+    assert set(r) <= allowed and set(s) <= allowed
+    assert [x.text for x in split_sentences(r)] == ["mild pulmonary edema", "no pleural effusion"]
+    tricky = "FINDINGS: Heart size is normal.\n1. Small effusion, unchanged.\n2. No pneumothorax!"
+    once = pairaug_form(tricky)
+    assert once == pairaug_form(once) and once.islower() and "." not in once and "!" not in once
+    assert training_text(real, "impression", "as_written") == real[schema.IMPRESSION]
+
+
 def test_augimg_keeps_size_and_range():
     g = torch.Generator().manual_seed(0)
     x = torch.from_numpy(

@@ -379,7 +379,9 @@ def write_report(
             img = np.concatenate(
                 [model.embed_images(pictures[i : i + 32]) for i in range(0, len(pictures), 32)]
             )
-            txt = model.embed_texts([training_text(r, cfg.train.text) for r in picked.to_dict("records")])
+            txt = model.embed_texts(
+                [training_text(r, cfg.train.text, cfg.train.text_form) for r in picked.to_dict("records")]
+            )
             figures["tsne"] = report.tsne_figure(img, txt, picked[schema.ORIGIN].tolist(), seed=cfg.run.seed)
             results["tsne"] = {
                 "pairs": len(picked),

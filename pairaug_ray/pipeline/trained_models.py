@@ -21,6 +21,9 @@ from pairaug_ray.config import ConfigError, JobConfig
 
 RUN_IDENTITY = "run_identity.json"  # beside each trained model's run: the settings it was trained with
 SCORER_RUN = "scorer"
+# Settings added after runs were recorded, with the behaviour those runs had: a recorded identity
+# without the key matches a config that asks for that behaviour (and only that one).
+BEFORE_THE_KEY_EXISTED = {("train", "text_form"): "as_written"}
 
 
 def derive(cfg: JobConfig, settings: dict[str, Any]) -> JobConfig:
@@ -51,8 +54,11 @@ def refuse_other_settings(run_dir: str, block: str, settings: dict[str, Any], se
     identity_uri = storage.join(run_dir, RUN_IDENTITY)
     if storage.exists(identity_uri):
         recorded = json.loads(storage.read_text(identity_uri))
-        if recorded != identity:
-            before = recorded.get(block) or {}
+        before = dict(recorded.get(block) or {})
+        for (b, key), value in BEFORE_THE_KEY_EXISTED.items():
+            if b == block and key not in before:
+                before[key] = value
+        if {**recorded, block: before} != identity:
             differ = sorted(k for k in settings if before.get(k) != settings[k])
             raise ConfigError(
                 f"{run_dir} was trained with other settings "

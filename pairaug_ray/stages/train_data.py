@@ -55,7 +55,7 @@ class PreprocessPairs:
             if self.cfg.augment_image.enabled:
                 x = augment_image(torch.from_numpy(x), self.cfg.augment_image, self.gen).numpy()
             pixels.append(x)
-            texts.append(training_text(row, self.cfg.text))
+            texts.append(training_text(row, self.cfg.text, self.cfg.text_form))
             origins.append(ORIGIN_CODES.get(row.get(schema.ORIGIN) or schema.ORIGIN_REAL, 0))
         ids, mask = tokenize(self.tokenizer, texts) if texts else (np.zeros((0, 77), np.int64),) * 2
         out = {
