@@ -48,6 +48,17 @@ def test_sentence_cutmix_respects_the_labels():
         "No pneumothorax.", "Mild cardiomegaly.", random.Random(0), replace_contradiction=False
     )
     assert appended.text == "No pneumothorax. Mild cardiomegaly." and appended.replaced is None
+    # In PairAug's form (train.text_form pairaug) the sentence is joined with a comma, so it stays a
+    # sentence of its own and the mixed text stays in that form.
+    from pairaug_ray.text.train_text import pairaug_form
+
+    mixed = sentence_cutmix(pairaug_form(REPORT), pairaug_form(PARTNER), random.Random(0))
+    assert mixed is not None and mixed.text == pairaug_form(mixed.text)
+    assert label_report(mixed.text, findings_impression_only=False).labels[mixed.finding] == 1
+    appended = sentence_cutmix(
+        "no pneumothorax", "mild cardiomegaly", random.Random(0), replace_contradiction=False
+    )
+    assert appended.text == "no pneumothorax,mild cardiomegaly"
 
 
 def test_top_patch_mask_follows_lambda():

@@ -110,7 +110,10 @@ def cutmix_analysed(
         return TextMix(
             report[:start] + sentence.text + report[end:], sentence.text, finding, report[start:end]
         )
-    text = report.rstrip() + (" " if report.strip() else "") + sentence.text
+    head = report.rstrip()
+    # Prose ends its sentences with a stop; PairAug's form joins them with "," (train.text_form).
+    joiner = "" if not head else " " if head[-1] in ".!?" else ","
+    text = head + joiner + sentence.text
     return TextMix(text=text, sentence=sentence.text, finding=finding, replaced=None)
 
 
