@@ -13,6 +13,7 @@ from pairaug_ray.models.clip import build_clip
 from pairaug_ray.models.medcutmix import (
     finish_from,
     hidden_states_at,
+    last_hidden_from,
     mixed_image_features,
     patch_attention,
     top_patch_mask,
@@ -211,7 +212,8 @@ def test_text_and_image_sides_refer_to_the_same_finding(clip):
             if not active[i]:
                 torch.testing.assert_close(img[i], plain[i], rtol=1e-5, atol=1e-5)
                 continue
-            att = patch_attention(clip, query[i : i + 1], h[partner[i] : partner[i] + 1])
+            last = last_hidden_from(clip, h[partner[i] : partner[i] + 1], 0)
+            att = patch_attention(clip, query[i : i + 1], last)
             chosen = top_patch_mask(att, mix["lam"][i : i + 1])[0]
             assert 0.25 * 16 <= int(chosen.sum()) <= 0.5 * 16
             m = torch.cat([torch.tensor([False]), chosen]).unsqueeze(-1)

@@ -1,13 +1,20 @@
 """MedCutMix, image side: the inserted sentence picks the partner's patches; those hidden states are
 mixed into the image at a ViT layer (docs/method.md, MedCutMix: the documented reading).
 
-1. The sentence's text embedding q attends over the partner image's patch tokens at layer l,
+1. The sentence's text embedding q attends over the partner image's *final-layer* patch tokens,
    each taken through CLIP's post-layernorm and visual projection into the shared space:
-   a = softmax(q . P^T / sqrt(D)), computed without gradient.
+   a = softmax(q . P^T / sqrt(D)), computed without gradient (one extra no-grad pass from layer l
+   to the last layer).
 2. The top ceil(lam x N) patches by attention form the mask m.
 3. The image's forward pass continues from layer l with h = (1 - m) * h_image + m * h_partner on the
    patch tokens (the CLS token stays the image's), and the result pairs with the mixed report as a
    positive pair.
+
+Why the final layer ranks: post_layernorm and visual_projection are trained only on the last
+layer's CLS token. Patch tokens of the last layer live in (nearly) the space those maps were trained
+for, so their projection can be compared with a text embedding; tokens of an early layer l are
+mostly appearance and position, so ranking them ranks by those, not by the sentence (docs/method.md,
+MedCutMix, and the localisation test in tests/test_medcutmix.py). The mix itself still happens at l.
 
 Works on transformers' `CLIPModel`; never imports Ray.
 """
@@ -39,18 +46,24 @@ def hidden_states_at(clip: torch.nn.Module, pixel_values: torch.Tensor, layer: i
     return hidden
 
 
+def last_hidden_from(clip: torch.nn.Module, hidden: torch.Tensor, layer: int) -> torch.Tensor:
+    """(B, 1 + N, hidden): the last layer's tokens, from hidden states taken after layer `layer`."""
+    for layer_module in clip.vision_model.encoder.layers[layer + 1 :]:
+        hidden = _run_layer(layer_module, hidden)
+    return hidden
+
+
 def finish_from(clip: torch.nn.Module, hidden: torch.Tensor, layer: int) -> torch.Tensor:
     """Projected image features from hidden states taken after layer `layer`."""
-    vm = clip.vision_model
-    for layer_module in vm.encoder.layers[layer + 1 :]:
-        hidden = _run_layer(layer_module, hidden)
-    return clip.visual_projection(vm.post_layernorm(hidden[:, 0, :]))
+    last = last_hidden_from(clip, hidden, layer)
+    return clip.visual_projection(clip.vision_model.post_layernorm(last[:, 0, :]))
 
 
 def patch_attention(
     clip: torch.nn.Module, text_features: torch.Tensor, partner_hidden: torch.Tensor
 ) -> torch.Tensor:
-    """(B, N) attention of each sentence embedding over its partner's patch tokens, in the shared space."""
+    """(B, N) attention of each sentence embedding over its partner's patch tokens (the last layer's:
+    `last_hidden_from`), in the shared space."""
     patches = clip.visual_projection(clip.vision_model.post_layernorm(partner_hidden[:, 1:, :]))
     q = torch.nn.functional.normalize(text_features, dim=-1).unsqueeze(1)
     k = torch.nn.functional.normalize(patches, dim=-1)
@@ -107,11 +120,13 @@ def medcutmix_image_features(
     inserted sentence's embedding (sentence_features[i]) attends to most; inactive rows are unchanged.
 
     One forward pass to layer l serves both sides (the partner is another row of the same batch);
-    gradients flow through both images' states, the patch choice is made without gradient.
+    gradients flow through both images' states; the patch choice is made without gradient, from
+    the last layer's tokens of the same states.
     Returns (features, mask) with mask (B, N) the patches taken from the partner.
     """
     h = hidden_states_at(clip, pixels, layer)
     with torch.no_grad():
-        attention = patch_attention(clip, sentence_features.to(h.dtype), h.detach()[partner])
+        last = last_hidden_from(clip, h.detach(), layer)  # the partner is a row of this batch
+        attention = patch_attention(clip, sentence_features.to(h.dtype), last[partner])
         mask = top_patch_mask(attention, lam.to(attention.device)) & active.to(attention.device).unsqueeze(1)
     return finish_from(clip, _mix_patches(h, h[partner], mask), layer), mask
