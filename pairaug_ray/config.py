@@ -125,6 +125,11 @@ class MimicCorpusConfig(StrictModel):
         description="chexpert: the published mimic-cxr-2.0.0-chexpert.csv.gz; labeler: this project's labeler.",
     )
     limit: int | None = Field(None, ge=1, description="Keep only the first N studies (for trials).")
+    mimic_iv_root: Uri | None = Field(
+        None,
+        description="MIMIC-IV folder (hosp/patients.csv.gz, hosp/admissions.csv.gz): adds each pair's sex, "
+        "age at the study and race group, for demographic prompts and subgroup evaluation.",
+    )
 
 
 class CorpusConfig(StrictModel):
@@ -422,6 +427,46 @@ class IntraGenerateConfig(StrictModel):
     )
 
 
+class DemographicTarget(StrictModel):
+    """The attributes InterAug's new patients are drawn from (weights need not sum to 1)."""
+
+    sex: dict[Literal["F", "M"], float] | None = Field(None, description='e.g. {"F": 1, "M": 1}')
+    race: dict[Literal["WHITE", "BLACK", "ASIAN", "HISPANIC", "OTHER"], float] | None = None
+    age_bands: list[tuple[int, int, float]] | None = Field(
+        None, description="[low, high, weight] in years, e.g. [[18, 39, 1], [40, 64, 1], [65, 90, 1]]."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> DemographicTarget:
+        for name in ("sex", "race"):
+            weights = getattr(self, name)
+            if weights is not None and (any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0):
+                raise ValueError(f"{name} weights must be >= 0 with a positive sum, got {weights}")
+        for low, high, w in self.age_bands or []:
+            if not 0 <= low <= high <= 120 or w < 0:
+                raise ValueError(
+                    f"age band [{low}, {high}, {w}] needs 0 <= low <= high <= 120 and weight >= 0"
+                )
+        if self.age_bands is not None and sum(w for _, _, w in self.age_bands) <= 0:
+            raise ValueError("age_bands weights must have a positive sum")
+        return self
+
+
+class GeneratePromptConfig(StrictModel):
+    """What the generator is prompted with besides the report."""
+
+    demographics: bool = Field(
+        False,
+        description="Prefix each prompt with the patient's age, race group and sex ('74 year old BLACK male. "
+        "<report>'), the form RoentGen-v2 was trained on; unknown attributes are left out.",
+    )
+    target: DemographicTarget | None = Field(
+        None,
+        description="InterAug only: draw each new patient's attributes from these weights (seeded by the "
+        "image's id) instead of copying the source patient's; the drawn values are recorded on the row.",
+    )
+
+
 class GenerateConfig(StrictModel):
     """Stable Diffusion (RoentGen or any SD 1.x/2.x) on GPU actor pools."""
 
@@ -443,6 +488,7 @@ class GenerateConfig(StrictModel):
     )
     inter: InterGenerateConfig = InterGenerateConfig()
     intra: IntraGenerateConfig = IntraGenerateConfig()
+    prompt: GeneratePromptConfig = GeneratePromptConfig()
     output: Uri | None = Field(None, description="Default: <run.output_dir>/generated.")
     rows_per_file: int = Field(64, ge=1)
     retry_errors: bool = True

@@ -42,6 +42,10 @@ STATUS = "status"
 ERROR = "error"  # why a row failed or was skipped; null when STATUS is ok
 
 # --- optional columns, added by the stage that knows them ------------------------------------------------
+SEX = "sex"  # "F" / "M"; real pairs: from the corpus (MIMIC-IV patients); synthetic: what the prompt said
+AGE = "age"  # whole years at the study
+RACE = "race"  # WHITE, BLACK, ASIAN, HISPANIC or OTHER (text/demographics.py); null: unknown
+DEMOGRAPHIC_COLUMNS = (SEX, AGE, RACE)
 PHANTOM_STATE = "phantom_state"  # JSON ground truth of a phantom study (findings, severity, side)
 SOURCE_REPORT = "source_report"  # synthetic rows: the parent's report the new one was rewritten from
 SOURCE_IMAGE_URI = "source_image_uri"  # synthetic rows: the parent's (real) image
@@ -164,6 +168,9 @@ CORE_COLUMNS = tuple(f.name for f in CORE_FIELDS)
 # that every writer casts them the same way.
 OPTIONAL_FIELDS: dict[str, pa.Field] = {
     PHANTOM_STATE: pa.field(PHANTOM_STATE, pa.string()),
+    SEX: pa.field(SEX, pa.string()),
+    AGE: pa.field(AGE, pa.int16()),
+    RACE: pa.field(RACE, pa.string()),
     SOURCE_REPORT: pa.field(SOURCE_REPORT, pa.string()),
     SOURCE_IMAGE_URI: pa.field(SOURCE_IMAGE_URI, pa.string()),
     SAMPLE_INDEX: pa.field(SAMPLE_INDEX, pa.int32()),

@@ -199,3 +199,60 @@ def test_too_many_cpus_reserved_is_refused(rewrites, tiny_models, tmp_path, monk
     monkeypatch.setattr(runtime, "_started_local", False)
     check_local_cpus(cfg)
     check_train_cpus(greedy)
+
+
+def test_demographic_prompts_and_balanced_new_patients(rewrites, tiny_models, tmp_path):
+    """generate.prompt: RoentGen-v2's prefix ("52 year old WHITE female. <report>") is what the
+    pipeline draws (its hash is the row's prompt hash, and the image differs from the bare report's),
+    and a target draws InterAug's new patients, recorded on the rows."""
+    from pairaug_ray.stages.generate import GenerateInter, expand_image_tasks
+    from pairaug_ray.text.demographics import generation_prompt
+
+    rows = [r for r in read_manifest(rewrites).take_all() if r[schema.ORIGIN] == "inter"][1:3]
+    for r in rows:
+        r.update({schema.SEX: "M", schema.AGE: 71, schema.RACE: "HISPANIC"})
+    table = pa.Table.from_pylist(rows)
+
+    def draw(prompt):
+        cfg = _cfg(tmp_path, tiny_models, branches=["inter"], prompt=prompt)
+        stage = GenerateInter(
+            cfg.generate, tiny_models["diffusion"], cfg.models.cache_dir, 5, str(tmp_path / "o")
+        )
+        return stage(expand_image_tasks(table, cfg=cfg.generate)).to_pylist()
+
+    bare = draw({"demographics": False})
+    own = draw({"demographics": True})
+    target = {"sex": {"F": 1}, "race": {"WHITE": 1, "BLACK": 0}, "age_bands": [[50, 52, 1]]}
+    new = draw({"demographics": True, "target": target})
+    for b, o, n, src in zip(bare, own, new, rows, strict=True):
+        assert b[schema.PROVENANCE]["prompt_hash"] == schema.text_hash(src[schema.REPORT])
+        want = generation_prompt(src[schema.REPORT], "M", 71, "HISPANIC")
+        assert want.startswith("71 year old HISPANIC male. ")
+        assert o[schema.PROVENANCE]["prompt_hash"] == schema.text_hash(want)
+        assert (o[schema.SEX], o[schema.AGE], o[schema.RACE]) == ("M", 71, "HISPANIC")  # the source patient
+        assert n[schema.SEX] == "F" and n[schema.RACE] == "WHITE" and 50 <= n[schema.AGE] <= 52
+        drawn = generation_prompt(src[schema.REPORT], "F", n[schema.AGE], "WHITE")
+        assert n[schema.PROVENANCE]["prompt_hash"] == schema.text_hash(drawn)
+        pictures = [images.read_image(r[schema.IMAGE_URI]).astype(float) for r in (b, o)]
+        assert np.abs(pictures[0] - pictures[1]).mean() > 1  # the prefix reaches the text encoder
+
+
+def test_demographic_prefix_and_target_draws():
+    from pairaug_ray.text.demographics import demographic_prefix, draw_demographics
+
+    assert demographic_prefix("F", 28, "WHITE") == "28 year old WHITE female. "
+    assert demographic_prefix(None, 64, None) == "64 year old patient. "
+    assert demographic_prefix("M", None, None) == "male. "
+    assert demographic_prefix(None, float("nan"), None) == ""
+    draws = [
+        draw_demographics(f"img{i}", {"F": 1, "M": 3}, {"ASIAN": 1, "BLACK": 1}, [(20, 29, 1), (70, 79, 1)])
+        for i in range(4000)
+    ]
+    assert draws[7] == draw_demographics(
+        "img7", {"F": 1, "M": 3}, {"ASIAN": 1, "BLACK": 1}, [(20, 29, 1), (70, 79, 1)]
+    )
+    assert 0.72 < sum(d["sex"] == "M" for d in draws) / 4000 < 0.78
+    assert 0.47 < sum(d["race"] == "ASIAN" for d in draws) / 4000 < 0.53
+    ages = [d["age"] for d in draws]
+    assert all(20 <= a <= 29 or 70 <= a <= 79 for a in ages) and {20, 29, 70, 79} <= set(ages)
+    assert draw_demographics("x") == {"sex": None, "race": None, "age": None}

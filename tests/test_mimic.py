@@ -227,3 +227,83 @@ def test_reports_root_and_missing_layout(ray_local, mimic_tree, tmp_path):
     import_mimic(MimicCorpusConfig(root=str(mimic_tree), reports_root=str(reports)), out)
     statuses = sorted(r[schema.STATUS] for r in read_manifest(out).take_all())
     assert statuses == ["error", "ok", "ok", "ok"]
+
+
+# The published headers of MIMIC-IV v2.2 hosp/patients and hosp/admissions.
+PATIENTS_COLUMNS = ["subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"]
+ADMISSIONS_COLUMNS = [
+    "subject_id",
+    "hadm_id",
+    "admittime",
+    "dischtime",
+    "deathtime",
+    "admission_type",
+    "admit_provider_id",
+    "admission_location",
+    "discharge_location",
+    "insurance",
+    "language",
+    "marital_status",
+    "race",
+    "edregtime",
+    "edouttime",
+    "hospital_expire_flag",
+]
+
+
+@pytest.fixture
+def mimic_iv_tree(tmp_path):
+    """10000032: F, 52 in anchor year 2180 (the fake studies are dated 2180-05-06), race WHITE over
+    three admissions (one UNKNOWN); 10000764: M, anchor 2178 -> 2 years older at the study, race
+    'BLACK/CAPE VERDEAN' once and UNABLE TO OBTAIN once; 10000898 has no MIMIC-IV row."""
+    root = tmp_path / "mimiciv" / "2.2"
+    (root / "hosp").mkdir(parents=True)
+    patients = [
+        ["10000032", "F", 52, 2180, "2014 - 2016", None],
+        ["10000764", "M", 86, 2178, "2008 - 2010", None],
+    ]
+    _write_csv_gz(root / "hosp" / "patients.csv.gz", pd.DataFrame(patients, columns=PATIENTS_COLUMNS))
+
+    def admission(subject, hadm, race):
+        row = dict.fromkeys(ADMISSIONS_COLUMNS)
+        row.update(subject_id=subject, hadm_id=hadm, admittime="2180-05-06 22:23:00", race=race)
+        return row
+
+    admissions = [
+        admission("10000032", 22595853, "WHITE"),
+        admission("10000032", 22841357, "UNKNOWN"),
+        admission("10000032", 25742920, "WHITE - OTHER EUROPEAN"),
+        admission("10000764", 27897940, "BLACK/CAPE VERDEAN"),
+        admission("10000764", 29378459, "UNABLE TO OBTAIN"),
+    ]
+    _write_csv_gz(root / "hosp" / "admissions.csv.gz", pd.DataFrame(admissions, columns=ADMISSIONS_COLUMNS))
+    return root
+
+
+def test_mimic_iv_join_adds_sex_age_at_the_study_and_race_group(
+    ray_local, mimic_tree, mimic_iv_tree, tmp_path
+):
+    cfg = MimicCorpusConfig(root=str(mimic_tree), mimic_iv_root=str(mimic_iv_tree))
+    out = str(tmp_path / "pairs")
+    import_mimic(cfg, out)
+    rows = {r[schema.STUDY_ID]: r for r in read_manifest(out).take_all()}
+    a, b, unknown = rows["50414267"], rows["57375967"], rows["50771383"]
+    assert (a[schema.SEX], a[schema.AGE], a[schema.RACE]) == ("F", 52, "WHITE")
+    assert (b[schema.SEX], b[schema.AGE], b[schema.RACE]) == ("M", 88, "BLACK")
+    assert (unknown[schema.SEX], unknown[schema.AGE], unknown[schema.RACE]) == (None, None, None)
+    # Without MIMIC-IV the columns are not invented.
+    assert schema.SEX not in load_index(MimicCorpusConfig(root=str(mimic_tree))).columns
+
+
+def test_race_groups_and_a_missing_mimic_iv_table_are_named(mimic_tree, tmp_path):
+    from pairaug_ray.corpora.mimic_iv import MimicIVLayoutError, race_group
+
+    assert [race_group(v) for v in ("ASIAN - CHINESE", "HISPANIC/LATINO - DOMINICAN", "SOUTH AMERICAN")] == [
+        "ASIAN",
+        "HISPANIC",
+        "HISPANIC",
+    ]
+    assert race_group("AMERICAN INDIAN/ALASKA NATIVE") == "OTHER"
+    assert race_group("PATIENT DECLINED TO ANSWER") is None and race_group(float("nan")) is None
+    with pytest.raises(MimicIVLayoutError, match="hosp/patients.csv.gz not found"):
+        load_index(MimicCorpusConfig(root=str(mimic_tree), mimic_iv_root=str(tmp_path)))

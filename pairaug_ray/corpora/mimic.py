@@ -5,6 +5,7 @@
     ROOT/mimic-cxr-2.0.0-chexpert.csv.gz   subject_id, study_id, <14 CheXpert labels>
     ROOT/files/pXX/pSUBJECT/sSTUDY/<dicom_id>.jpg
     REPORTS/files/pXX/pSUBJECT/sSTUDY.txt  (from mimic-cxr-reports.zip; REPORTS defaults to ROOT)
+    MIMIC_IV/hosp/{patients,admissions}.csv.gz  optional: sex, age and race (corpora/mimic_iv.py)
 
 One row per image of a kept view (PA and AP by default, as PairAug and CheXzero use); each image
 is paired with its study's report. A missing or unreadable report becomes a row error; a report
@@ -64,6 +65,15 @@ def load_index(cfg: MimicCorpusConfig) -> pd.DataFrame:
     if cfg.labels == "chexpert":
         labels = _read_csv(root, CHEXPERT_CSV, ["subject_id", "study_id", *schema.CHEXPERT_OBSERVATIONS])
         df = df.merge(labels, on=["subject_id", "study_id"], how="left", validate="many_to_one")
+    if cfg.mimic_iv_root:
+        from pairaug_ray.corpora.mimic_iv import age_at_study, load_demographics
+
+        people = load_demographics(cfg.mimic_iv_root)
+        df = df.merge(people, on="subject_id", how="left", validate="many_to_one")
+        dates = df["StudyDate"] if "StudyDate" in df.columns else pd.Series([None] * len(df), index=df.index)
+        df["age"] = [
+            age_at_study(a, y, d) for a, y, d in zip(df["anchor_age"], df["anchor_year"], dates, strict=True)
+        ]
     df = df.sort_values(["subject_id", "study_id", "dicom_id"], kind="stable")
     if cfg.limit:
         keep = df["study_id"].drop_duplicates().iloc[: cfg.limit]
@@ -79,6 +89,18 @@ def _labels_from_csv(row: dict) -> dict[str, int | None]:
             None if v is None or (isinstance(v, float) and np.isnan(v)) else int(v)
         )
     return out
+
+
+def _demographics(rec: dict) -> dict[str, object]:
+    def known(v: object) -> object:
+        return None if v is None or (isinstance(v, float) and np.isnan(v)) else v
+
+    age = known(rec.get("age"))
+    return {
+        schema.SEX: known(rec.get("sex")),
+        schema.AGE: None if age is None else int(age),
+        schema.RACE: known(rec.get("race")),
+    }
 
 
 def read_reports(batch: pd.DataFrame, cfg: MimicCorpusConfig) -> pa.Table:
@@ -141,6 +163,8 @@ def read_reports(batch: pd.DataFrame, cfg: MimicCorpusConfig) -> pa.Table:
                 )
         if cfg.labels == "chexpert":
             row.update(_labels_from_csv(rec))
+        if cfg.mimic_iv_root:
+            row.update(_demographics(rec))
         row[schema.PAIR_ID] = schema.make_pair_id("mimic", subject, study, dicom, text)
         rows.append(row)
     return schema.rows_to_table(rows)

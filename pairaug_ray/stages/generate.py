@@ -39,6 +39,7 @@ from pairaug_ray.models.refs import resolve_model
 from pairaug_ray.pairs import IMAGES_DIR
 from pairaug_ray.stages.base import Resources, StagePlan
 from pairaug_ray.stages.rewrite import row_seed
+from pairaug_ray.text.demographics import draw_demographics, generation_prompt
 
 # Columns an image row inherits from its rewrite row.
 _CARRIED = (
@@ -52,6 +53,7 @@ _CARRIED = (
     schema.PARENT_ID,
     schema.SOURCE_REPORT,
     schema.SOURCE_IMAGE_URI,
+    *schema.DEMOGRAPHIC_COLUMNS,
 )
 
 
@@ -74,6 +76,11 @@ def expand_image_tasks(
                 continue
             row = {c: r.get(c) for c in _CARRIED}
             row.update({schema.PAIR_ID: pid, schema.REWRITE_ID: r[schema.PAIR_ID], schema.SAMPLE_INDEX: k})
+            target = cfg.prompt.target
+            if target is not None and branch == schema.ORIGIN_INTER:
+                # A new patient: attributes drawn from the target, recorded as what the prompt said.
+                drawn = draw_demographics(pid, target.sex, target.race, target.age_bands)
+                row.update({c: drawn[c] for c in schema.DEMOGRAPHIC_COLUMNS if drawn[c] is not None})
             # An IntraAug edit is the source patient's image, changed: re-identifiable by design.
             row[schema.DERIVED_FROM_PATIENT] = branch == schema.ORIGIN_INTRA
             rows.append(row)
@@ -134,6 +141,12 @@ class _DiffusionStage:
     def save(self, image: np.ndarray) -> str:
         return images.write_png(to_grey_uint8(image), self.image_dir)[0]
 
+    def prompt(self, row: dict[str, Any], report: str) -> str:
+        """What the pipeline is prompted with for `report` of this row's patient (generate.prompt)."""
+        if not self.cfg.prompt.demographics:
+            return report
+        return generation_prompt(report, row.get(schema.SEX), row.get(schema.AGE), row.get(schema.RACE))
+
     def truncation(self, prompt: str) -> int:
         """How many tokens the text encoder drops from `prompt` (recorded, never silent)."""
         return max(0, prompt_tokens(self.pipe, prompt) - CLIP_CONTEXT)
@@ -149,7 +162,7 @@ class _DiffusionStage:
             row[schema.ORIGIN],
             model_id=self.model.ref,
             model_revision=self.model.revision,
-            prompt=row.get(schema.REPORT),
+            prompt=self.prompt(row, row.get(schema.REPORT) or ""),
             seed=self.seed(row),
             params={
                 "scheduler": self.scheduler,
@@ -217,8 +230,9 @@ class GenerateInter(_DiffusionStage):
         ic = self.cfg.inter
         started = time.time()
         generators = [torch.Generator("cpu").manual_seed(self.seed(r)) for r in rows]
+        prompts = [self.prompt(r, r[schema.REPORT]) for r in rows]
         out = self.pipe(
-            [r[schema.REPORT] for r in rows],
+            prompts,
             num_inference_steps=ic.num_inference_steps,
             guidance_scale=ic.guidance_scale,
             height=self.height,
@@ -226,14 +240,14 @@ class GenerateInter(_DiffusionStage):
             generator=generators,
             output_type="np",
         ).images
-        for row, image in zip(rows, out, strict=True):
+        for row, image, prompt in zip(rows, out, prompts, strict=True):
             row[schema.IMAGE_URI] = self.save(image)
             params = {
                 "num_inference_steps": ic.num_inference_steps,
                 "guidance_scale": ic.guidance_scale,
                 "batch": len(rows),
-                "prompt_tokens": prompt_tokens(self.pipe, row[schema.REPORT]),
-                "truncated_tokens": self.truncation(row[schema.REPORT]),
+                "prompt_tokens": prompt_tokens(self.pipe, prompt),
+                "truncated_tokens": self.truncation(prompt),
             }
             self.finish(row, error=None, attempts=self.attempts, started=started, params=params)
 
@@ -269,7 +283,8 @@ class GenerateIntra(_DiffusionStage):
         (row,) = rows
         c = self.cfg.intra
         started = time.time()
-        prompts = [row[schema.SOURCE_REPORT], row[schema.REPORT]]
+        # The same patient on both sides: one prefix, so the prompts' token alignment is unchanged.
+        prompts = [self.prompt(row, row[schema.SOURCE_REPORT]), self.prompt(row, row[schema.REPORT])]
         ctrl = p2p.make_controller(
             self.pipe,
             prompts,

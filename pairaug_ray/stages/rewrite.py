@@ -89,6 +89,7 @@ def expand_tasks(batch: pa.Table, *, cfg: RewriteConfig, done: frozenset[str] = 
                     schema.SOURCE_REPORT: report,
                     schema.SOURCE_IMAGE_URI: parent.get(schema.IMAGE_URI),
                     schema.SAMPLE_INDEX: k,
+                    **{c: parent.get(c) for c in schema.DEMOGRAPHIC_COLUMNS},
                 }
                 n = word_count(report) if report.strip() else 0
                 if n < cfg.min_words:
