@@ -93,3 +93,15 @@ def test_resolve_s3_downloads_once_per_node(s3_bucket, tiny_models, tmp_path):
     assert second.path == first.path and os.path.getmtime(marker) == mtime  # served from the cache
     with pytest.raises(ModelNotFoundError, match="no objects under that S3 prefix"):
         resolve_model(f"{s3_bucket}/models/absent", cache)
+    # train.init takes the same references: a CLIP to fine-tune from S3 (as the MIMIC template's
+    # OpenAI CLIP synced to a bucket), with its tokenizer.
+    from pairaug_ray.models.clip import build_clip
+    from pairaug_ray.models.tokenizer import load_tokenizer
+
+    model = build_clip("vit-b-32", uri, cache_dir=cache)
+    want = CLIPModel.from_pretrained(tiny_models["scorer"])
+    assert torch.equal(model.logit_scale, want.logit_scale)
+    assert (
+        model.config.projection_dim == want.config.projection_dim
+    )  # the checkpoint's shape, not the preset's
+    assert load_tokenizer(uri, cache)("no effusion")["input_ids"][0] == 49406

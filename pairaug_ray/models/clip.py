@@ -23,6 +23,7 @@ from PIL import Image
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
 from pairaug_ray.images import to_uint8
+from pairaug_ray.models.refs import DEFAULT_CACHE_DIR, resolve_model
 from pairaug_ray.models.tokenizer import BOS_ID, CONTEXT_LENGTH, EOS_ID, VOCAB_SIZE, default_tokenizer
 
 CHEXZERO_MEAN_255, CHEXZERO_STD_255 = 101.48761, 83.43944
@@ -89,10 +90,15 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def build_clip(preset: str, init: str | None = None, seed: int = 0) -> CLIPModel:
-    """A CLIPModel: from `init` (a transformers CLIP folder) when given, else random in the preset's shape."""
+def build_clip(
+    preset: str, init: str | None = None, seed: int = 0, cache_dir: str | None = None
+) -> CLIPModel:
+    """A CLIPModel: from `init` when given (a transformers CLIP folder, an s3:// prefix fetched once
+    per node into `cache_dir`, or a hub id such as openai/clip-vit-base-patch32), else random in the
+    preset's shape."""
     if init:
-        return CLIPModel.from_pretrained(init)
+        model = resolve_model(init, cache_dir or DEFAULT_CACHE_DIR)
+        return CLIPModel.from_pretrained(model.path, revision=model.revision)
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
     torch.manual_seed(seed)

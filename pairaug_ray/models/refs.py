@@ -24,6 +24,7 @@ from pairaug_ray import storage
 from pairaug_ray.errors import UserError
 
 DONE_MARKER = ".pairaug-complete"
+DEFAULT_CACHE_DIR = "~/.cache/pairaug/models"  # models.cache_dir's default
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 
 
@@ -39,7 +40,7 @@ class ResolvedModel:
     source: str = "local"  # local | s3 | hub
 
 
-def resolve_model(ref: str, cache_dir: str = "~/.cache/pairaug/models") -> ResolvedModel:
+def resolve_model(ref: str, cache_dir: str = DEFAULT_CACHE_DIR) -> ResolvedModel:
     if not ref or not ref.strip():
         raise ModelNotFoundError("empty model reference")
     ref = ref.strip()

@@ -103,9 +103,13 @@ def default_tokenizer() -> CLIPTokenizer:
         return build_clip_tokenizer(tmp)
 
 
-def load_tokenizer(source: str | None) -> CLIPTokenizer:
-    """The checkpoint's CLIP tokenizer, or, for a model trained from random init (`source` None),
-    one built from the CLIP BPE vocabulary."""
+def load_tokenizer(source: str | None, cache_dir: str | None = None) -> CLIPTokenizer:
+    """The checkpoint's CLIP tokenizer (`source`: a folder, s3:// prefix or hub id, as
+    models/refs.py resolves it), or, for a model trained from random init (`source` None), one
+    built from the CLIP BPE vocabulary."""
     if source:
-        return CLIPTokenizer.from_pretrained(source)
+        from pairaug_ray.models.refs import DEFAULT_CACHE_DIR, resolve_model
+
+        model = resolve_model(source, cache_dir or DEFAULT_CACHE_DIR)
+        return CLIPTokenizer.from_pretrained(model.path, revision=model.revision)
     return default_tokenizer()

@@ -37,9 +37,16 @@ ORIGIN_CODES = {
 class PreprocessPairs:
     """Ray Data actor: pair rows -> pixel_values, input_ids, attention_mask (and origin, for metrics)."""
 
-    def __init__(self, cfg: TrainConfig, size: int, tokenizer_source: str | None, seed: int):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        size: int,
+        tokenizer_source: str | None,
+        seed: int,
+        cache_dir: str | None = None,
+    ):
         self.cfg, self.size = cfg, size
-        self.tokenizer = load_tokenizer(tokenizer_source)
+        self.tokenizer = load_tokenizer(tokenizer_source, cache_dir)
         self.gen = torch.Generator().manual_seed(seed)
 
     def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:

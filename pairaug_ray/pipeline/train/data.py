@@ -156,10 +156,18 @@ def validation_rows(cfg: JobConfig) -> list[dict[str, Any]]:
     return [{"uri": r[schema.IMAGE_URI], "labels": r["labels"]} for r in rows]
 
 
-def preprocessed(ds: ray.data.Dataset, t: TrainConfig, size: int, seed: int) -> ray.data.Dataset:
+def preprocessed(
+    ds: ray.data.Dataset, t: TrainConfig, size: int, seed: int, models_cache_dir: str | None = None
+) -> ray.data.Dataset:
     return ds.randomize_block_order(seed=seed).map_batches(
         PreprocessPairs,
-        fn_constructor_kwargs={"cfg": t, "size": size, "tokenizer_source": t.init, "seed": seed},
+        fn_constructor_kwargs={
+            "cfg": t,
+            "size": size,
+            "tokenizer_source": t.init,
+            "seed": seed,
+            "cache_dir": models_cache_dir,
+        },
         compute=ActorPoolStrategy(min_size=1, max_size=max(1, t.num_workers)),
         num_cpus=0.5,
         batch_size=16,

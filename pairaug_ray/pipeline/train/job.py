@@ -88,15 +88,19 @@ def train_job(cfg: JobConfig, *, step_hook: Callable[[dict[str, Any]], None] | N
         # Preprocessed once: every epoch then reads tensors instead of re-decoding images (the loader
         # stall in docs/benchmarks.md); Ray Train still shuffles locally per epoch. A synthetic_ratio
         # sample is drawn from the cached tensors, afresh each epoch.
-        real = preprocessed(pairs.real, t, size, seed).materialize()
-        syn = preprocessed(pairs.synthetic, t, size, seed).materialize() if pairs.synthetic else None
+        real = preprocessed(pairs.real, t, size, seed, cfg.models.cache_dir).materialize()
+        syn = (
+            preprocessed(pairs.synthetic, t, size, seed, cfg.models.cache_dir).materialize()
+            if pairs.synthetic
+            else None
+        )
         passes = [pairs.one_epoch(real, syn, seed * 1009 + r) for r in range(repeats)]
         train_data = passes[0].union(*passes[1:]) if repeats > 1 else passes[0]
     else:
         # Sampled before decoding: only the drawn images are read.
         passes = [pairs.one_epoch(pairs.real, pairs.synthetic, seed * 1009 + r) for r in range(repeats)]
         rows = passes[0].union(*passes[1:]) if repeats > 1 else passes[0]
-        train_data = preprocessed(rows, t, size, seed)
+        train_data = preprocessed(rows, t, size, seed, cfg.models.cache_dir)
     steps_per_epoch *= repeats
     info["repeats_per_pass"] = repeats
     info["sampled_epochs"] = pairs.synthetic is not None and pairs.synthetic_fraction < 1.0
@@ -138,6 +142,7 @@ def _fit(cfg, train_data, meta, steps_per_epoch, validation, storage_path, fs, s
             "seed": cfg.run.seed,
             "steps_per_epoch": steps_per_epoch,
             "sampled_epochs": meta["data"]["sampled_epochs"],
+            "models_cache_dir": cfg.models.cache_dir,
             "total_steps": meta["total_steps"],
             "meta": meta,
             "step_hook": step_hook,

@@ -70,7 +70,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     sampled = bool(config.get("sampled_epochs"))
     epochs = t.epochs if not t.steps else None
     torch.manual_seed(config["seed"])
-    model = build_clip(t.preset, t.init, seed=config["seed"])
+    model = build_clip(t.preset, t.init, seed=config["seed"], cache_dir=config.get("models_cache_dir"))
     processor = make_processor(image_size(model)) if rank == 0 else None
     optimizer = _optimizer(model, t)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(t, total_steps))
@@ -94,9 +94,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if t.medcutmix.enabled:
         from pairaug_ray.models.tokenizer import load_tokenizer
 
-        tokenizer = load_tokenizer(t.init)
+        tokenizer = load_tokenizer(t.init, config.get("models_cache_dir"))
     shard = ray.train.get_dataset_shard("train")
-    val = _validation_tensors(config.get("validation") or [], t, image_size(core)) if rank == 0 else None
+    val = (
+        _validation_tensors(
+            config.get("validation") or [], t, image_size(core), config.get("models_cache_dir")
+        )
+        if rank == 0
+        else None
+    )
 
     def report(metrics: dict[str, Any], with_checkpoint: bool) -> None:
         if not with_checkpoint:
@@ -214,7 +220,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         report(_metrics(state, losses, scheduler, seen, started, waited), with_checkpoint=True)
 
 
-def _validation_tensors(rows: list[dict[str, Any]], t: TrainConfig, size: int) -> dict[str, Any] | None:
+def _validation_tensors(
+    rows: list[dict[str, Any]], t: TrainConfig, size: int, models_cache_dir: str | None
+) -> dict[str, Any] | None:
     """Rank 0's validation images, preprocessed once (CheXzero's preprocessing, no AugImg)."""
     if not rows:
         return None
@@ -236,7 +244,7 @@ def _validation_tensors(rows: list[dict[str, Any]], t: TrainConfig, size: int) -
     return {
         "pixels": torch.from_numpy(np.stack(pixels)),
         "y": np.asarray(ys, float),
-        "tokenizer": load_tokenizer(t.init),
+        "tokenizer": load_tokenizer(t.init, models_cache_dir),
     }
 
 
