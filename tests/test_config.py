@@ -103,3 +103,32 @@ def test_generation_defaults_follow_the_public_code():
     assert (g.intra.num_inference_steps, g.intra.guidance_scale, g.intra.samples) == (75, 4.0, 1)
     mimic = load_config(REPO / "configs" / "mimic-cxr.yaml").generate
     assert (mimic.inter.num_inference_steps, mimic.intra.samples) == (50, 10)
+
+
+def test_the_mimic_template_is_a_complete_real_data_job():
+    """Every stage of the real-data template is set for a GPU cluster with public weights: RoentGen-v2
+    with demographic prompts, MedCLIP's scaled logit with PairAug's thresholds, CheXzero's CLIP from
+    OpenAI's ViT-B/32 on GPUs, CheXpert + PadChest zero-shot and the RSNA probe."""
+    cfg = load_config(REPO / "configs" / "mimic-cxr.yaml")
+    assert cfg.corpus.kind == "mimic" and cfg.corpus.mimic.mimic_iv_root
+    assert cfg.models.diffusion == "stanfordmimi/RoentGen-v2" and cfg.generate.prompt.demographics
+    assert (cfg.score.kind, cfg.score.mode, cfg.prune.tau, cfg.prune.epsilon) == (
+        "medclip",
+        "scaled",
+        0.3,
+        0.003,
+    )
+    t = cfg.train
+    assert (t.preset, t.init, t.use_gpu, t.optimizer, t.lr, t.momentum, t.batch_size) == (
+        "vit-b-32",
+        "openai/clip-vit-base-patch32",
+        True,
+        "sgd",
+        1e-4,
+        0.9,
+        64,
+    )
+    assert t.text == "impression" and t.text_form == "pairaug" and t.validation
+    assert [d.kind for d in cfg.evaluate.datasets] == ["chexpert", "padchest"]
+    assert cfg.evaluate.linear_probe.enabled and cfg.evaluate.linear_probe.dataset.kind == "rsna"
+    assert cfg.evaluate.num_gpus == 1 and cfg.generate.num_gpus == 1
