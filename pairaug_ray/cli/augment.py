@@ -16,8 +16,25 @@ def cmd_augment(cfg, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return _dry_run(args)
+    return _run(args)
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    """Check the job (files, models, endpoint, resources, output) without running it: exit 2 on a problem."""
+    from pairaug_ray.cli.common import load
+    from pairaug_ray.pipeline.dry_run import PROBLEM, dry_run, format_checks, load_values
+
+    cfg = load(args)
+    checks = dry_run(cfg, load_values(args.values) if args.values else None)
+    print(format_checks(checks))
+    return 2 if any(c.status == PROBLEM for c in checks) else 0
+
+
 @job
-def cmd_run(cfg, args: argparse.Namespace) -> int:
+def _run(cfg, args: argparse.Namespace) -> int:
     """The whole pipeline: the augment job, then pretraining on real plus synthetic pairs, then evaluation."""
     from pairaug_ray.pipeline.augment import augment_job, format_augment
     from pairaug_ray.pipeline.evaluate import evaluate_job, format_evaluate
@@ -94,9 +111,19 @@ def register_jobs(commands: Commands) -> None:
         "the whole pipeline: augment, train, evaluate (the demo's entry point)",
         "Run `augment`, `train` and `evaluate` with one config: the synthetic pairs the first writes are the "
         "ones the second trains on, and the third evaluates the trained model zero-shot. Each part resumes "
-        "on a rerun.",
+        "on a rerun.\n"
+        "--dry-run checks the job instead, without loading a weight or touching a GPU: the corpus files, every "
+        "model reference, the rewrite endpoint, the evaluation datasets, the resources against the chart "
+        "(--values) and that the output folder is writable; it exits 2 naming each problem.\n"
+        "  pairaug run --dry-run --config my-mimic.yaml --values helm/pairaug/values.yaml",
     )
     add_config_args(p)
+    p.add_argument(
+        "--dry-run", action="store_true", help="check the job without running it (exit 2 on a problem)"
+    )
+    p.add_argument(
+        "--values", metavar="YAML", default=None, help="with --dry-run: the Helm values the cluster runs with"
+    )
 
 
 def register_stages(commands: Commands) -> None:
