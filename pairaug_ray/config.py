@@ -93,6 +93,12 @@ class PhantomCorpusConfig(StrictModel):
     text: ReportText = Field(
         "sections", description="Report text to train on: sections, pairaug or chexzero."
     )
+    demographic_anatomy: bool = Field(
+        False,
+        description="Let sex and age shape the anatomy (narrower female thorax, lower diaphragm and thinner "
+        "soft tissue with age), so subgroups differ in appearance as real ones do. Off: the world the "
+        "recorded study measured (sex and age are still drawn and recorded).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> PhantomCorpusConfig:
@@ -965,6 +971,9 @@ class EvaluateConfig(StrictModel):
         4, ge=1, description="Checkpoints one embedding actor holds at once (ensembles go in groups)."
     )
     linear_probe: LinearProbeConfig = LinearProbeConfig()
+    subgroup_min_images: int = Field(
+        20, ge=1, description="Subgroups (sex, age band, race) with fewer test images get no metrics."
+    )
     tsne_per_origin: int = Field(150, ge=0, description="Pairs per origin in the embedding map (0: no map).")
     grid_pairs: int = Field(8, ge=0, description="Pairs per origin in the report's image grid.")
     output: Uri | None = Field(None, description="Default: <run.output_dir>/evaluate.")

@@ -17,6 +17,7 @@ import pytest
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 from sklearn.utils import resample
 
+from pairaug_ray import schema
 from pairaug_ray.eval.metrics import best_f1_threshold, evaluate, f1_acc_from_counts, paired_auc_difference
 from pairaug_ray.eval.probe import linear_probe
 from pairaug_ray.eval.zeroshot import ensemble, zero_shot_probabilities
@@ -237,6 +238,9 @@ def test_chexpert_adapter_on_the_real_csv(txv_data, tmp_path):
         want = 0.0 if pd.isna(v) else (np.nan if v == -1 else v)
         assert (np.isnan(want) and np.isnan(row[lb])) or row[lb] == want
     assert np.isnan(data.y()).any() and set(np.unique(data.y()[~np.isnan(data.y())])) == {0.0, 1.0}
+    # Sex and age for subgroup evaluation, from the CSV's Sex ("Male"/"Female") and Age.
+    assert row[schema.SEX] == {"Male": "M", "Female": "F"}.get(src["Sex"]) and row[schema.AGE] == src["Age"]
+    assert set(data.frame[schema.SEX].dropna()) == {"F", "M"}
 
 
 def test_chexpert_test_ground_truth_layout(tmp_path):
@@ -282,6 +286,12 @@ def test_padchest_adapter_on_the_real_csv(txv_data, tmp_path):
     assert all(data.info["positives"][lb] >= 20 for lb in data.labels)
     first = physician.iloc[0]
     assert data.frame["image_uri"].iloc[0] == f"{tmp_path}/img/{int(first['ImageDir'])}/{first['ImageID']}"
+    assert data.frame[schema.SEX].iloc[0] == first["PatientSex_DICOM"]
+    assert data.frame[schema.AGE].iloc[0] == int(str(first["StudyDate_DICOM"])[:4]) - first["PatientBirth"]
+    assert (
+        set(data.frame[schema.SEX].dropna()) == {"F", "M"}
+        and data.frame[schema.AGE].between(0, 110).mean() > 0.95
+    )
     chosen = from_padchest(str(csv), str(tmp_path / "img"), labels=["Cardiomegaly", " Pleural Effusion"])
     assert chosen.labels == ["cardiomegaly", "pleural effusion"]
 
@@ -399,6 +409,7 @@ def evaluated(ray_local, phantom_root, tmp_path_factory):
                 "tsne_per_origin": 30,
                 "grid_pairs": 4,
                 "linear_probe": {"enabled": True, "fractions": [0.1, 1.0]},
+                "subgroup_min_images": 3,
             },
         }
     )
@@ -427,6 +438,19 @@ def test_evaluate_job_writes_metrics_predictions_and_report(evaluated, capsys):
     assert main(["compare", str(out), str(out), "--names", "run1,run2", "--out", str(out / "cmp")]) == 0
     table = capsys.readouterr().out
     assert "run1 / base" in table and "run2 / +PairAug" in table
+    # Subgroups: the phantom's sex and age reach metrics.json, and compare shows the gap beside the AUC.
+    sub = ds["models"]["base"]["subgroups"]
+    assert set(sub["sex"]["groups"]) == {"F", "M"} and set(sub["age band"]["groups"]) <= {
+        "0-39",
+        "40-59",
+        "60-79",
+        "80+",
+    }
+    assert sum(g["n"] for g in sub["sex"]["groups"].values()) == ds["info"]["images"]
+    for g in sub["sex"]["groups"].values():
+        assert {"macro_auc", "underdiagnosis"} <= set(g) or "too_few" in g
+    assert {"mean", "lower", "upper", "observed"} <= set(sub["sex"]["underdiagnosis_gap"])
+    assert "gap: sex" in table and "gap: age band" in table
     assert (out / "cmp" / "compare.html").exists()
 
 
@@ -480,3 +504,51 @@ def test_report_renders_in_headless_chromium_with_its_images(evaluated, tmp_path
         check=True,
     )
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+def test_subgroup_auc_and_underdiagnosis_equal_a_per_resample_loop():
+    """Underdiagnosis: sick patients called healthy (no label at its threshold), per group, with
+    CheXzero's resamples of the whole test set; the gap is max - min over the groups."""
+    from pairaug_ray.eval.metrics import resample_counts
+    from pairaug_ray.eval.subgroups import age_band, called_healthy, subgroup_metrics
+
+    rng = np.random.default_rng(3)
+    n = 240
+    sex = np.where(np.arange(n) % 3 == 0, "F", "M")
+    y = (rng.random((n, 2)) < 0.4).astype(float)
+    probs = rng.random((n, 2)) * 0.6 + 0.4 * y
+    probs[sex == "F"] *= 0.7  # the model misses more in one group
+    thresholds = [0.5, 0.55]
+    frame = pd.DataFrame({schema.SEX: sex, schema.AGE: rng.integers(20, 95, n)})
+    got = subgroup_metrics(frame, y, probs, thresholds, n_bootstrap=100, min_group=10)
+    healthy = ~((probs[:, 0] >= 0.5) | (probs[:, 1] >= 0.55))
+    assert (called_healthy(probs, thresholds) == healthy).all()
+    sick = y.max(axis=1) > 0
+    rates = {}
+    for g in ("F", "M"):
+        member = sex == g
+        per = []
+        for counts in resample_counts(n, 100):
+            w = counts * member
+            per.append((w * (sick & healthy)).sum() / (w * sick).sum())
+        rates[g] = np.array(per)
+        e = got["sex"]["groups"][g]
+        assert e["underdiagnosis"]["observed"] == pytest.approx(
+            (member & sick & healthy).sum() / (member & sick).sum(), abs=1e-4
+        )
+        assert e["underdiagnosis"]["mean"] == pytest.approx(rates[g].mean(), abs=1e-4)
+        want_auc = np.mean([roc_auc_score(y[member, j], probs[member, j]) for j in range(2)])
+        assert e["macro_auc"]["observed"] == pytest.approx(want_auc, abs=1e-4)
+    gap = np.abs(rates["F"] - rates["M"])
+    assert got["sex"]["underdiagnosis_gap"]["mean"] == pytest.approx(gap.mean(), abs=1e-4)
+    assert got["sex"]["highest"] == "F" and got["sex"]["groups"]["F"]["underdiagnosis"]["lower"] > 0.3
+    assert [age_band(a) for a in (20, 40, 59, 60, 85, None)] == [
+        "0-39",
+        "40-59",
+        "40-59",
+        "60-79",
+        "80+",
+        None,
+    ]
+    small = subgroup_metrics(frame, y, probs, thresholds, n_bootstrap=100, min_group=200)
+    assert "too_few" in small["sex"]["groups"]["F"] and "underdiagnosis_gap" not in small["sex"]

@@ -173,3 +173,29 @@ def test_labeler_reads_the_reports_as_they_were_labelled(rendered):
         assert got == want, r["raw_report"]
         sections = extract_sections(r["raw_report"])
         assert (sections.findings, sections.impression) == (r[schema.FINDINGS], r[schema.IMPRESSION])
+
+
+def test_sex_and_age_are_recorded_and_shape_the_anatomy_only_when_asked():
+    """Every study carries its patient's sex and age (older at each study). demographic_anatomy off:
+    the images of the world the study measured, unchanged; on: a female or older patient's thorax
+    differs, a young man's does not, and no label changes."""
+    plain = PhantomCorpusConfig(patients=40, size=64, seed=3)
+    shaped = plain.model_copy(update={"demographic_anatomy": True})
+    seen = {"F": 0, "old": 0, "young man": 0}
+    for index in range(40):
+        a, b = render_patient(plain, index), render_patient(shaped, index)
+        sex, ages = a[0][schema.SEX], [r[schema.AGE] for r in a]
+        assert sex in ("F", "M") and ages == sorted(ages) and 20 <= ages[0] <= 85
+        assert [r[schema.SEX] for r in b] == [sex] * len(b) and [r[schema.AGE] for r in b] == ages
+        assert [json.loads(r[schema.PHANTOM_STATE])["findings"] for r in a] == [
+            json.loads(r[schema.PHANTOM_STATE])["findings"] for r in b
+        ]
+        assert all(r[c] == s[c] for r, s in zip(a, b, strict=True) for c in schema.LABEL_COLUMNS)
+        differs = np.abs(a[0]["pixels"] - b[0]["pixels"]).max() > 0.01
+        if sex == "M" and ages[0] <= 50:
+            assert not differs
+            seen["young man"] += 1
+        else:
+            assert differs
+            seen["F" if sex == "F" else "old"] += 1
+    assert min(seen.values()) > 0, seen

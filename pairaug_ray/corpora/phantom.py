@@ -4,8 +4,9 @@ It is the built-in dataset of the demo, the tests and offline experiments. Becau
 appears with different findings, it carries ground truth for "same patient, other condition",
 which is what IntraAug claims to produce.
 
-Everything derives from (seed, patient index): the patient's anatomy, sex, the number of studies,
-their findings, report wording, exposure and noise. Patients are rendered in parallel as Ray Data
+Everything derives from (seed, patient index): the patient's anatomy, sex, age, the number of
+studies, their findings, report wording, exposure and noise. With corpus.phantom.demographic_anatomy
+sex and age shape the anatomy (phantom_anatomy.shaped_by), for subgroup evaluation. Patients are rendered in parallel as Ray Data
 tasks and the result is identical whatever the parallelism.
 """
 
@@ -47,8 +48,12 @@ def render_patient(cfg: PhantomCorpusConfig, index: int, grid: anatomy.Grid | No
     rng = np.random.default_rng([cfg.seed, index])
     grid = grid or anatomy.Grid(cfg.size)
     an = anatomy.sample_anatomy(rng)
-    base = anatomy.base_image(grid, an)
     sex = str(rng.choice(["M", "F"]))
+    # The age has its own stream, so that drawing it changes nothing else of the patient.
+    first_age = int(np.random.default_rng([cfg.seed, index, 0xA6E]).integers(20, 86))
+    if cfg.demographic_anatomy:
+        an = anatomy.shaped_by(an, sex, first_age)
+    base = anatomy.base_image(grid, an)  # draws from the anatomy's own seed only
     pid = patient_id(cfg.seed, index)
     n_studies = int(rng.integers(cfg.studies_per_patient[0], cfg.studies_per_patient[1] + 1))
     rows, prev, changes = [], None, None
@@ -61,11 +66,14 @@ def render_patient(cfg: PhantomCorpusConfig, index: int, grid: anatomy.Grid | No
             findings, changes, prev, rng, sex=sex
         )
         pixels, measured = anatomy.render_study(grid, an, base, findings, rng)
+        age = first_age + (3 * k) // 2  # studies about 18 months apart
         rows.append(
             {
                 "pixels": pixels,
                 "raw_report": raw,
                 schema.PATIENT_ID: pid,
+                schema.SEX: sex,
+                schema.AGE: age,
                 schema.STUDY_ID: f"{pid}-s{k:02d}",
                 schema.VIEW: "AP" if "PORTABLE AP" in raw else "PA",
                 schema.FINDINGS: findings_text,
@@ -78,6 +86,7 @@ def render_patient(cfg: PhantomCorpusConfig, index: int, grid: anatomy.Grid | No
                         "changes": changes,
                         "study_index": k,
                         "sex": sex,
+                        "age": age,
                         "anatomy": dataclasses.asdict(an),
                         **measured,
                     },

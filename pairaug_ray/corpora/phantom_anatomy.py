@@ -67,6 +67,26 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
     )
 
 
+def shaped_by(an: Anatomy, sex: str, age: int) -> Anatomy:
+    """The anatomy of this sex and age (corpus.phantom.demographic_anatomy): a female thorax about 6%
+    narrower with a slimmer mediastinum and more soft tissue; past 50, lower diaphragm domes (the
+    hyperinflation of the aging lung) and thinner soft tissue. None of it changes a finding's label:
+    the heart is drawn at its cardiothoracic ratio of the thorax it sits in."""
+    from dataclasses import replace
+
+    over = max(0, age - 50)
+    female = sex == "F"
+    return replace(
+        an,
+        half_width=an.half_width * (0.94 if female else 1.0),
+        mediastinum=an.mediastinum * (0.95 if female else 1.0),
+        dome_right=an.dome_right + 0.0015 * over,
+        dome_left=an.dome_left + 0.0015 * over,
+        heart_cy=an.heart_cy + 0.0015 * over,
+        soft_tissue=an.soft_tissue + (0.03 if female else 0.0) - 0.001 * over,
+    )
+
+
 def _sig(x: np.ndarray, edge: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x / edge, -40, 40)))
 

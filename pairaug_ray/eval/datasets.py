@@ -82,7 +82,7 @@ def from_manifest(
     absent = [c for c in wanted if c not in cols]
     if absent:
         raise DatasetFormatError(f"{root}: the manifest has no label column(s) {', '.join(absent)}")
-    extras = [c for c in (schema.REPORT, schema.ORIGIN) if c in cols]
+    extras = [c for c in (schema.REPORT, schema.ORIGIN, *schema.DEMOGRAPHIC_COLUMNS) if c in cols]
     base = [schema.PAIR_ID, schema.IMAGE_URI, schema.STATUS, schema.SPLIT]
     df = read_columns(root, [*base, *wanted, *extras]).to_pandas()
     df = df[df[schema.STATUS] == schema.STATUS_OK]
@@ -93,10 +93,15 @@ def from_manifest(
     )
     for lb, c in zip(labels, wanted, strict=True):
         out[lb] = _uncertain(df[c].reset_index(drop=True), uncertain, missing).to_numpy()
-    for extra in (schema.REPORT, schema.ORIGIN):
-        if extra in df:
-            out[extra] = df[extra].to_numpy()
+    for extra in extras:
+        out[extra] = df[extra].to_numpy()
     return EvalSet(name, list(labels), out.reset_index(drop=True), {"root": root, "split": split})
+
+
+def _sex(values: pd.Series) -> np.ndarray:
+    """'Male'/'M' -> 'M', 'Female'/'F' -> 'F', anything else unknown."""
+    first = values.astype(str).str.strip().str.upper().str[:1]
+    return first.where(first.isin(["M", "F"]), None).to_numpy(dtype=object)
 
 
 def from_chexpert(
@@ -137,6 +142,11 @@ def from_chexpert(
         )
     for lb in labels:
         out[lb] = _uncertain(df[lb].reset_index(drop=True), uncertain, missing).to_numpy()
+    # The train/valid CSVs carry Sex and Age (the test set's groundtruth.csv does not).
+    if "Sex" in df:
+        out[schema.SEX] = _sex(df["Sex"].reset_index(drop=True))
+    if "Age" in df:
+        out[schema.AGE] = pd.to_numeric(df["Age"], errors="coerce").to_numpy()
     return EvalSet(name, list(labels), out, {"csv": csv, "images_root": images_root, "uncertain": uncertain})
 
 
@@ -181,6 +191,12 @@ def from_padchest(
     sets = [set(r) for r in parsed]
     for lb in labels:
         out[lb] = np.array([1.0 if lb in s else 0.0 for s in sets])
+    if "PatientSex_DICOM" in df:
+        out[schema.SEX] = _sex(df["PatientSex_DICOM"].reset_index(drop=True))
+    if "PatientBirth" in df and "StudyDate_DICOM" in df:
+        born = pd.to_numeric(df["PatientBirth"], errors="coerce").to_numpy()
+        year = pd.to_numeric(df["StudyDate_DICOM"].astype(str).str[:4], errors="coerce").to_numpy()
+        out[schema.AGE] = year - born
     info = {
         "csv": csv,
         "images_root": images_root,

@@ -27,6 +27,7 @@ from pairaug_ray import progress, schema, storage
 from pairaug_ray.config import ConfigError, EvalDatasetConfig, JobConfig
 from pairaug_ray.eval.datasets import EvalSet, load_eval_set
 from pairaug_ray.eval.metrics import best_f1_threshold, evaluate, format_interval
+from pairaug_ray.eval.subgroups import format_subgroups, subgroup_metrics
 from pairaug_ray.eval.zeroshot import ZeroShotModel, ensemble, zero_shot_probabilities
 from pairaug_ray.models.refs import resolve_model
 from pairaug_ray.pipeline.common import real_pairs_root
@@ -265,9 +266,14 @@ def _evaluate_dataset(cfg, spec, data, rows, all_ckpts, out_dir, curves) -> dict
     ds_result = {"info": {**data.info, "images": len(kept), "labels": data.labels}, "models": {}}
     for row in rows:
         probs = zero_shot(cfg, row.checkpoints, [by_ckpt[c] for c in row.checkpoints], data.labels)
-        ds_result["models"][row.name] = evaluate(
-            y, probs, data.labels, e.n_bootstrap, thresholds_for.get(row.name)
-        )
+        result = evaluate(y, probs, data.labels, e.n_bootstrap, thresholds_for.get(row.name))
+        if any(c in kept for c in schema.DEMOGRAPHIC_COLUMNS):
+            # At the thresholds the overall metrics used (eval/subgroups.py).
+            thresholds = [result["per_label"][lb]["threshold"] for lb in data.labels]
+            result["subgroups"] = subgroup_metrics(
+                kept, y, probs, thresholds, e.n_bootstrap, e.subgroup_min_images
+            )
+        ds_result["models"][row.name] = result
         pred = pd.DataFrame(probs, columns=data.labels)
         pred.insert(0, IMAGE_ID, kept[IMAGE_ID].to_numpy())
         storage.write_text(
@@ -404,12 +410,23 @@ def _read_or_none(images, uri: str):
 
 
 def comparison_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per (model, dataset): macro AUC / ACC / F1 with their intervals."""
+    """One row per (model, dataset): macro AUC / ACC / F1 with their intervals, and the underdiagnosis
+    gap of each demographic attribute the dataset has (eval/subgroups.py)."""
     table = []
     for ds_name, ds in results["datasets"].items():
         for model, m in ds["models"].items():
+            gaps = {
+                attribute: r["underdiagnosis_gap"]
+                for attribute, r in (m.get("subgroups") or {}).items()
+                if "underdiagnosis_gap" in r
+            }
             table.append(
-                {"model": model, "dataset": ds_name, **{k: m["macro"][k] for k in ("auc", "acc", "f1")}}
+                {
+                    "model": model,
+                    "dataset": ds_name,
+                    **{k: m["macro"][k] for k in ("auc", "acc", "f1")},
+                    "gaps": gaps,
+                }
             )
     return table
 
@@ -421,16 +438,30 @@ def _cell(ci: dict[str, Any]) -> str:
 def format_table(results: dict[str, Any]) -> str:
     rows = comparison_rows(results)
     width = max([len(r["model"]) for r in rows] + [5])
-    lines = [f"{'model':<{width}}  {'dataset':<14} {'AUC (95% CI)':<24} {'ACC (95% CI)':<24} F1 (95% CI)"]
+    attributes = sorted({a for r in rows for a in r["gaps"]})
+    header = (
+        f"{'model':<{width}}  {'dataset':<14} {'AUC (95% CI)':<24} {'ACC (95% CI)':<24} {'F1 (95% CI)':<24}"
+    )
+    header += "".join(f" {('gap: ' + a):<24}" for a in attributes)
+    lines = [header.rstrip()]
     for r in rows:
+        line = f"{r['model']:<{width}}  {r['dataset']:<14} {_cell(r['auc']):<24} {_cell(r['acc']):<24} {_cell(r['f1']):<24}"
+        line += "".join(f" {(_cell(r['gaps'][a]) if a in r['gaps'] else '-'):<24}" for a in attributes)
+        lines.append(line.rstrip())
+    if attributes:
         lines.append(
-            f"{r['model']:<{width}}  {r['dataset']:<14} {_cell(r['auc']):<24} {_cell(r['acc']):<24} {_cell(r['f1'])}"
+            "gap: the underdiagnosis gap, largest minus smallest share of sick patients called healthy"
         )
     return "\n".join(lines)
 
 
 def format_evaluate(results: dict[str, Any]) -> str:
     out = [format_table(results)]
+    for ds_name, ds in results["datasets"].items():
+        for model, m in ds["models"].items():
+            if m.get("subgroups"):
+                out.append(f"subgroups ({model} on {ds_name}):")
+                out += format_subgroups(m["subgroups"])
     if "linear_probe" in results:
         lp = results["linear_probe"]
         out.append(f"linear probe ({lp['model']} on {lp['dataset']}):")
