@@ -238,7 +238,7 @@ def test_crd_validation_rejects_unknown_fields(rendered, crd_validators):
 
 def test_default_cluster_layout(rendered):
     docs = rendered["default"]
-    assert {d["kind"] for d in docs} == {"ServiceAccount", "RayCluster"}
+    assert {d["kind"] for d in docs} == {"ServiceAccount", "RayCluster", "PodDisruptionBudget"}
     (rc,) = only(docs, "RayCluster")
     spec = rc["spec"]
     assert rc["metadata"]["name"] == "pairaug" and spec["rayVersion"] == "2.60.0"
@@ -630,3 +630,87 @@ def test_quick_start_of_the_docs_renders(crd_validators, tmp_path):
         release="pairaug-exp1",
     )
     assert [d["metadata"]["name"] for d in only(jobs, "RayJob")] == ["pairaug-exp1-augment"]
+
+
+def test_operator_grade_options(rendered):
+    """ci/operator-values.yaml: GCS fault tolerance on an external Redis (password by reference), a
+    PDB for the head, do-not-disrupt on the head and GPU pods, priority classes, a spot GPU group
+    preferred over the on-demand one, EFA and NVMe, Kueue and a NetworkPolicy."""
+    docs = rendered["operator-values"]
+    (rc,) = only(docs, "RayCluster")
+    spec = rc["spec"]
+    ft = spec["gcsFaultToleranceOptions"]
+    assert ft["redisAddress"] == "redis-master.redis.svc.cluster.local:6379"
+    assert ft["redisPassword"] == {
+        "valueFrom": {"secretKeyRef": {"name": "pairaug-redis", "key": "redis-password"}}
+    }
+    assert ft["externalStorageNamespace"] == "pairaug-prod"
+    (pdb,) = only(docs, "PodDisruptionBudget")
+    assert pdb["spec"] == {
+        "maxUnavailable": 0,
+        "selector": {"matchLabels": {"ray.io/cluster": rc["metadata"]["name"], "ray.io/node-type": "head"}},
+    }
+    by_name = dict(groups(spec))
+    assert set(by_name) == {"head", "cpu", "gpu-ondemand", "gpu-spot", "cpu-highmem"}
+    for name, g in by_name.items():
+        annotations = g["template"]["metadata"].get("annotations", {})
+        held = annotations.get("karpenter.sh/do-not-disrupt") == "true"
+        assert held == (name in ("head", "gpu-ondemand", "gpu-spot")), name
+        assert held == (annotations.get("cluster-autoscaler.kubernetes.io/safe-to-evict") == "false")
+        assert g["template"]["spec"]["imagePullSecrets"] == [{"name": "registry-example-com"}]
+    assert by_name["head"]["template"]["spec"]["priorityClassName"] == "ml-critical"
+    spot, ondemand = by_name["gpu-spot"], by_name["gpu-ondemand"]
+    assert spot["priority"] > ondemand["priority"] and (
+        spot["idleTimeoutSeconds"],
+        ondemand["idleTimeoutSeconds"],
+    ) == (90, 120)
+    assert spot["labels"] == {"ray.io/market-type": "spot"}
+    for g in (spot, ondemand):
+        res = g["template"]["spec"]["containers"][0]["resources"]
+        assert res["limits"]["vpc.amazonaws.com/efa"] == "4" and res["limits"]["nvidia.com/gpu"] == "8"
+    od = ondemand["template"]["spec"]
+    assert {"name": "model-cache", "mountPath": "/models"} in od["containers"][0]["volumeMounts"]
+    assert any(v["name"] == "model-cache" and "hostPath" in v for v in od["volumes"])
+    assert {"secretRef": {"name": "pairaug-hf-token"}} in od["containers"][0]["envFrom"]
+    assert (
+        "nvidia.com/gpu"
+        not in by_name["cpu-highmem"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    )
+    assert rc["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "ml-team-a"
+    (job,) = only(docs, "RayJob")
+    assert (
+        job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "ml-team-a"
+        and job["spec"]["suspend"] is True
+    )
+    (policy,) = only(docs, "NetworkPolicy")
+    own, chosen, prometheus = policy["spec"]["ingress"]
+    assert "ports" not in own  # the cluster's pods reach each other on every port
+    assert {p["port"] for p in chosen["ports"]} == {6379, 8265, 10001, 8000, 8080}
+    namespaces = [
+        s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for s in chosen["from"]
+    ]
+    assert namespaces == ["pairaug", "kuberay-system", "ml-notebooks"]
+    assert prometheus["ports"] == [{"protocol": "TCP", "port": 8080}]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--set", "gcsFaultTolerance.enabled=true"], "gcsFaultTolerance.redisAddress"),
+        (["--set", "gcsFaultTolerance.redisAddress=redis"], "gcsFaultTolerance.redisAddress"),  # no port
+        (
+            ["--set", "extraWorkerGroups[0].groupName=cpu", "-f", str(CHART / "ci" / "operator-values.yaml")],
+            'groupName "cpu" is already the name of cpuWorkers',
+        ),
+        (
+            ["--set", "gpuWorkers.env[0].name=HF_TOKEN", "--set", "gpuWorkers.env[0].value=hf_x"],
+            "env HF_TOKEN looks like a secret",
+        ),
+        (["--set", "gpuWorkers.envFrom[0].configMapRef.name=x"], "configMapRef"),
+        (["--set", "kueue.queueName=Team A"], "kueue.queueName"),
+    ],
+)
+def test_bad_operator_values_are_rejected_naming_the_key(args, expected):
+    proc = helm("template", "pairaug", str(CHART), *args, check=False)
+    assert proc.returncode != 0, f"helm accepted {args}"
+    assert expected in proc.stderr, proc.stderr

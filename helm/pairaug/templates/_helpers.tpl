@@ -135,29 +135,41 @@ seccompProfile:
      secretKeyRef here, S3 keys through envFrom (see pairaug.envFrom); the Ray token is injected by
      the KubeRay operator from its Secret (authOptions). */}}
 {{- define "pairaug.env" -}}
+{{- $group := dict -}}
+{{- if hasKey . "root" -}}{{- $group = .group -}}{{- end -}}
+{{- $v := (hasKey . "root" | ternary .root .).Values -}}
 {{- $env := list -}}
-{{- with .Values.s3.region -}}
+{{- with $v.s3.region -}}
 {{- $env = append $env (dict "name" "AWS_REGION" "value" .) -}}
 {{- $env = append $env (dict "name" "AWS_DEFAULT_REGION" "value" .) -}}
 {{- end -}}
-{{- with .Values.s3.endpointUrl -}}
+{{- with $v.s3.endpointUrl -}}
 {{- $env = append $env (dict "name" "AWS_ENDPOINT_URL" "value" .) -}}
 {{- end -}}
-{{- with .Values.llm.existingSecret -}}
-{{- $ref := dict "secretKeyRef" (dict "name" . "key" $.Values.llm.secretKey) -}}
-{{- $env = append $env (dict "name" $.Values.llm.envName "valueFrom" $ref) -}}
+{{- with $v.llm.existingSecret -}}
+{{- $ref := dict "secretKeyRef" (dict "name" . "key" $v.llm.secretKey) -}}
+{{- $env = append $env (dict "name" $v.llm.envName "valueFrom" $ref) -}}
 {{- end -}}
-{{- range .Values.env -}}
+{{- range $v.env -}}
+{{- $env = append $env . -}}
+{{- end -}}
+{{- range (default list $group.env) -}}
 {{- $env = append $env . -}}
 {{- end -}}
 {{- with $env -}}
 env:
 {{- toYaml . | nindent 2 }}
 {{- end -}}
-{{- if eq .Values.s3.credentials "secret" }}
+{{- $envFrom := list -}}
+{{- if eq $v.s3.credentials "secret" -}}
+{{- $envFrom = append $envFrom (dict "secretRef" (dict "name" (required "s3.existingSecret must name a Secret when s3.credentials is secret" $v.s3.existingSecret))) -}}
+{{- end -}}
+{{- range (default list $group.envFrom) -}}
+{{- $envFrom = append $envFrom . -}}
+{{- end -}}
+{{- with $envFrom }}
 envFrom:
-  - secretRef:
-      name: {{ required "s3.existingSecret must name a Secret when s3.credentials is secret" .Values.s3.existingSecret }}
+{{- toYaml . | nindent 2 }}
 {{- end -}}
 {{- end -}}
 
@@ -173,6 +185,16 @@ envFrom:
 {{- if .gpus -}}
 {{- $_ := set $resources .gpuResource (toString .gpus) -}}
 {{- end -}}
+{{- range $name, $n := (default dict $g.extendedResources) -}}
+{{- $_ := set $resources $name (toString $n) -}}
+{{- end -}}
+{{- $annotations := deepCopy (default dict $g.podAnnotations) -}}
+{{- if and $root.Values.doNotDisrupt (or (eq .component "head") .gpus) -}}
+{{- /* Node autoscalers leave these nodes alone while the pods run: the head holds every job's driver,
+     a GPU pod hours of generation or training. */ -}}
+{{- $_ := set $annotations "karpenter.sh/do-not-disrupt" "true" -}}
+{{- $_ := set $annotations "cluster-autoscaler.kubernetes.io/safe-to-evict" "false" -}}
+{{- end -}}
 metadata:
   labels:
     {{- include "pairaug.selectorLabels" $root | nindent 4 }}
@@ -180,12 +202,19 @@ metadata:
     {{- with $g.podLabels }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
-  {{- with $g.podAnnotations }}
+  {{- with $annotations }}
   annotations:
     {{- toYaml . | nindent 4 }}
   {{- end }}
 spec:
   serviceAccountName: {{ include "pairaug.serviceAccountName" $root }}
+  {{- with $g.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  {{- with $g.topologySpreadConstraints }}
+  topologySpreadConstraints:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   securityContext:
     {{- include "pairaug.podSecurityContext" $root | nindent 4 }}
   {{- with $root.Values.imagePullSecrets }}
@@ -217,7 +246,7 @@ spec:
         - {name: client, containerPort: 10001, protocol: TCP}
         - {name: metrics, containerPort: 8080, protocol: TCP}
       {{- end }}
-      {{- include "pairaug.env" $root | nindent 6 }}
+      {{- include "pairaug.env" (dict "root" $root "group" $g) | nindent 6 }}
       resources:
         requests:
           {{- toYaml $resources | nindent 10 }}
@@ -238,6 +267,9 @@ spec:
         {{- if $root.Values.pipelineConfigs.files }}
         - {name: pipeline-configs, mountPath: {{ $root.Values.pipelineConfigs.mountPath | quote }}, readOnly: true}
         {{- end }}
+        {{- with $g.volumeMounts }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
   volumes:
     # Explicit /dev/shm (KubeRay would otherwise size it to the memory limit): it holds the object store.
     - name: shared-mem
@@ -256,6 +288,9 @@ spec:
     - name: pipeline-configs
       configMap:
         name: {{ include "pairaug.configMapName" $root }}
+    {{- end }}
+    {{- with $g.volumes }}
+    {{- toYaml . | nindent 4 }}
     {{- end }}
 {{- end -}}
 
@@ -288,8 +323,10 @@ spec:
 {{/* The RayCluster spec, shared by the RayCluster and by every RayJob that brings its own cluster. */}}
 {{- define "pairaug.rayClusterSpec" -}}
 {{- $v := .Values -}}
-{{- if not (or $v.cpuWorkers.enabled $v.gpuWorkers.enabled) -}}
-{{- fail "enable cpuWorkers or gpuWorkers: the head runs no tasks (num-cpus 0)" -}}
+{{- $anyWorkers := or $v.cpuWorkers.enabled $v.gpuWorkers.enabled -}}
+{{- range $v.extraWorkerGroups -}}{{- if .enabled -}}{{- $anyWorkers = true -}}{{- end -}}{{- end -}}
+{{- if not $anyWorkers -}}
+{{- fail "enable cpuWorkers, gpuWorkers or an extraWorkerGroups entry: the head runs no tasks (num-cpus 0)" -}}
 {{- end -}}
 rayVersion: {{ $v.rayVersion | quote }}
 {{- if $v.auth.enabled }}
@@ -315,16 +352,43 @@ autoscalerOptions:
   securityContext:
     {{- include "pairaug.containerSecurityContext" . | nindent 4 }}
 {{- end }}
+{{- with $v.gcsFaultTolerance }}
+{{- if .enabled }}
+gcsFaultToleranceOptions:
+  redisAddress: {{ required "gcsFaultTolerance.redisAddress (host:port of the Redis) is needed when gcsFaultTolerance.enabled" .redisAddress | quote }}
+  {{- if .redisPasswordSecret.name }}
+  redisPassword:
+    valueFrom:
+      secretKeyRef:
+        name: {{ .redisPasswordSecret.name }}
+        key: {{ .redisPasswordSecret.key }}
+  {{- end }}
+  {{- with .externalStorageNamespace }}
+  externalStorageNamespace: {{ . | quote }}
+  {{- end }}
+{{- end }}
+{{- end }}
 headGroupSpec:
   serviceType: {{ $v.head.serviceType }}
   rayStartParams:
     {{- include "pairaug.rayStartParams" (dict "group" $v.head "key" "head") | nindent 4 }}
   template:
     {{- include "pairaug.podTemplate" (dict "root" . "group" $v.head "component" "head" "container" "ray-head") | nindent 4 }}
+{{- $groups := list (list "cpuWorkers" $v.cpuWorkers 0) (list "gpuWorkers" $v.gpuWorkers (int $v.gpuWorkers.gpusPerPod)) }}
+{{- $names := dict }}
+{{- range $i, $g := $v.extraWorkerGroups }}
+{{- $groups = append $groups (list (printf "extraWorkerGroups[%d]" $i) $g (int (default 0 $g.gpusPerPod))) }}
+{{- end }}
 workerGroupSpecs:
-  {{- range $key := list "cpuWorkers" "gpuWorkers" }}
-  {{- $g := index $v $key }}
+  {{- range $entry := $groups }}
+  {{- $key := index $entry 0 }}
+  {{- $g := index $entry 1 }}
+  {{- $gpus := index $entry 2 }}
   {{- if $g.enabled }}
+  {{- if hasKey $names $g.groupName }}
+  {{- fail (printf "%s.groupName %q is already the name of %s: group names must differ" $key $g.groupName (get $names $g.groupName)) }}
+  {{- end }}
+  {{- $_ := set $names $g.groupName $key }}
   {{- if gt (int $g.minReplicas) (int $g.maxReplicas) }}
   {{- fail (printf "%s.minReplicas (%d) is larger than %s.maxReplicas (%d)" $key (int $g.minReplicas) $key (int $g.maxReplicas)) }}
   {{- end }}
@@ -332,11 +396,19 @@ workerGroupSpecs:
     replicas: {{ $g.replicas }}
     minReplicas: {{ $g.minReplicas }}
     maxReplicas: {{ $g.maxReplicas }}
+    {{- if not (kindIs "invalid" $g.idleTimeoutSeconds) }}
+    idleTimeoutSeconds: {{ $g.idleTimeoutSeconds }}
+    {{- end }}
+    {{- with $g.priority }}
+    priority: {{ . }}
+    {{- end }}
+    {{- with $g.rayLabels }}
+    labels:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
     rayStartParams:
       {{- include "pairaug.rayStartParams" (dict "group" $g "key" $key) | nindent 6 }}
     template:
-      {{- $gpus := 0 }}
-      {{- if eq $key "gpuWorkers" }}{{ $gpus = $g.gpusPerPod }}{{ end }}
       {{- include "pairaug.podTemplate" (dict "root" $ "group" $g "component" (printf "worker-%s" $g.groupName) "container" "ray-worker" "gpus" $gpus "gpuResource" ($g.gpuResourceName | default "")) | nindent 6 }}
   {{- end }}
   {{- end }}
