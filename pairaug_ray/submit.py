@@ -99,6 +99,14 @@ def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="job id / RayJob name (default: generated)",
     )
+    job.add_argument(
+        "--entrypoint-num-cpus",
+        type=float,
+        default=0.0,
+        metavar="N",
+        help="CPUs reserved for the job's driver; any N > 0 keeps it off the head (which has none), so "
+        "with GCS fault tolerance the driver outlives a head restart (docs/operations.md)",
+    )
     job.add_argument("--no-wait", action="store_true", help="submit and return without following the job")
     job.add_argument(
         "--progress",
@@ -237,6 +245,7 @@ def _submit_to_dashboard(args: argparse.Namespace, entrypoint: list[str], runtim
             runtime_env=runtime_env or None,
             submission_id=args.name,
             metadata={"submitted_by": "pairaug submit"},
+            entrypoint_num_cpus=args.entrypoint_num_cpus or None,
         )
     except Exception as e:
         raise SubmitError(f"the job was not accepted: {str(e).splitlines()[0]}") from None
@@ -290,6 +299,7 @@ def build_rayjob(
     template: dict | None = None,
     image: str | None = None,
     runtime_env: dict | None = None,
+    entrypoint_num_cpus: float = 0.0,
 ) -> dict:
     """The RayJob to create: the template's spec (or a bare one) with this entrypoint and name."""
     if not (cluster or template):
@@ -328,6 +338,8 @@ def build_rayjob(
         import yaml
 
         spec["runtimeEnvYAML"] = yaml.safe_dump(runtime_env, sort_keys=False)
+    if entrypoint_num_cpus:
+        spec["entrypointNumCpus"] = entrypoint_num_cpus
     if image:
         for container in _containers(spec):
             container["image"] = image
@@ -402,7 +414,13 @@ def _submit_rayjob(args: argparse.Namespace, entrypoint: list[str], runtime_env:
     template = _read_template(args.template) if args.template else None
     name = args.name or _default_name(entrypoint)
     body = build_rayjob(
-        entrypoint, name, cluster=args.cluster, template=template, image=args.image, runtime_env=runtime_env
+        entrypoint,
+        name,
+        cluster=args.cluster,
+        template=template,
+        image=args.image,
+        runtime_env=runtime_env,
+        entrypoint_num_cpus=args.entrypoint_num_cpus,
     )
     from pairaug_ray.kuberay_rules import violations
 

@@ -74,6 +74,17 @@ def test_unreachable_job_api_exits_2(capsys, monkeypatch):
     assert os.environ["RAY_ADDRESS"] == "http://127.0.0.1:1"
 
 
+def test_a_driver_kept_off_the_head():
+    """--entrypoint-num-cpus: the RayJob reserves CPUs for its driver, so it runs on a worker."""
+    from pairaug_ray.submit import build_rayjob
+
+    body = build_rayjob(
+        ["pairaug", "augment", "--config", "c.yaml"], "exp1", cluster="pairaug", entrypoint_num_cpus=1
+    )
+    assert body["spec"]["entrypointNumCpus"] == 1
+    assert "entrypointNumCpus" not in build_rayjob(["pairaug", "augment"], "exp2", cluster="pairaug")["spec"]
+
+
 def test_build_rayjob_from_a_template():
     template = yaml.safe_load((REPO / "k8s" / "rayjob-train.yaml").read_text())
     cmd = ["pairaug", "train", "--config", "s3://b/train.yaml", "--set", "run.name=a b"]
