@@ -156,6 +156,11 @@ def check_objects(docs: list[dict], validators) -> None:
     for obj in docs:
         name = obj["metadata"]["name"]
         assert len(name) <= 63, f"{obj['kind']} name longer than 63: {name}"
+        if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+            # The Prometheus Operator's CRDs are not here: the fields this chart relies on, by hand.
+            assert obj["kind"] == "PodMonitor" and obj["spec"]["selector"]["matchLabels"], obj
+            assert all(e["port"] == "metrics" for e in obj["spec"]["podMetricsEndpoints"]), obj
+            continue
         if obj["kind"] in RAY_KINDS:
             problems += crd_errors(obj, validators)
             limit = 53 if obj["kind"] == "RayCluster" else 47  # KubeRay's Go-side limits
@@ -714,3 +719,38 @@ def test_bad_operator_values_are_rejected_naming_the_key(args, expected):
     proc = helm("template", "pairaug", str(CHART), *args, check=False)
     assert proc.returncode != 0, f"helm accepted {args}"
     assert expected in proc.stderr, proc.stderr
+
+
+def test_monitoring_objects_and_the_dashboards_queries(rendered):
+    """The PodMonitor scrapes every Ray pod's metrics port; the dashboard ConfigMap carries
+    dashboards/pairaug.json, every panel of which queries only metrics the pipeline exports
+    (pairaug_ray/metrics.py, as Ray's metrics agent names them), and each of those is on a panel."""
+    from pairaug_ray import metrics
+
+    docs = rendered["operator-values"]
+    (monitor,) = only(docs, "PodMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    (rc,) = only(docs, "RayCluster")
+    for name, g in groups(rc["spec"]):
+        ports = {p["name"]: p["containerPort"] for p in g["template"]["spec"]["containers"][0]["ports"]}
+        assert ports["metrics"] == 8080, name
+    head_env = {
+        e["name"]: e.get("value")
+        for e in rc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert head_env["RAY_GRAFANA_IFRAME_HOST"] == "https://grafana.example.com"
+    assert head_env["RAY_PROMETHEUS_HOST"].endswith(":9090")
+    (board,) = [d for d in only(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")]
+    assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(board["data"]["pairaug.json"])
+    assert dashboard == json.loads((CHART / "dashboards" / "pairaug.json").read_text())
+    exported = {
+        metrics.PROMETHEUS_PREFIX + name + ("_total" if kind == "counter" else "")
+        for name, (kind, _, _) in metrics.METRICS.items()
+    }
+    queried = set()
+    for panel in dashboard["panels"]:
+        names = set(re.findall(r"\b(ray_[a-z_]+)\b", " ".join(t["expr"] for t in panel["targets"])))
+        assert names and names <= exported, (panel["title"], names - exported)
+        queried |= names
+    assert queried == exported

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow.compute as pc
 from ray.data.expressions import col
 
-from pairaug_ray import progress, schema, storage
+from pairaug_ray import metrics, progress, schema, storage
 from pairaug_ray.config import ConfigError, JobConfig
 from pairaug_ray.manifest import read_manifest, write_manifest
 from pairaug_ray.pairs import read_columns
@@ -111,6 +111,9 @@ def prune_job(
         # Nothing drawn (no report was rewritten, or every row failed): an empty set, not an error.
         write_empty_manifest(out)
         summary = prune_summary(out)
+        for origin, c in summary["by_origin"].items():  # for the cluster's dashboards
+            for decision in ("kept", "pruned"):
+                metrics.set_gauge(metrics.PRUNED_PAIRS, c[decision], {"origin": origin, "decision": decision})
         shown["line"] = (
             ", ".join(
                 f"{o} kept {c['kept']}/{sum(c.values())}" for o, c in sorted(summary["by_origin"].items())

@@ -16,12 +16,15 @@ ProcessingStage declares name, resources and batch size. A job then wires a stag
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 from ray.data import ActorPoolStrategy
+
+from pairaug_ray import metrics
 
 
 @dataclass(frozen=True)
@@ -49,9 +52,15 @@ class StagePlan:
         """`ds` through this stage. With `counter` (the job's progress counter, progress.py), each call
         of the stage is counted as it begins and as it returns, so that work done again (a call lost
         with its node or retried, a block recomputed) shows beside the rows written."""
-        fn, kwargs = self.fn, dict(self.kwargs)
-        if counter is not None:
-            fn, kwargs = _counting(fn, kwargs, counter, is_class=self.actors is not None)
+        # Every call is metered (pairaug_ray/metrics.py) and, with a counter, counted for progress.
+        fn, kwargs = _counting(
+            self.fn,
+            dict(self.kwargs),
+            counter,
+            is_class=self.actors is not None,
+            stage=self.name,
+            gpus=self.resources.gpus,
+        )
         common: dict[str, Any] = {
             "batch_size": self.batch_size,
             "batch_format": self.batch_format,
@@ -76,27 +85,37 @@ def _rows(batch: Any) -> int:
     return batch.num_rows if hasattr(batch, "num_rows") else len(batch)
 
 
-def _begin(counter: Any, batch: Any) -> int:
-    rows = _rows(batch)
-    counter.add.remote(0, work={"begun": rows})
-    return rows
+class _Meter:
+    """Around one call: the progress counter's begun/finished counts (when there is a counter) and
+    the stage's Prometheus metrics (rows by status, seconds, GPU-seconds)."""
 
+    def __init__(self, counter: Any, stage: str, gpus: float):
+        self.counter, self.stage, self.gpus = counter, stage, gpus
 
-def _end(counter: Any, rows: int, out: Any) -> None:
-    counter.add.remote(0, work={"finished": rows, "made": _rows(out)})
+    def begin(self, batch: Any) -> tuple[int, float]:
+        rows = _rows(batch)
+        if self.counter is not None:
+            self.counter.add.remote(0, work={"begun": rows})
+        return rows, time.perf_counter()
+
+    def end(self, started: tuple[int, float], out: Any) -> None:
+        rows, t0 = started
+        if self.counter is not None:
+            self.counter.add.remote(0, work={"finished": rows, "made": _rows(out)})
+        metrics.record_call(self.stage, rows, out, time.perf_counter() - t0, self.gpus)
 
 
 class _Counted:
-    """A stage class whose every call is counted as it begins and as it returns (see StagePlan.apply
-    and progress.WORK_COUNTS)."""
+    """A stage class whose every call is metered as it begins and as it returns (see
+    StagePlan.apply and progress.WORK_COUNTS)."""
 
-    def __init__(self, *, stage: type, stage_kwargs: dict[str, Any], counter: Any):
-        self.stage, self.counter = stage(**stage_kwargs), counter
+    def __init__(self, *, stage: type, stage_kwargs: dict[str, Any], meter: _Meter):
+        self.stage, self.meter = stage(**stage_kwargs), meter
 
     def __call__(self, batch: Any) -> Any:
-        rows = _begin(self.counter, batch)
+        started = self.meter.begin(batch)
         out = self.stage(batch)
-        _end(self.counter, rows, out)
+        self.meter.end(started, out)
         return out
 
 
@@ -104,23 +123,25 @@ class _CountedAsync(_Counted):
     """The same for a stage whose __call__ is a coroutine (Ray Data then overlaps several batches)."""
 
     async def __call__(self, batch: Any) -> Any:
-        rows = _begin(self.counter, batch)
+        started = self.meter.begin(batch)
         out = await self.stage(batch)
-        _end(self.counter, rows, out)
+        self.meter.end(started, out)
         return out
 
 
 def _counted_function(
-    batch: Any, *, stage: Callable[..., Any], stage_kwargs: dict[str, Any], counter: Any
+    batch: Any, *, stage: Callable[..., Any], stage_kwargs: dict[str, Any], meter: _Meter
 ) -> Any:
-    rows = _begin(counter, batch)
+    started = meter.begin(batch)
     out = stage(batch, **stage_kwargs)
-    _end(counter, rows, out)
+    meter.end(started, out)
     return out
 
 
-def _counting(fn: Any, kwargs: dict[str, Any], counter: Any, *, is_class: bool) -> tuple[Any, dict[str, Any]]:
-    wrapped = {"stage": fn, "stage_kwargs": kwargs, "counter": counter}
+def _counting(
+    fn: Any, kwargs: dict[str, Any], counter: Any, *, is_class: bool, stage: str, gpus: float
+) -> tuple[Any, dict[str, Any]]:
+    wrapped = {"stage": fn, "stage_kwargs": kwargs, "meter": _Meter(counter, stage, gpus)}
     if not is_class:
         return _counted_function, wrapped
     base = _CountedAsync if inspect.iscoroutinefunction(fn.__call__) else _Counted

@@ -239,14 +239,24 @@ spec:
     - name: {{ .container }}
       image: {{ include "pairaug.image" $root | quote }}
       imagePullPolicy: {{ $root.Values.image.pullPolicy }}
-      {{- if eq .component "head" }}
       ports:
+        {{- if eq .component "head" }}
         - {name: gcs-server, containerPort: 6379, protocol: TCP}
         - {name: dashboard, containerPort: 8265, protocol: TCP}
         - {name: client, containerPort: 10001, protocol: TCP}
+        {{- end }}
+        # Ray's metrics agent: Ray's metrics and the pipeline's (scraped by the PodMonitor).
         - {name: metrics, containerPort: 8080, protocol: TCP}
+      {{- $group := $g }}
+      {{- if eq .component "head" }}
+      {{- /* The head's dashboard embeds Grafana panels and queries Prometheus when told where they are. */}}
+      {{- $hosts := list }}
+      {{- with $root.Values.metrics.grafanaHost }}{{ $hosts = append $hosts (dict "name" "RAY_GRAFANA_HOST" "value" .) }}{{ end }}
+      {{- with (default $root.Values.metrics.grafanaHost $root.Values.metrics.grafanaIframeHost) }}{{ $hosts = append $hosts (dict "name" "RAY_GRAFANA_IFRAME_HOST" "value" .) }}{{ end }}
+      {{- with $root.Values.metrics.prometheusHost }}{{ $hosts = append $hosts (dict "name" "RAY_PROMETHEUS_HOST" "value" .) }}{{ end }}
+      {{- $group = merge (dict "env" (concat $hosts (default list $g.env))) $g }}
       {{- end }}
-      {{- include "pairaug.env" (dict "root" $root "group" $g) | nindent 6 }}
+      {{- include "pairaug.env" (dict "root" $root "group" $group) | nindent 6 }}
       resources:
         requests:
           {{- toYaml $resources | nindent 10 }}
