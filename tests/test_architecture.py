@@ -24,7 +24,7 @@ LAYERS = [
     ["errors", "schema", "storage", "config", "kuberay_rules", ""],  # "" is the package's __init__
     ["images", "pairs", "resume"],
     ["models", "p2p", "text", "eval", "viz"],
-    ["manifest", "runtime", "progress", "corpora", "stages", "testing"],
+    ["manifest", "runtime", "progress", "metrics", "corpora", "stages", "testing"],
     ["pipeline", "submit"],
     ["cli", "__main__"],
 ]
