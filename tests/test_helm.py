@@ -358,7 +358,7 @@ def test_gpu_group(rendered, name):
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     if name == "gpu-values":
         assert pod["nodeSelector"] == {"karpenter.k8s.aws/instance-gpu-name": "h100"}
-        assert gpu["rayStartParams"]["resources"] == '"{\\"accelerator_type:H100\\": 1}"'
+        assert gpu["rayStartParams"]["resources"] == '"{\\"accelerator_type:H100\\":1}"'
         assert json.loads(json.loads(gpu["rayStartParams"]["resources"])) == {"accelerator_type:H100": 1}
         assert pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
         assert gpu["maxReplicas"] == 4 and res["limits"]["memory"] == "1800Gi"
@@ -677,10 +677,22 @@ def test_operator_grade_options(rendered):
     assert {"name": "model-cache", "mountPath": "/models"} in od["containers"][0]["volumeMounts"]
     assert any(v["name"] == "model-cache" and "hostPath" in v for v in od["volumes"])
     assert {"secretRef": {"name": "pairaug-hf-token"}} in od["containers"][0]["envFrom"]
+    highmem = by_name["cpu-highmem"]["template"]["spec"]["containers"][0]
     assert (
-        "nvidia.com/gpu"
-        not in by_name["cpu-highmem"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+        "nvidia.com/gpu" not in highmem["resources"]["limits"]
+        and highmem["resources"]["limits"]["memory"] == "256Gi"
     )
+    assert highmem["image"] == "registry.example.com/ml/pairaug-data:0.1.0"
+    # Presets: the spot group has the on-demand group's values where it sets none (its EFA, mounts).
+    spot_pod = spot["template"]["spec"]
+    assert spot_pod["containers"][0]["resources"]["limits"]["memory"] == "1000Gi"
+    assert {"name": "model-cache", "mountPath": "/models"} in spot_pod["containers"][0]["volumeMounts"]
+    assert json.loads(json.loads(spot["rayStartParams"]["resources"])) == {
+        "accelerator_type:H100": 1,
+        "nvme": 1,
+    }
+    assert spot_pod["priorityClassName"] == "ml-batch-spot"
+    assert spot_pod["nodeSelector"] == {"karpenter.sh/capacity-type": "spot"}
     assert rc["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "ml-team-a"
     (job,) = only(docs, "RayJob")
     assert (
@@ -713,6 +725,15 @@ def test_operator_grade_options(rendered):
         ),
         (["--set", "gpuWorkers.envFrom[0].configMapRef.name=x"], "configMapRef"),
         (["--set", "kueue.queueName=Team A"], "kueue.queueName"),
+        # Keys renamed (or spelled as KubeRay's ray-cluster chart spells them) name the key to use.
+        (["--set", "additionalWorkerGroups.spot.maxReplicas=2"], "renamed: use extraWorkerGroups"),
+        (["--set", "worker.replicas=2"], "renamed: use cpuWorkers and gpuWorkers"),
+        (["--set", "head.enableInTreeAutoscaling=true"], "renamed: use autoscaler.enabled"),
+        (["--set", "gpuWorkers.containerEnv[0].name=X"], "renamed: use gpuWorkers.env"),
+        (
+            ["--set", "gcsFaultTolerance.redisPassword=hunter2"],
+            "renamed: use gcsFaultTolerance.redisPasswordSecret",
+        ),
     ],
 )
 def test_bad_operator_values_are_rejected_naming_the_key(args, expected):

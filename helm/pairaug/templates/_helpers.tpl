@@ -237,7 +237,9 @@ spec:
   {{- end }}
   containers:
     - name: {{ .container }}
-      image: {{ include "pairaug.image" $root | quote }}
+      {{- $image := include "pairaug.image" $root }}
+      {{- with $g.image }}{{ $image = printf "%s:%s" .repository .tag }}{{ end }}
+      image: {{ $image | quote }}
       imagePullPolicy: {{ $root.Values.image.pullPolicy }}
       ports:
         {{- if eq .component "head" }}
@@ -319,9 +321,12 @@ spec:
 {{- end -}}
 {{- $params := deepCopy (default dict $g.rayStartParams) -}}
 {{- $_ := set $params "object-store-memory" $store -}}
-{{- with $g.acceleratorType -}}
+{{- $res := dict -}}
+{{- range $name, $n := (default dict $g.rayResources) -}}{{- $_ := set $res $name $n -}}{{- end -}}
+{{- with $g.acceleratorType -}}{{- $_ := set $res (printf "accelerator_type:%s" .) 1 -}}{{- end -}}
+{{- if $res -}}
 {{- /* A JSON object in a quoted string, as KubeRay passes it to `ray start --resources`. */ -}}
-{{- $_ := set $params "resources" (printf "\"{\\\"accelerator_type:%s\\\": 1}\"" .) -}}
+{{- $_ := set $params "resources" (printf "%q" (toJson $res)) -}}
 {{- end -}}
 {{- if eq .key "head" -}}
 {{- $_ := set $params "num-cpus" "0" -}}
@@ -334,7 +339,7 @@ spec:
 {{- define "pairaug.rayClusterSpec" -}}
 {{- $v := .Values -}}
 {{- $anyWorkers := or $v.cpuWorkers.enabled $v.gpuWorkers.enabled -}}
-{{- range $v.extraWorkerGroups -}}{{- if .enabled -}}{{- $anyWorkers = true -}}{{- end -}}{{- end -}}
+{{- range $v.extraWorkerGroups -}}{{- if or (not (hasKey . "enabled")) .enabled -}}{{- $anyWorkers = true -}}{{- end -}}{{- end -}}
 {{- if not $anyWorkers -}}
 {{- fail "enable cpuWorkers, gpuWorkers or an extraWorkerGroups entry: the head runs no tasks (num-cpus 0)" -}}
 {{- end -}}
@@ -386,7 +391,11 @@ headGroupSpec:
     {{- include "pairaug.podTemplate" (dict "root" . "group" $v.head "component" "head" "container" "ray-head") | nindent 4 }}
 {{- $groups := list (list "cpuWorkers" $v.cpuWorkers 0) (list "gpuWorkers" $v.gpuWorkers (int $v.gpuWorkers.gpusPerPod)) }}
 {{- $names := dict }}
-{{- range $i, $g := $v.extraWorkerGroups }}
+{{- range $i, $extra := $v.extraWorkerGroups }}
+{{- /* A preset's values (cpuWorkers or gpuWorkers), the group's own keys on top. */}}
+{{- $cpu := eq (default "gpu" $extra.preset) "cpu" }}
+{{- $g := mergeOverwrite (deepCopy (index $v (ternary "cpuWorkers" "gpuWorkers" $cpu))) (dict "enabled" true "replicas" 0 "minReplicas" 0) (deepCopy $extra) }}
+{{- if $cpu }}{{- $_ := set $g "gpusPerPod" (default 0 $extra.gpusPerPod) }}{{- end }}
 {{- $groups = append $groups (list (printf "extraWorkerGroups[%d]" $i) $g (int (default 0 $g.gpusPerPod))) }}
 {{- end }}
 workerGroupSpecs:
