@@ -1209,6 +1209,8 @@ def format_validation_error(err: ValidationError, source: str, model: type[BaseM
             if "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict):
                 msg += f" (got {e['input']!r})"
         lines.append(f"  - {key}: {msg}")
+    if len(lines) == 2:  # one problem: one line
+        return f"{lines[0]} {lines[1].removeprefix('  - ')}"
     return "\n".join(lines)
 
 
@@ -1238,10 +1240,23 @@ def load_config(uri: str | Path | None, overrides: list[str] | None = None) -> J
         text = read_text(source)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {source}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {source} is a folder; give the YAML file in it") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {source} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {source} is not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(e, "problem", None) or " ".join(str(e).split())
+        raise ConfigError(f"config file {source} is not valid YAML{where}: {what}") from None
+    if data is None:
+        raise ConfigError(
+            f"config file {source} is empty; a job config is a YAML mapping (see configs/demo.yaml)"
+        )
     return parse_config(data, source, overrides)
 
 

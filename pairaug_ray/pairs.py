@@ -55,7 +55,15 @@ def write_info(root: str, info: Mapping[str, Any] | None = None) -> None:
 
 def read_info(root: str) -> dict[str, Any]:
     uri = storage.join(storage.absolute(root), DATASET_INFO)
-    return json.loads(storage.read_text(uri)) if storage.exists(uri) else {}
+    if not storage.exists(uri):
+        return {}
+    try:
+        info = json.loads(storage.read_text(uri))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise schema.ManifestSchemaError(f"{uri}: not JSON ({e}); rewrite it or move it away") from None
+    if not isinstance(info, dict):
+        raise schema.ManifestSchemaError(f"{uri}: expected a JSON object, got {type(info).__name__}")
+    return info
 
 
 def resolve_image_uris(table: pa.Table, root: str) -> pa.Table:
@@ -105,6 +113,27 @@ def read_columns(root: str, columns: list[str], *, where: pads.Expression | None
         table = _read_as_written(paths, fs, columns)
         table = table.filter(where) if where is not None else table
     return resolve_image_uris(table, storage.absolute(root))
+
+
+def checked_columns(root: str, columns: list[str]) -> pa.Table:
+    """`read_columns`, for a dataset a person hands in: every file must be readable Parquet, and the
+    rows must fit the pair schema (a pair id on each, known split/status/label values); the error
+    names the file or the column and the dataset."""
+    files = storage.list_files(manifest_uri(root), ".parquet")
+    for f in files:
+        fs, path = storage.filesystem(f)
+        try:
+            pq.read_schema(path, filesystem=fs)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise schema.ManifestSchemaError(
+                f"{f}: not a readable Parquet file ({str(e).splitlines()[0]}); rewrite it or move it away"
+            ) from None
+    table = read_columns(root, columns)
+    try:
+        schema.conform(table)
+    except schema.ManifestSchemaError as e:
+        raise schema.ManifestSchemaError(f"{root}: {e}") from None
+    return table
 
 
 def _read_as_written(paths: list[str], fs: Any, columns: list[str]) -> pa.Table:

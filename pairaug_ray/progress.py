@@ -328,10 +328,20 @@ def read_progress(output_dir: str) -> dict[str, Any] | None:
     """The progress.json of the run at `output_dir` (local or s3://), or None when there is none yet."""
     import json
 
+    from pairaug_ray.errors import UserError
+
     uri = storage.join(output_dir, PROGRESS_FILE)
     if not storage.exists(uri):
         return None
-    return json.loads(storage.read_text(uri))
+    try:
+        doc = json.loads(storage.read_text(uri))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(
+            f"{uri}: not JSON ({e}); a job writes it whole, so it was changed by hand or cut short"
+        ) from None
+    if not isinstance(doc, dict) or "state" not in doc:
+        raise UserError(f"{uri}: not a pairaug progress file (no 'state')")
+    return doc
 
 
 def _ago(iso: str | None, now: datetime) -> float | None:

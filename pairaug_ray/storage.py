@@ -13,10 +13,13 @@ import math
 import os
 import posixpath
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import fsspec
+
+from pairaug_ray.errors import UserError
 
 
 def is_s3(uri: str) -> bool:
@@ -58,9 +61,31 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fs, path
 
 
+class StorageUnreachableError(UserError, OSError):
+    """An object store could not be reached or refused access; the message names the URI."""
+
+
+@contextmanager
+def _reaching(uri: str):
+    """Errors of reaching a remote store (no endpoint, no credentials, access denied) as one that
+    names the URI; missing files stay FileNotFoundError."""
+    try:
+        yield
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, UnicodeDecodeError):
+        raise
+    except Exception as e:
+        if is_local(uri):
+            raise
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise StorageUnreachableError(
+            f"cannot reach {uri}: {reason} (check AWS_ENDPOINT_URL, the credentials and the bucket)"
+        ) from None
+
+
 def exists(uri: str) -> bool:
     fs, path = filesystem(uri)
-    return fs.exists(path)
+    with _reaching(uri):
+        return fs.exists(path)
 
 
 def makedirs(uri: str) -> None:
@@ -71,7 +96,7 @@ def makedirs(uri: str) -> None:
 
 def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
-    with fs.open(path, "rb") as f:
+    with _reaching(uri), fs.open(path, "rb") as f:
         return f.read()
 
 

@@ -113,10 +113,60 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("WARNING" if not args.verbose else args.log_level)
     try:
         return int(args.fn(args) or 0)
-    except (UserError, FileNotFoundError, PermissionError) as e:
-        # FileNotFoundError and PermissionError: a path or a permission the user gave; ours are UserErrors.
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno is None and not isinstance(e, FileNotFoundError | PermissionError):
+            return _unexpected(e, args)
+        # A path or a permission the user gave: missing, not readable, a folder where a file belongs.
+        print(f"error: {_os_error(e)}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError as e:
+        # Readers name the file themselves; this is the net under any that does not.
+        print(
+            f"error: an input is not UTF-8 text ({e.reason}, byte {e.start}); save it as UTF-8",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("interrupted; finished work is kept and a rerun resumes from it", file=sys.stderr)
         return 130
+    except Exception as e:
+        from pydantic import ValidationError
+
+        if isinstance(e, ValidationError):  # a model built from command-line arguments
+            print(f"error: {_argument_error(e)}", file=sys.stderr)
+            return 2
+        return _unexpected(e, args)
+
+
+def _os_error(e: OSError) -> str:
+    what = e.strerror or str(e) or type(e).__name__
+    return f"{e.filename}: {what}" if e.filename else what
+
+
+def _argument_error(e) -> str:
+    """pydantic's errors for models built from arguments, as the options the user typed."""
+    parts = []
+    for err in e.errors():
+        field = ".".join(str(x) for x in err["loc"])
+        option = "--" + field.replace("_", "-") if len(err["loc"]) == 1 else field
+        parts.append(f"{option} {err.get('input')!r}: {err['msg'][0].lower() + err['msg'][1:]}")
+    return "; ".join(parts)
+
+
+def _unexpected(e: BaseException, args: argparse.Namespace) -> int:
+    """A bug, not bad input: one line, exit 1; the traceback with --log-level DEBUG (and in the log)."""
+    import logging
+    import traceback
+
+    logging.getLogger("pairaug_ray").debug("unexpected error", exc_info=e)  # the log file, not the screen
+    if getattr(args, "log_level", None) == "DEBUG":
+        traceback.print_exception(e, file=sys.stderr)
+    message = " ".join(str(e).split())[:300]
+    print(
+        f"error: {type(e).__name__}: {message} (unexpected: please report it; --log-level DEBUG prints the traceback)",
+        file=sys.stderr,
+    )
+    return 1

@@ -88,13 +88,8 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 def cmd_manifest_show(args: argparse.Namespace) -> int:
     from pairaug_ray import schema
-    from pairaug_ray.pairs import read_columns, read_info, summarize_root
+    from pairaug_ray.pairs import SUMMARY_COLUMNS, checked_columns, read_info, summarize
 
-    print(
-        json.dumps(
-            {"dataset": read_info(args.root), "summary": summarize_root(args.root)}, indent=2, default=str
-        )
-    )
     columns = [
         schema.PAIR_ID,
         schema.SPLIT,
@@ -106,11 +101,10 @@ def cmd_manifest_show(args: argparse.Namespace) -> int:
         schema.STUDY_ID,
         *schema.LABEL_COLUMNS,
     ]
-    head = (
-        read_columns(args.root, columns)
-        .slice(0, max(args.head, args.grid_rows if args.grid else 0))
-        .to_pylist()
-    )
+    # Checked first: a damaged file or a column outside the pair schema is an error naming it.
+    table = checked_columns(args.root, list(dict.fromkeys([*columns, *SUMMARY_COLUMNS])))
+    print(json.dumps({"dataset": read_info(args.root), "summary": summarize(table)}, indent=2, default=str))
+    head = table.select(columns).slice(0, max(args.head, args.grid_rows if args.grid else 0)).to_pylist()
     if args.grid:
         from pairaug_ray.viz import pair_grid
 

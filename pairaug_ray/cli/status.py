@@ -7,6 +7,7 @@ import sys
 import time
 
 from pairaug_ray.cli.common import Commands
+from pairaug_ray.errors import UserError
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -15,9 +16,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     while True:
         doc = progress.read_progress(args.output_dir)
         if doc is None:
-            print(f"no progress at {args.output_dir} yet (progress.json is written once a job starts)")
             if not args.follow:
-                return 1
+                raise UserError(
+                    f"{args.output_dir}: no progress.json (not a run's output folder, or its job has not started; "
+                    "--follow waits for it)"
+                )
+            print(f"no progress at {args.output_dir} yet (progress.json is written once a job starts)")
         else:
             print(progress.format_progress(doc), flush=True)
             if not args.follow or doc.get("state") != "running":

@@ -12,18 +12,32 @@ import pandas as pd
 
 from pairaug_ray import storage
 from pairaug_ray.errors import UserError
-from pairaug_ray.eval.metrics import evaluate, format_interval
+from pairaug_ray.eval.metrics import MIN_BOOTSTRAP, evaluate, format_interval
 
 
 class TableInputError(UserError, ValueError):
     """A labels/scores CSV or a metrics.json that cannot be used, with what is wrong."""
 
 
-def _csv(uri: str) -> pd.DataFrame:
+def _csv(uri: str, id_column: str | None = None) -> pd.DataFrame:
+    """The CSV at `uri`, ids as text (so that "1" and "01" stay what the file says), or an error
+    naming the file and what is wrong with it."""
     try:
-        return pd.read_csv(io.StringIO(storage.read_text(uri)))
+        text = storage.read_text(uri)
     except FileNotFoundError:
         raise TableInputError(f"{uri}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise TableInputError(
+            f"{uri}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8"
+        ) from None
+    try:
+        return pd.read_csv(io.StringIO(text), dtype={id_column: str} if id_column else None)
+    except pd.errors.EmptyDataError:
+        raise TableInputError(
+            f"{uri}: the file is empty (expected a header row and one row per image)"
+        ) from None
+    except (pd.errors.ParserError, ValueError) as e:
+        raise TableInputError(f"{uri}: not a readable CSV ({' '.join(str(e).split())[:200]})") from None
 
 
 def metrics_from_csvs(
@@ -37,7 +51,11 @@ def metrics_from_csvs(
     """Rows matched by `id_column`; labels: every column the two files share (or the given ones).
     Label values 1/0 (-1 and blanks are left out of that label's metrics); scores are probabilities or
     any monotone score."""
-    truth, scores = _csv(labels_csv), _csv(scores_csv)
+    if n_bootstrap < MIN_BOOTSTRAP:
+        raise TableInputError(
+            f"--bootstrap {n_bootstrap}: CheXzero's interval needs at least {MIN_BOOTSTRAP} resamples"
+        )
+    truth, scores = _csv(labels_csv, id_column), _csv(scores_csv, id_column)
     for name, df, path in (("labels", truth, labels_csv), ("scores", scores, scores_csv)):
         if id_column not in df.columns:
             raise TableInputError(
@@ -45,7 +63,9 @@ def metrics_from_csvs(
             )
         dup = df[id_column][df[id_column].duplicated()]
         if len(dup):
-            raise TableInputError(f"{path}: id {dup.iloc[0]!r} appears more than once in the {name} file")
+            raise TableInputError(
+                f"{path}: id {str(dup.iloc[0])!r} appears more than once in the {name} file"
+            )
     shared = [c for c in truth.columns if c in scores.columns and c != id_column]
     labels = labels or shared
     for lb in labels:
@@ -65,11 +85,12 @@ def metrics_from_csvs(
     y = merged[labels].apply(pd.to_numeric, errors="coerce").to_numpy(float).copy()
     y[(y != 0) & (y != 1)] = np.nan
     s = merged[[f"{lb}__score" for lb in labels]].apply(pd.to_numeric, errors="coerce").to_numpy(float)
-    bad = np.argwhere(np.isnan(s))
+    bad = np.argwhere(~np.isfinite(s))
     if len(bad):
         r, c = bad[0]
+        what = "not a number" if np.isnan(s[r, c]) else "not a finite number"
         raise TableInputError(
-            f"{scores_csv}: id {merged[id_column].iloc[r]!r}, label {labels[c]!r}: score is not a number"
+            f"{scores_csv}: id {str(merged[id_column].iloc[r])!r}, label {labels[c]!r}: score is {what}"
         )
     out = evaluate(y, s, labels, n_bootstrap=n_bootstrap, thresholds=thresholds)
     out["sources"] = {"labels": labels_csv, "scores": scores_csv, "id_column": id_column}
@@ -101,9 +122,17 @@ def load_metrics(run: str) -> dict[str, Any]:
     """An evaluate output folder or its metrics.json."""
     uri = run if run.endswith(".json") else storage.join(run, "metrics.json")
     try:
-        return json.loads(storage.read_text(uri))
+        m = json.loads(storage.read_text(uri))
     except FileNotFoundError:
         raise TableInputError(f"{uri}: no metrics.json (run `pairaug evaluate` first)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TableInputError(f"{uri}: not JSON ({e}); is it a metrics.json of `pairaug evaluate`?") from None
+    if not isinstance(m, dict) or not isinstance(m.get("datasets"), dict):
+        raise TableInputError(f"{uri}: no 'datasets' in it; is it a metrics.json of `pairaug evaluate`?")
+    for name, ds in m["datasets"].items():
+        if not isinstance(ds, dict) or not isinstance(ds.get("models"), dict):
+            raise TableInputError(f"{uri}: datasets.{name} has no 'models' table")
+    return m
 
 
 def _run_name(run: str) -> str:

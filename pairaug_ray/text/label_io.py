@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,17 @@ def _suffix(uri: str) -> str:
     return name.rsplit(".", 1)[-1] if "." in name else ""
 
 
+MAX_REPORT_CHARS = 200_000  # MIMIC-CXR's longest report is ~10k characters: more is not one report
+
+
+def _undecodable(text: str) -> int | None:
+    """Where a byte that was not UTF-8 sits in `text` (read with errors="surrogateescape"), or None."""
+    for i, ch in enumerate(text):
+        if "\udc80" <= ch <= "\udcff":
+            return i
+    return None
+
+
 def _check_report(row: int, field: str, value: Any) -> tuple[str | None, str | None]:
     """The report and no error, or None and an error naming the row and field."""
     if value is None:
@@ -63,6 +75,14 @@ def _check_report(row: int, field: str, value: Any) -> tuple[str | None, str | N
         return None, f"row {row}: field {field!r} is {type(value).__name__}, not a string"
     if not value.strip():
         return None, f"row {row}: field {field!r} is empty"
+    if (at := _undecodable(value)) is not None:
+        byte = ord(value[at]) - 0xDC00
+        return None, f"row {row}: field {field!r} is not UTF-8 text (byte 0x{byte:02x} at character {at})"
+    if len(value) > MAX_REPORT_CHARS:
+        return (
+            None,
+            f"row {row}: field {field!r} has {len(value):,} characters, more than {MAX_REPORT_CHARS:,}: not one report",
+        )
     return value, None
 
 
@@ -106,12 +126,15 @@ def _read_jsonl(fh: Any, column: str, id_column: str | None) -> Iterator[_Record
         row += 1
 
 
-def _read_csv(fh: Any, column: str, id_column: str | None, delimiter: str) -> Iterator[_Record]:
+def _read_csv(fh: Any, column: str, id_column: str | None, delimiter: str, uri: str) -> Iterator[_Record]:
     reader = csv.DictReader(fh, delimiter=delimiter)
     header = reader.fieldnames or []
     for needed in filter(None, (column, id_column)):
         if needed not in header:
-            raise LabelInputError(f"input has no column {needed!r}; columns: {header}")
+            raise LabelInputError(
+                f"{uri}: no column {needed!r} (columns: {', '.join(header) or 'none: the file is empty'}); "
+                "name the report column with --column"
+            )
     for row, rec in enumerate(reader):
         # An empty CSV cell is how a missing value is written, so it counts as missing.
         report, error = _check_report(row, column, rec.get(column) or None)
@@ -128,12 +151,19 @@ def read_reports(
 ) -> Iterator[_Record]:
     """Yield one record per report in `input_uri` (see the module docstring for formats)."""
     kind = _suffix(input_uri)
-    with fsspec.open(input_uri, "rt", compression="infer", encoding="utf-8-sig", newline="") as fh:
+    # UTF-8 (with or without a BOM) or, when its BOM says so, UTF-16. Bytes that are not text stay
+    # in the row as escapes and make that row's error (_check_report): one bad line never sinks a file.
+    with fsspec.open(input_uri, "rb", compression="infer") as raw:
+        head = raw.read(2)
+    encoding = "utf-16" if head in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    with fsspec.open(
+        input_uri, "rt", compression="infer", encoding=encoding, errors="surrogateescape", newline=""
+    ) as fh:
         if kind in ("jsonl", "ndjson"):
             yield from _read_jsonl(fh, column or DEFAULT_REPORT_FIELD, id_column)
         elif kind in ("csv", "tsv"):
             delimiter = "\t" if kind == "tsv" else ","
-            yield from _read_csv(fh, column or DEFAULT_REPORT_FIELD, id_column, delimiter)
+            yield from _read_csv(fh, column or DEFAULT_REPORT_FIELD, id_column, delimiter, input_uri)
         else:
             yield from _read_text(fh, column, id_column)
 
@@ -160,17 +190,31 @@ def label_file(
     columns = [id_name, *CHEXPERT_OBSERVATIONS, ERROR_COLUMN]
     kind = _suffix(out_uri)
     fs, path = fsspec.core.url_to_fs(out_uri)
+    if fs.isdir(path):
+        raise LabelInputError(
+            f"{out_uri} is a folder; give the output file's name (e.g. {out_uri}/labels.csv)"
+        )
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
     if parent:
         fs.makedirs(parent, exist_ok=True)
-    if kind == "parquet":
-        id_type = pa.string() if id_column else pa.int64()
-        with fs.open(path, "wb") as fh:
-            return _write_parquet(fh, rows, columns, id_type)
-    with fs.open(path, "wt", encoding="utf-8", newline="") as fh:
-        if kind in ("jsonl", "ndjson"):
-            return _write_jsonl(fh, rows)
-        return _write_csv(fh, rows, columns)
+    # Written beside the output and moved into place at the end: a run that fails part-way leaves an
+    # earlier output as it was, and no half-written one.
+    partial = f"{path}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        if kind == "parquet":
+            id_type = pa.string() if id_column else pa.int64()
+            with fs.open(partial, "wb") as fh:
+                labelled = _write_parquet(fh, rows, columns, id_type)
+        else:
+            with fs.open(partial, "wt", encoding="utf-8", newline="") as fh:
+                labelled = (
+                    _write_jsonl(fh, rows) if kind in ("jsonl", "ndjson") else _write_csv(fh, rows, columns)
+                )
+        fs.mv(partial, path)
+    finally:
+        if fs.exists(partial):
+            fs.rm(partial)
+    return labelled
 
 
 def _write_csv(fh: Any, rows: Iterator[tuple[dict[str, Any], bool]], columns: list[str]) -> int:
