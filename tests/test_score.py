@@ -253,3 +253,46 @@ def test_intra_means_are_global_across_files(tmp_path):
     assert intra_means(dataset("no-intra", blocks[2:])) == dict.fromkeys(
         [schema.SCORE_S1, schema.SCORE_S2, schema.SCORE_S3]
     )
+
+
+def test_unreadable_images_are_row_errors_and_the_rest_is_scored(tiny_models, tmp_path):
+    """The score stage on a batch with a missing image, a corrupt one and an IntraAug edit whose
+    original is gone: those rows fail with the image named, the readable pair is scored."""
+
+    from pairaug_ray import images as image_io
+    from pairaug_ray.config import ScoreConfig
+    from pairaug_ray.stages.score import ScorePairs
+
+    good = image_io.write_png(np.full((64, 64), 120, np.uint8), str(tmp_path / "img"))[0]
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n not image data")
+    base = {
+        schema.STATUS: "ok",
+        schema.REPORT: "Small left pleural effusion.",
+        schema.SOURCE_REPORT: "No effusion.",
+    }
+    rows = [
+        {**base, schema.PAIR_ID: "good", schema.ORIGIN: "inter", schema.IMAGE_URI: good},
+        {
+            **base,
+            schema.PAIR_ID: "missing",
+            schema.ORIGIN: "inter",
+            schema.IMAGE_URI: str(tmp_path / "gone.png"),
+        },
+        {**base, schema.PAIR_ID: "corrupt", schema.ORIGIN: "inter", schema.IMAGE_URI: str(corrupt)},
+        {
+            **base,
+            schema.PAIR_ID: "no-original",
+            schema.ORIGIN: "intra",
+            schema.IMAGE_URI: good,
+            schema.SOURCE_IMAGE_URI: str(tmp_path / "real-gone.png"),
+        },
+    ]
+    stage = ScorePairs(ScoreConfig(), tiny_models["scorer"], str(tmp_path / "cache"))
+    out = {r[schema.PAIR_ID]: r for r in stage(schema.rows_to_table(rows)).to_pylist()}
+    assert out["good"][schema.STATUS] == "ok" and out["good"][schema.SCORE_A] is not None
+    assert out["missing"][schema.STATUS] == "error" and "gone.png" in out["missing"][schema.ERROR]
+    assert out["corrupt"][schema.STATUS] == "error" and "corrupt.png" in out["corrupt"][schema.ERROR]
+    assert (
+        out["no-original"][schema.STATUS] == "error" and "real-gone.png" in out["no-original"][schema.ERROR]
+    )
