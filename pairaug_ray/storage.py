@@ -74,12 +74,23 @@ def _reaching(uri: str):
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, UnicodeDecodeError):
         raise
     except Exception as e:
-        if is_local(uri):
+        if is_local(uri) or not _is_connection_error(e):
             raise
         reason = " ".join(str(e).split())[:200] or type(e).__name__
         raise StorageUnreachableError(
             f"cannot reach {uri}: {reason} (check AWS_ENDPOINT_URL, the credentials and the bucket)"
         ) from None
+
+
+def _is_connection_error(e: BaseException) -> bool:
+    """No endpoint, no credentials, a refused request: what reaching an object store raises."""
+    if isinstance(e, OSError):
+        return True
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return False
+    return isinstance(e, BotoCoreError | ClientError)
 
 
 def exists(uri: str) -> bool:
