@@ -44,8 +44,8 @@ browser:
 demo: setup
 	$(BIN)/pairaug run --config configs/demo.yaml
 
-# The phantom-world PairAug study (docs/study.md): about 2 hours on 2 CPU cores as measured in parts; --quick:
-# a first look, 18.6 minutes measured.
+# The phantom-world PairAug study (docs/study.md): 1 h 33 min on 2 CPU cores, measured end to end;
+# --quick: a first look, 18.6 minutes measured.
 study: setup
 	$(BIN)/pairaug study --config configs/phantom-study.yaml
 
