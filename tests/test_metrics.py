@@ -68,7 +68,12 @@ def _value(text: str, metric: str, **tags: str) -> float:
 
 @pytest.mark.slow
 def test_stage_metrics_are_scraped_from_the_metrics_agent():
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_metrics_report_interval_ms": "1000",  # the agents report every second instead of every ten
+    }
     env.pop("RAY_ADDRESS", None)
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -370,8 +370,8 @@ def test_a_synthetic_ratio_run_trains_every_epoch_on_cached_tensors(ray_local, p
         synthetic_origins=["augtext"],
         synthetic=str(tmp_path / "syn"),
         synthetic_ratio=0.5,
-        num_workers=1,
-        epochs=3,
+        num_workers=0,  # Ray Train's local mode: the same loop and data, no worker group to start
+        epochs=2,
         cache_preprocessed="always",
         checkpoint_every_steps=1000,
     )
@@ -381,7 +381,7 @@ def test_a_synthetic_ratio_run_trains_every_epoch_on_cached_tensors(ray_local, p
         data["sampled_epochs"] and data["cached"] and data["synthetic"]["pool"] == 3 * data["real"]["pairs"]
     )
     per_epoch = data["pairs"] // 16
-    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]
+    assert [h["epoch"] for h in summary["history"]] == [1, 2]
     steps = np.diff([0] + [h["step"] for h in summary["history"]]).tolist()
     assert all(abs(n - per_epoch) <= max(2, per_epoch // 4) for n in steps), (steps, per_epoch)
     assert summary["metrics"]["step"] == sum(steps)
