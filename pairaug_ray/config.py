@@ -471,6 +471,12 @@ class GeneratePromptConfig(StrictModel):
         description="InterAug only: draw each new patient's attributes from these weights (seeded by the "
         "image's id) instead of copying the source patient's; the drawn values are recorded on the row.",
     )
+    drop_denials: bool = Field(
+        False,
+        description="InterAug only: prompt without the report's sentences that only deny findings ('No pleural "
+        "effusion.'): generators draw the words they are given, negated or not (docs/study.md). The pair "
+        "keeps its whole report.",
+    )
 
 
 class GenerateConfig(StrictModel):

@@ -256,3 +256,20 @@ def test_demographic_prefix_and_target_draws():
     ages = [d["age"] for d in draws]
     assert all(20 <= a <= 29 or 70 <= a <= 79 for a in ages) and {20, 29, 70, 79} <= set(ages)
     assert draw_demographics("x") == {"sex": None, "race": None, "age": None}
+
+
+def test_prompts_without_denials():
+    """generate.prompt.drop_denials: InterAug is prompted without the sentences that only deny
+    findings (generators draw the words, negated or not: docs/study.md); the rest stays."""
+    from pairaug_ray.config import GenerateConfig
+    from pairaug_ray.text.prompt_text import without_denials
+
+    assert not GenerateConfig().prompt.drop_denials
+    assert without_denials("No pleural effusion. Mild cardiomegaly.") == "Mild cardiomegaly."
+    assert (
+        without_denials("New moderate right pleural effusion. No pneumothorax.")
+        == "New moderate right pleural effusion."
+    )
+    assert without_denials("The previously seen effusion has resolved. Stable nodule.") == "Stable nodule."
+    assert without_denials("No acute cardiopulmonary process.") == "No acute cardiopulmonary process."
+    assert without_denials("No evidence of pleural effusion. There is no pneumothorax.") == ""

@@ -40,6 +40,7 @@ from pairaug_ray.pairs import IMAGES_DIR
 from pairaug_ray.stages.base import Resources, StagePlan
 from pairaug_ray.stages.rewrite import row_seed
 from pairaug_ray.text.demographics import draw_demographics, generation_prompt
+from pairaug_ray.text.prompt_text import without_denials
 
 # Columns an image row inherits from its rewrite row.
 _CARRIED = (
@@ -152,7 +153,14 @@ class _DiffusionStage:
         return max(0, prompt_tokens(self.pipe, prompt) - CLIP_CONTEXT)
 
     def finish(
-        self, row: dict[str, Any], *, error: str | None, attempts: int, started: float, params: dict[str, Any]
+        self,
+        row: dict[str, Any],
+        *,
+        error: str | None,
+        attempts: int,
+        started: float,
+        params: dict[str, Any],
+        prompt: str | None = None,
     ) -> None:
         row[schema.STATUS] = schema.STATUS_ERROR if error else schema.STATUS_OK
         row[schema.ERROR] = error
@@ -162,7 +170,7 @@ class _DiffusionStage:
             row[schema.ORIGIN],
             model_id=self.model.ref,
             model_revision=self.model.revision,
-            prompt=self.prompt(row, row.get(schema.REPORT) or ""),
+            prompt=prompt if prompt is not None else self.prompt(row, row.get(schema.REPORT) or ""),
             seed=self.seed(row),
             params={
                 "scheduler": self.scheduler,
@@ -230,7 +238,8 @@ class GenerateInter(_DiffusionStage):
         ic = self.cfg.inter
         started = time.time()
         generators = [torch.Generator("cpu").manual_seed(self.seed(r)) for r in rows]
-        prompts = [self.prompt(r, r[schema.REPORT]) for r in rows]
+        text = without_denials if self.cfg.prompt.drop_denials else (lambda report: report)
+        prompts = [self.prompt(r, text(r[schema.REPORT])) for r in rows]
         out = self.pipe(
             prompts,
             num_inference_steps=ic.num_inference_steps,
@@ -249,7 +258,9 @@ class GenerateInter(_DiffusionStage):
                 "prompt_tokens": prompt_tokens(self.pipe, prompt),
                 "truncated_tokens": self.truncation(prompt),
             }
-            self.finish(row, error=None, attempts=self.attempts, started=started, params=params)
+            self.finish(
+                row, error=None, attempts=self.attempts, started=started, params=params, prompt=prompt
+            )
 
 
 class GenerateIntra(_DiffusionStage):
