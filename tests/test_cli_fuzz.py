@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import codecs
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -359,33 +358,31 @@ def test_a_failing_label_run_leaves_the_earlier_output(tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("labels.csv.")]  # no partial file left
 
 
-def test_a_traceback_only_under_debug(tmp_path, capsys, monkeypatch):
+def test_a_traceback_only_under_debug(capsys, monkeypatch):
     """An unexpected error (a bug) is one line and exit 1; --log-level DEBUG shows its traceback."""
-    import pairaug_ray.cli.configs as configs
+    import pairaug_ray.cli as cli
 
     def boom(args):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(configs, "cmd_config_show", boom)
-    argv = ["config", "show", "--config", str(REPO / "configs" / "demo.yaml")]
-    from pairaug_ray.cli import build_parser
+    real_parser = cli.build_parser
 
-    parser_fn = build_parser
-    monkeypatch.setattr("pairaug_ray.cli.build_parser", lambda: _patched(parser_fn(), boom))
+    def parser_whose_command_fails():
+        parser = real_parser()
+        parse = parser.parse_args
+
+        def parse_args(argv=None):
+            args = parse(argv)
+            args.fn = boom  # any command's handler, failing as a bug would
+            return args
+
+        parser.parse_args = parse_args
+        return parser
+
+    monkeypatch.setattr(cli, "build_parser", parser_whose_command_fails)
+    argv = ["config", "show", "--config", str(REPO / "configs" / "demo.yaml")]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and "RuntimeError: a bug" in err and "--log-level DEBUG" in err
     assert main(["--log-level", "DEBUG", *argv]) == 1
     assert "Traceback" in capsys.readouterr().err
-
-
-def _patched(parser, fn):
-    for action in parser._actions:
-        if hasattr(action, "choices") and isinstance(action.choices, dict) and "config" in action.choices:
-            for sub in action.choices["config"]._actions:
-                if hasattr(sub, "choices") and isinstance(sub.choices, dict) and "show" in sub.choices:
-                    sub.choices["show"].set_defaults(fn=fn)
-    return parser
-
-
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
