@@ -40,6 +40,12 @@ class ResolvedModel:
     source: str = "local"  # local | s3 | hub
 
 
+def is_hub_id(ref: str) -> bool:
+    """`org/name` or `org/name@revision`, not a path (which a local folder of that name would be)."""
+    looks_local = ref.startswith((".", "/", "~", "file://")) or ref.count("/") != 1
+    return not looks_local and bool(_HUB_ID.match(ref))
+
+
 def resolve_model(ref: str, cache_dir: str = DEFAULT_CACHE_DIR) -> ResolvedModel:
     if not ref or not ref.strip():
         raise ModelNotFoundError("empty model reference")
@@ -53,8 +59,7 @@ def resolve_model(ref: str, cache_dir: str = DEFAULT_CACHE_DIR) -> ResolvedModel
         raise ModelNotFoundError(
             f"model {ref!r} is a file; a model reference must be a folder saved by save_pretrained"
         )
-    looks_local = ref.startswith((".", "/", "~", "file://")) or ref.count("/") != 1
-    if not looks_local and _HUB_ID.match(ref):
+    if is_hub_id(ref):
         name, _, revision = ref.partition("@")
         return ResolvedModel(ref, name, revision or None, source="hub")
     raise ModelNotFoundError(

@@ -69,7 +69,7 @@ def _files(key: str, root: str, names: list[str], what: str) -> list[Check]:
 
 def check_model(key: str, ref: str | None) -> Check:
     """A model reference, checked without downloading it."""
-    from pairaug_ray.models.refs import _HUB_ID
+    from pairaug_ray.models.refs import is_hub_id
 
     if not ref:
         return Check(PROBLEM, key, "no model named (set it, or have the job train one)")
@@ -86,7 +86,7 @@ def check_model(key: str, ref: str | None) -> Check:
         if any((local / m).is_file() for m in markers):
             return Check(OK, key, f"{ref}: a saved model folder")
         return Check(PROBLEM, key, f"{ref} is a folder without a saved model ({', '.join(markers[:2])}, ...)")
-    if ref.count("/") == 1 and not ref.startswith((".", "/", "~")) and _HUB_ID.match(ref):
+    if is_hub_id(ref):
         return Check(NOTE, key, f"{ref}: a hub id, fetched by each node at run time (needs network access)")
     return Check(PROBLEM, key, f"{ref!r} is not a folder here, an s3:// prefix or a hub id (org/name)")
 
