@@ -66,6 +66,32 @@ def read_info(root: str) -> dict[str, Any]:
     return info
 
 
+# The stages that record their settings in a pair dataset's info, under their own key.
+MADE_BY_STAGES = ("prune", "score", "generate", "rewrite", "validate")
+
+
+def lineage(root: str, max_depth: int = 8) -> dict[str, Any]:
+    """The settings each stage made the pairs at `root` with, back through its inputs to the corpus:
+    {stage: settings}. Two datasets with the same lineage were made the same way from the same
+    data (each stage is seeded), so a model trained on one may stand for the other; the input
+    paths themselves are left out. A directory a pipeline stage did not write has an empty lineage."""
+    made: dict[str, Any] = {}
+    uri = root
+    for _ in range(max_depth):
+        info = read_info(uri)
+        stage = next((k for k in MADE_BY_STAGES if isinstance(info.get(k), dict)), None)
+        if stage is None or stage in made:
+            break
+        settings = dict(info[stage])
+        parent = info.get("input") or settings.pop("input", None)
+        settings.pop("input", None)
+        made[stage] = settings
+        if not parent:
+            break
+        uri = parent
+    return made
+
+
 def resolve_image_uris(table: pa.Table, root: str) -> pa.Table:
     if schema.IMAGE_URI not in table.column_names:
         return table

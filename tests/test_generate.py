@@ -273,3 +273,34 @@ def test_prompts_without_denials():
     assert without_denials("The previously seen effusion has resolved. Stable nodule.") == "Stable nodule."
     assert without_denials("No acute cardiopulmonary process.") == "No acute cardiopulmonary process."
     assert without_denials("No evidence of pleural effusion. There is no pneumothorax.") == ""
+
+
+def test_prompt_settings_are_part_of_the_output_identity(tmp_path):
+    """An output drawn with other prompts is refused on a rerun instead of resumed with its old
+    images (changing generate.prompt.drop_denials once resumed silently). Outputs written before
+    the prompt keys existed still resume, and an IntraAug-only output ignores InterAug's keys."""
+    from pairaug_ray.pairs import write_info
+    from pairaug_ray.pipeline.generate import output_identity
+    from pairaug_ray.pipeline.runner import check_output_identity
+
+    def identity(branches, **prompt):
+        cfg = parse_config(
+            {"generate": {"branches": branches, "prompt": prompt}, "run": {"output_dir": str(tmp_path)}}
+        )
+        return output_identity(cfg, "tiny")
+
+    assert "prompt" not in identity(["inter", "intra"])  # the defaults: as recorded before the keys
+    out = str(tmp_path / "generated")
+    write_info(out, {"generate": identity(["inter", "intra"])})
+    check_output_identity(out, "generate", identity(["inter", "intra"]))
+    with pytest.raises(ConfigError, match=r"other settings \(prompt differ\)"):
+        check_output_identity(out, "generate", identity(["inter", "intra"], drop_denials=True))
+    with pytest.raises(ConfigError, match=r"other settings \(prompt differ\)"):
+        check_output_identity(out, "generate", identity(["intra"], demographics=True))
+    write_info(out, {"generate": identity(["intra"])})
+    check_output_identity(out, "generate", identity(["intra"], drop_denials=True))
+
+    drawn = str(tmp_path / "drawn")
+    write_info(drawn, {"generate": identity(["inter"], drop_denials=True)})
+    with pytest.raises(ConfigError, match=r"other settings \(prompt differ\)"):
+        check_output_identity(drawn, "generate", identity(["inter"]))

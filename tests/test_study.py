@@ -169,6 +169,17 @@ def test_the_study_on_a_tiny_world(ray_local, tiny_models, tmp_path):
     again_run = st.train("augtext-seed1", st.arm_settings("augtext", 1, study["augment"]["sets"]))
     assert again_run["run"] == augtext["seeds"]["1"]["run"]
     assert {p: os.path.getmtime(p) for p in summaries} == mtimes
+    # Pairs made again in place with other settings (here the rewrites' sampling) train the arms
+    # again: a run's identity holds how its synthetic pairs were made, not only their path.
+    from pairaug_ray.pairs import read_info, write_info
+
+    rewrites = read_info(cfg.rewrite_dir())
+    write_info(
+        cfg.rewrite_dir(), {**rewrites, "rewrite": {**rewrites["rewrite"], "sampling": {"temperature": 1}}}
+    )
+    with pytest.raises(ConfigError, match=r"\(the synthetic pairs' lineage differ\)"):
+        st.train("augtext-seed1", st.arm_settings("augtext", 1, study["augment"]["sets"]))
+    write_info(cfg.rewrite_dir(), rewrites)
     # A study with other training settings in the same folder is refused, not mixed in.
     with pytest.raises(ConfigError, match=r"trained with other settings \(lr differ\)"):
         study_job(derive(cfg, {"train.lr": 0.001}))
@@ -217,3 +228,27 @@ def test_a_run_recorded_before_a_setting_existed_matches_only_its_old_behaviour(
         refuse_other_settings(str(tmp_path), "train", {**old, "text_form": "pairaug"}, 0)
     with pytest.raises(ConfigError, match=r"\(lr differ\)"):
         refuse_other_settings(str(tmp_path), "train", {**old, "lr": 0.2, "text_form": "as_written"}, 0)
+
+
+def test_lineage_follows_a_pair_dataset_back_through_its_stages(tmp_path):
+    """lineage: each stage's settings from the pruned pairs back to the rewrites, input paths left
+    out (a copy of the same chain elsewhere has the same lineage)."""
+    from pairaug_ray.pairs import lineage, write_info
+
+    for root in ("a", "b"):
+        base = tmp_path / root
+        write_info(
+            str(base / "rewrites"), {"rewrite": {"backend": "rules"}, "input": str(base / "validated")}
+        )
+        write_info(str(base / "generated"), {"generate": {"seed": 0}, "input": str(base / "rewrites")})
+        write_info(str(base / "scored"), {"score": {"mode": "scaled", "input": str(base / "generated")}})
+        write_info(str(base / "synthetic"), {"prune": {"tau": 0.3, "input": str(base / "scored")}})
+    made = lineage(str(tmp_path / "a" / "synthetic"))
+    assert made == {
+        "prune": {"tau": 0.3},
+        "score": {"mode": "scaled"},
+        "generate": {"seed": 0},
+        "rewrite": {"backend": "rules"},
+    }
+    assert lineage(str(tmp_path / "b" / "synthetic")) == made
+    assert lineage(str(tmp_path / "nothing")) == {}

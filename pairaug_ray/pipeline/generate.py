@@ -18,7 +18,7 @@ import ray
 from ray.data.expressions import col
 
 from pairaug_ray import schema, storage
-from pairaug_ray.config import ConfigError, JobConfig
+from pairaug_ray.config import ConfigError, GenerateConfig, GeneratePromptConfig, JobConfig
 from pairaug_ray.manifest import read_manifest
 from pairaug_ray.pairs import read_columns
 from pairaug_ray.pipeline.runner import ResumableStage, run_resumable
@@ -58,9 +58,24 @@ def check_local_cpus(cfg: JobConfig) -> None:
         )
 
 
+def prompt_identity(g: GenerateConfig) -> dict[str, Any]:
+    """The generate.prompt settings that change this output's prompts, set away from the defaults.
+
+    Left out when they change nothing: the InterAug-only keys in an IntraAug-only output (so a
+    study's real-source edits are reused when only InterAug's prompts change), and every key at
+    its default (so outputs written before these keys existed still resume)."""
+    inter_only = set() if schema.ORIGIN_INTER in g.branches else {"target", "drop_denials"}
+    default = GeneratePromptConfig().model_dump(mode="json")
+    return {
+        key: value
+        for key, value in g.prompt.model_dump(mode="json").items()
+        if key not in inter_only and value != default[key]
+    }
+
+
 def output_identity(cfg: JobConfig, model: str) -> dict[str, Any]:
     g = cfg.generate
-    return {
+    identity = {
         "model": model,
         "scheduler": g.scheduler,
         "size": [g.height, g.width],
@@ -69,6 +84,8 @@ def output_identity(cfg: JobConfig, model: str) -> dict[str, Any]:
         "intra": g.intra.model_dump(mode="json", exclude={"samples"}),
         "seed": cfg.run.seed,
     }
+    prompt = prompt_identity(g)
+    return {**identity, "prompt": prompt} if prompt else identity
 
 
 def expected_images(cfg: JobConfig, src: str, done: frozenset[str]) -> int:

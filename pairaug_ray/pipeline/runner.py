@@ -61,7 +61,7 @@ def check_output_identity(out: str, stage: str, identity: dict[str, Any]) -> Non
     """Refuse to add rows made with other settings to an existing stage output."""
     recorded = read_info(out).get(stage)
     if recorded is not None and recorded != identity:
-        diff = sorted(k for k in identity if recorded.get(k) != identity[k])
+        diff = sorted(k for k in {*identity, *recorded} if recorded.get(k) != identity.get(k))
         raise ConfigError(
             f"{out} holds {stage} output made with other settings ({', '.join(diff)} differ); "
             f"set {stage}.output to a new location, or delete the old output to redo it"

@@ -18,6 +18,7 @@ from typing import Any
 
 from pairaug_ray import progress, storage
 from pairaug_ray.config import ConfigError, JobConfig
+from pairaug_ray.pairs import lineage
 
 RUN_IDENTITY = "run_identity.json"  # beside each trained model's run: the settings it was trained with
 SCORER_RUN = "scorer"
@@ -46,11 +47,13 @@ def finished_summary(summary_uri: str, check) -> dict[str, Any] | None:
     return summary if check(summary) else None
 
 
-def refuse_other_settings(run_dir: str, block: str, settings: dict[str, Any], seed: int) -> dict[str, Any]:
-    """The identity of the run at `run_dir` (its `block` settings and seed); raises if the run
-    recorded another one, naming the keys that differ. Write it with `storage.write_json` once the
-    run is trained or reused."""
-    identity = {block: settings, "seed": seed}
+def refuse_other_settings(
+    run_dir: str, block: str, settings: dict[str, Any], seed: int, data: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The identity of the run at `run_dir` (its `block` settings, seed and, when given, how its
+    training data was made); raises if the run recorded another one, naming the keys that differ.
+    Write it with `storage.write_json` once the run is trained or reused."""
+    identity = {block: settings, "seed": seed, **({"data": data} if data else {})}
     identity_uri = storage.join(run_dir, RUN_IDENTITY)
     if storage.exists(identity_uri):
         recorded = json.loads(storage.read_text(identity_uri))
@@ -60,9 +63,14 @@ def refuse_other_settings(run_dir: str, block: str, settings: dict[str, Any], se
                 before[key] = value
         if {**recorded, block: before} != identity:
             differ = sorted(k for k in settings if before.get(k) != settings[k])
+            if recorded.get("seed") != seed:
+                differ.append("run.seed")
+            if recorded.get("data") != identity.get("data"):
+                # The same path, other pairs: redrawn with other settings since the run trained.
+                differ.append("the synthetic pairs' lineage")
             raise ConfigError(
                 f"{run_dir} was trained with other settings "
-                f"({', '.join(differ) or 'run.seed'} differ); move it away (or use a new output folder) "
+                f"({', '.join(differ)} differ); move it away (or use a new output folder) "
                 "to train it again"
             )
     return identity
@@ -96,8 +104,15 @@ def train_or_reuse(cfg: JobConfig, runs_dir: str, name: str, settings: dict[str,
 
     run_cfg = derive(cfg, {"train.name": name, "train.storage_path": runs_dir, **settings})
     run_dir = storage.join(runs_dir, name)
+    # Settings name the synthetic pairs by path; their lineage says how they were made, so pairs
+    # redrawn in place with other settings (generate.prompt, a new generator) train a new run.
+    synthetic = run_cfg.train.synthetic
     identity = refuse_other_settings(
-        run_dir, "train", run_cfg.train.model_dump(mode="json"), run_cfg.run.seed
+        run_dir,
+        "train",
+        run_cfg.train.model_dump(mode="json"),
+        run_cfg.run.seed,
+        data={"synthetic": lineage(synthetic)} if synthetic else None,
     )
     done = finished_summary(
         storage.join(run_dir, "train_summary.json"),
