@@ -358,6 +358,40 @@ def test_synthetic_ratio_draws_a_new_sample_every_epoch(ray_local, phantom_root,
     assert len(seen) > 1.6 * len(epochs[0])  # ... so the run sees far more of the pool than one sample
 
 
+@pytest.mark.timeout(120)  # before the fix this waited forever: fail instead
+def test_a_sampled_epoch_runs_while_the_training_workers_hold_every_cpu(ray_local, phantom_root, tmp_path):
+    """The epoch's synthetic draw runs inside Ray Train, after its workers took their CPUs (in the
+    study one worker holds 1.5 of 2): with the ops at Ray Data's default of 1 CPU the draw never ran
+    and training waited forever (found by the study's synthetic-ratio experiment)."""
+    import ray
+
+    from pairaug_ray.pipeline.train.data import training_pairs
+
+    _three_augtext_pairs_per_real_pair(phantom_root, str(tmp_path / "syn"))
+    cfg = _train_cfg(
+        str(tmp_path / "run"),
+        phantom_root,
+        synthetic_origins=["augtext"],
+        synthetic=str(tmp_path / "syn"),
+        synthetic_ratio=0.5,
+    )
+    pairs, info = training_pairs(cfg)
+
+    @ray.remote(num_cpus=ray.cluster_resources()["CPU"])
+    class TrainingWorkers:
+        def ready(self) -> bool:
+            return True
+
+    holder = TrainingWorkers.remote()
+    try:
+        ray.get(holder.ready.remote())
+        (split,) = pairs.one_epoch(pairs.real, pairs.synthetic, seed=3).streaming_split(1, equal=True)
+        got = [r[schema.PAIR_ID] for r in split.iter_rows()]
+    finally:
+        ray.kill(holder)
+    assert info["real"]["pairs"] < len(got) < info["real"]["pairs"] + info["synthetic"]["pool"]
+
+
 @pytest.mark.slow
 def test_a_synthetic_ratio_run_trains_every_epoch_on_cached_tensors(ray_local, phantom_root, tmp_path):
     """The loop with sampled epochs: each epoch runs until its sample ends, from the cached tensors."""

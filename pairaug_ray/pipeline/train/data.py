@@ -57,10 +57,15 @@ class TrainingPairs:
             return real
         if self.synthetic_fraction < 1.0:
             draw = random(seed=seed, reseed_after_execution=True)
+            # The draw runs while Ray Train executes the epoch, when the training workers and the
+            # decoding actors already hold the node's CPUs (a worker of 1.5 of 2 CPUs in the study):
+            # at Ray Data's default of 1 CPU a task its tasks never start and training waits forever.
+            # A random column and a comparison need no CPU of their own.
+            free = {"num_cpus": 0}
             synthetic = (
-                synthetic.with_column(schema.EPOCH_DRAW, draw)
-                .filter(expr=col(schema.EPOCH_DRAW) < self.synthetic_fraction)
-                .drop_columns([schema.EPOCH_DRAW])
+                synthetic.with_column(schema.EPOCH_DRAW, draw, **free)
+                .filter(expr=col(schema.EPOCH_DRAW) < self.synthetic_fraction, **free)
+                .drop_columns([schema.EPOCH_DRAW], **free)
             )
         return real.union(synthetic)
 
