@@ -9,6 +9,11 @@ ceil(lam x N) patches are taken. The hit rate is the share of taken patches on t
 is the share of all patches on it. Intervals: 1,000 bootstrap resamples of the studies.
 
     python bench/medcutmix_localisation.py --model runs/demo/train/scorer/<checkpoint>/model
+
+A finer grid than the tiny preset's 4 x 4: write a random tiny CLIP with 8-pixel patches (8 x 8 at
+64 px) and train it as `train.init` (docs/method.md, MedCutMix, has the commands and results):
+
+    python bench/medcutmix_localisation.py --write-init runs/init-8x8 --patch-size 8 --layers 4
 """
 
 from __future__ import annotations
@@ -107,15 +112,40 @@ def measure(model_path: str, studies: int, layer: int, lam: float, text_form: st
     return out
 
 
+def write_init(out: str, patch_size: int, layers: int) -> None:
+    """A random CLIP of the tiny preset with other patches and vision depth, with the tokenizer."""
+    from transformers import CLIPConfig, CLIPModel
+
+    from pairaug_ray.models.clip import PRESETS
+    from pairaug_ray.models.tokenizer import default_tokenizer
+
+    kw = copy.deepcopy(PRESETS["tiny"])
+    kw["vision_config"].update(patch_size=patch_size, num_hidden_layers=layers)
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(**kw)).save_pretrained(out)
+    default_tokenizer().save_pretrained(out)
+    print(
+        f"{out}: tiny CLIP, {kw['vision_config']['image_size'] // patch_size}^2 patches, {layers} vision layers"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, help="a trained CLIP folder (transformers format)")
+    ap.add_argument("--model", help="a trained CLIP folder (transformers format)")
+    ap.add_argument("--write-init", metavar="DIR", help="write a random CLIP to train (train.init) and exit")
+    ap.add_argument("--patch-size", type=int, default=8, help="with --write-init")
+    ap.add_argument("--layers", type=int, default=2, help="vision layers, with --write-init")
     ap.add_argument("--studies", type=int, default=300)
     ap.add_argument("--layer", type=int, default=0, help="the mixing layer (train.medcutmix.layer)")
     ap.add_argument("--lam", type=float, default=0.25, help="share of patches taken")
     ap.add_argument("--text-form", choices=["as_written", "pairaug"], default="as_written")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if args.write_init:
+        write_init(args.write_init, args.patch_size, args.layers)
+        return
+    if not args.model:
+        ap.error("--model is required (or --write-init)")
     r = measure(args.model, args.studies, args.layer, args.lam, args.text_form, args.seed)
     print(f"{r['studies']} studies, {r['taken']} of {r['patches']} patches taken")
     for name in ("last layer", f"layer {args.layer}", "chance", "last - layer"):
