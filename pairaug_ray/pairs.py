@@ -83,8 +83,8 @@ def lineage(root: str, max_depth: int = 8) -> dict[str, Any]:
         if stage is None or stage in made:
             break
         settings = dict(info[stage])
-        parent = info.get("input") or settings.pop("input", None)
-        settings.pop("input", None)
+        nested_input = settings.pop("input", None)  # some stages record it inside their settings
+        parent = info.get("input") or nested_input
         made[stage] = settings
         if not parent:
             break
