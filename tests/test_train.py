@@ -328,12 +328,9 @@ def _three_augtext_pairs_per_real_pair(phantom_root: str, out: str) -> int:
     return len(rows)
 
 
-def test_synthetic_ratio_draws_a_new_sample_every_epoch(ray_local, phantom_root, tmp_path):
-    """train.synthetic_ratio: each epoch (an execution of the dataset, as Ray Train runs it through
-    streaming_split) trains on a fresh sample of the synthetic pool, so a run sees all of it; the
-    real pairs are in every epoch."""
-    from pairaug_ray.pipeline.train.data import training_pairs
-
+def _sampled_epochs_cfg(phantom_root: str, tmp_path, **train):
+    """A run on the real pairs plus a pool of three AugText pairs per real pair, of which each
+    epoch samples half a real pair's worth (train.synthetic_ratio 0.5); and the real pairs' count."""
     n_rows = _three_augtext_pairs_per_real_pair(phantom_root, str(tmp_path / "syn"))
     cfg = _train_cfg(
         str(tmp_path / "run"),
@@ -341,7 +338,18 @@ def test_synthetic_ratio_draws_a_new_sample_every_epoch(ray_local, phantom_root,
         synthetic_origins=["augtext"],
         synthetic=str(tmp_path / "syn"),
         synthetic_ratio=0.5,
+        **train,
     )
+    return cfg, n_rows
+
+
+def test_synthetic_ratio_draws_a_new_sample_every_epoch(ray_local, phantom_root, tmp_path):
+    """train.synthetic_ratio: each epoch (an execution of the dataset, as Ray Train runs it through
+    streaming_split) trains on a fresh sample of the synthetic pool, so a run sees all of it; the
+    real pairs are in every epoch."""
+    from pairaug_ray.pipeline.train.data import training_pairs
+
+    cfg, n_rows = _sampled_epochs_cfg(phantom_root, tmp_path)
     pairs, info = training_pairs(cfg)
     n_real, n_pool = info["real"]["pairs"], info["synthetic"]["pool"]
     assert n_pool == 3 * n_rows and pairs.synthetic_fraction == pytest.approx(0.5 * n_real / n_pool)
@@ -367,14 +375,7 @@ def test_a_sampled_epoch_runs_while_the_training_workers_hold_every_cpu(ray_loca
 
     from pairaug_ray.pipeline.train.data import training_pairs
 
-    _three_augtext_pairs_per_real_pair(phantom_root, str(tmp_path / "syn"))
-    cfg = _train_cfg(
-        str(tmp_path / "run"),
-        phantom_root,
-        synthetic_origins=["augtext"],
-        synthetic=str(tmp_path / "syn"),
-        synthetic_ratio=0.5,
-    )
+    cfg, _ = _sampled_epochs_cfg(phantom_root, tmp_path)
     pairs, info = training_pairs(cfg)
 
     @ray.remote(num_cpus=ray.cluster_resources()["CPU"])
@@ -397,13 +398,9 @@ def test_a_synthetic_ratio_run_trains_every_epoch_on_cached_tensors(ray_local, p
     """The loop with sampled epochs: each epoch runs until its sample ends, from the cached tensors."""
     from pairaug_ray.pipeline.train import train_job
 
-    _three_augtext_pairs_per_real_pair(phantom_root, str(tmp_path / "syn"))
-    cfg = _train_cfg(
-        str(tmp_path / "run"),
+    cfg, _ = _sampled_epochs_cfg(
         phantom_root,
-        synthetic_origins=["augtext"],
-        synthetic=str(tmp_path / "syn"),
-        synthetic_ratio=0.5,
+        tmp_path,
         num_workers=0,  # Ray Train's local mode: the same loop and data, no worker group to start
         epochs=2,
         cache_preprocessed="always",
