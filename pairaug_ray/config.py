@@ -138,16 +138,65 @@ class MimicCorpusConfig(StrictModel):
     )
 
 
-class CorpusConfig(StrictModel):
-    """Which real corpus the job starts from; only the section named by `kind` is used."""
+class ReportsCorpusConfig(StrictModel):
+    """Reports without images (see pairaug_ray.corpora.reports): each becomes a row that InterAug draws
+    an image for, as written and after rewriting."""
 
-    kind: Literal["phantom", "mimic", "manifest"] = "phantom"
+    path: Uri = Field(
+        description="A file or a folder of files (JSONL, CSV or Parquet), or, with format mimic, the "
+        "folder holding MIMIC-CXR's report tree files/pXX/pSUBJECT/sSTUDY.txt."
+    )
+    format: Literal["auto", "jsonl", "csv", "parquet", "mimic"] = Field(
+        "auto", description="auto: from the file names (.jsonl/.json, .csv, .parquet)."
+    )
+    text_field: str = Field("report", min_length=1, description="The column holding the report text.")
+    id_field: str | None = Field(
+        None, description="A column with a unique id per report; null: the report text identifies it."
+    )
+    patient_field: str | None = Field(None, description="A column with the patient id, if known.")
+    study_field: str | None = Field(None, description="A column with the study id, if known.")
+    split_field: str | None = Field(
+        None, description="A column with train/validate/test per report; rows without one get `split`."
+    )
+    split: Literal["train", "validate", "test"] = Field(
+        "train", description="The split of reports that name none (rewrite.splits decides what is drawn)."
+    )
+    text: Literal["as_given", "pairaug", "chexzero", "sections"] | None = Field(
+        None,
+        description="Which text of each report to draw: as_given, or the sections' forms of corpus.mimic.text; "
+        "null: as_given for files, pairaug for MIMIC-CXR's tree.",
+    )
+    duplicates: Literal["skip", "error", "keep"] = Field(
+        "skip",
+        description="A report whose text another report already has: skip (recorded as skipped, with the "
+        "row it repeats), error, or keep (drawn again as another patient).",
+    )
+    limit: int | None = Field(None, ge=1, description="Read only the first N reports (for trials).")
+    out: Uri | None = Field(
+        None, description="Where the imported reports go (default: <run.output_dir>/reports)."
+    )
+
+    def text_mode(self) -> str:
+        return self.text or ("pairaug" if self.format == "mimic" else "as_given")
+
+
+class CorpusConfig(StrictModel):
+    """Which real corpus the job starts from; only the section named by `kind` is used.
+
+    `reports` adds report-only rows beside the pairs of phantom/mimic/manifest (the image-poor,
+    report-rich case: the pairs train the scorer and the generator, the reports are drawn), or is
+    the whole corpus with kind `reports`."""
+
+    kind: Literal["phantom", "mimic", "manifest", "reports"] = "phantom"
     out: Uri | None = Field(
         None, description="Where a built corpus is written (default: <run.output_dir>/corpus)."
     )
     phantom: PhantomCorpusConfig = PhantomCorpusConfig()
     mimic: MimicCorpusConfig | None = None
     manifest: Uri | None = Field(None, description="kind=manifest: an existing pair dataset root.")
+    reports: ReportsCorpusConfig | None = Field(
+        None, description="Reports without images: the whole corpus (kind reports) or beside the pairs."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> CorpusConfig:
@@ -157,7 +206,16 @@ class CorpusConfig(StrictModel):
             )
         if self.kind == "manifest" and self.manifest is None:
             raise ValueError("kind is 'manifest' but corpus.manifest (a pair dataset root) is not set")
+        if self.kind == "reports" and self.reports is None:
+            raise ValueError(
+                "kind is 'reports' but the corpus.reports section is missing (it needs at least 'path')"
+            )
         return self
+
+    @property
+    def has_pairs(self) -> bool:
+        """Whether the corpus has image-report pairs (every kind but a report-only corpus)."""
+        return self.kind != "reports"
 
 
 class ModelsConfig(StrictModel):
@@ -201,7 +259,9 @@ class ModelsConfig(StrictModel):
 
 # --- report rewriting (PairAug step 1) ------------------------------------------------------------------
 
-RewriteMode = Literal["inter", "intra", "paraphrase"]
+RewriteMode = Literal["inter", "intra", "paraphrase", "as_written"]
+# Modes that call the rewriting model (as_written copies the report: no model, no prompt).
+MODEL_MODES = ("inter", "intra", "paraphrase")
 
 # PairAug's public prompts (InterAug_Step1.py / IntraAug_Step1.py, l.77). The paraphrase prompt is the
 # AugText baseline, which the public code does not include: the same instruction, asking for the same meaning.
@@ -332,8 +392,14 @@ class RewriteConfig(StrictModel):
     patient (intra), or the same meaning (paraphrase, the AugText baseline)."""
 
     backend: Literal["rules", "openai", "vllm", "local"] = "rules"
-    modes: tuple[RewriteMode, ...] = Field(("inter", "intra"), min_length=1)
-    n: int = Field(1, ge=1, description="Rewrites per report and mode.")
+    modes: tuple[RewriteMode, ...] = Field(
+        ("inter", "intra"),
+        min_length=1,
+        description="inter, intra, paraphrase: rewritten by the back-end; as_written: the report itself, "
+        "copied for InterAug to draw (report -> pair; one per report, no model call). Report-only rows "
+        "get inter and as_written tasks only: IntraAug and AugText need the real image.",
+    )
+    n: int = Field(1, ge=1, description="Rewrites per report and mode (as_written: one).")
     splits: tuple[Literal["train", "validate", "test"], ...] = Field(
         ("train",), description="Splits to rewrite."
     )
@@ -485,9 +551,9 @@ class GenerateConfig(StrictModel):
     model: str | None = Field(None, description="Pipeline reference; default models.diffusion.")
     branches: tuple[Literal["inter", "intra"], ...] = Field(("inter", "intra"), min_length=1)
     height: int | None = Field(
-        512, ge=64, description="Pixels (multiple of 8); null: the model's default size."
+        512, ge=16, description="Pixels (multiple of 8); null: the model's default size."
     )
-    width: int | None = Field(512, ge=64)
+    width: int | None = Field(512, ge=16)
     scheduler: Literal["pndm", "ddim", "dpmsolver++"] = "pndm"
     dtype: Literal["auto", "float16", "float32"] = Field(
         "auto", description="auto: fp16 on CUDA, fp32 on CPU."
@@ -605,7 +671,7 @@ class AugmentConfig(StrictModel):
 
 # --- contrastive pretraining (CheXzero-style CLIP on Ray Train) ----------------------------------------------
 
-SyntheticOrigin = Literal["inter", "intra", "augtext"]
+SyntheticOrigin = Literal["inter", "intra", "augtext", "as_written"]
 
 
 class AugImgConfig(StrictModel):
@@ -1079,7 +1145,26 @@ class JobConfig(StrictModel):
 
         if self.corpus.kind == "manifest":
             return self.corpus.manifest  # type: ignore[return-value]
+        if self.corpus.kind == "reports":
+            raise ConfigError(
+                "corpus.kind is 'reports': the corpus has no image-report pairs. Name real pairs where "
+                "they are needed (train.real, an evaluation dataset's root), or add the reports beside "
+                "a pair corpus (corpus.kind phantom, mimic or manifest, with corpus.reports)"
+            )
         return self.corpus.out or join(self.run.output_dir, "corpus")
+
+    def reports_dir(self) -> str | None:
+        """The imported report-only rows (corpus.reports), or None when the corpus has none."""
+        from pairaug_ray.storage import join
+
+        if self.corpus.reports is None:
+            return None
+        return self.corpus.reports.out or join(self.run.output_dir, "reports")
+
+    def validated_reports_dir(self) -> str:
+        from pairaug_ray.storage import join
+
+        return join(self.run.output_dir, "validated_reports")
 
     def rewrite_dir(self) -> str:
         from pairaug_ray.storage import join

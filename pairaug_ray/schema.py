@@ -64,6 +64,9 @@ NEAREST_TRAIN_SIMILARITY = "nearest_train_similarity"  # InterAug: cosine to the
 # Synthetic rows made from a patient's own image (IntraAug edits, AugText's real image): that
 # patient's data, re-identifiable by design, to be handled under the source's data agreement.
 DERIVED_FROM_PATIENT = "derived_from_patient"
+SOURCE_KIND = (
+    "source_kind"  # SOURCE_KIND_PAIR or _REPORT: a report-only row, or what a synthetic row came from
+)
 SCORE_COLUMNS = (SCORE_A, SCORE_S1, SCORE_S2, SCORE_S3)
 INTRA_SCORE_COLUMNS = (SCORE_S1, SCORE_S2, SCORE_S3)  # IntraAug's hybrid consistency scores
 
@@ -84,7 +87,17 @@ ORIGIN_REAL = "real"
 ORIGIN_INTER = "inter"  # InterAug: new report drawn by text-to-image (a new patient)
 ORIGIN_INTRA = "intra"  # IntraAug: the real image edited toward the new report (same patient)
 ORIGIN_AUGTEXT = "augtext"  # paraphrased report beside the real image (AugText baseline)
-ORIGINS = (ORIGIN_REAL, ORIGIN_INTER, ORIGIN_INTRA, ORIGIN_AUGTEXT)
+# A real report drawn as written by text-to-image (report -> pair, a new patient): InterAug without
+# the rewrite, the way report-only corpora become pairs.
+ORIGIN_AS_WRITTEN = "as_written"
+ORIGINS = (ORIGIN_REAL, ORIGIN_INTER, ORIGIN_INTRA, ORIGIN_AUGTEXT, ORIGIN_AS_WRITTEN)
+# Drawn from noise by the text-to-image pipeline: InterAug's pool, S_a score and tau rule.
+TEXT_TO_IMAGE_ORIGINS = (ORIGIN_INTER, ORIGIN_AS_WRITTEN)
+
+# What a row was made from (SOURCE_KIND): a real image-report pair, or a report of a report-only
+# corpus (corpus.reports), which has no image.
+SOURCE_KIND_PAIR = "pair"
+SOURCE_KIND_REPORT = "report"
 
 STATUS_OK = "ok"
 STATUS_SKIPPED = "skipped"  # deliberately not processed (e.g. report too short); kept, not dropped
@@ -183,6 +196,7 @@ OPTIONAL_FIELDS: dict[str, pa.Field] = {
     PRUNE_REASON: pa.field(PRUNE_REASON, pa.string()),
     NEAREST_TRAIN_SIMILARITY: pa.field(NEAREST_TRAIN_SIMILARITY, pa.float64()),
     DERIVED_FROM_PATIENT: pa.field(DERIVED_FROM_PATIENT, pa.bool_()),
+    SOURCE_KIND: pa.field(SOURCE_KIND, pa.string()),
 }
 
 MANIFEST_SCHEMA = pa.schema(CORE_FIELDS)

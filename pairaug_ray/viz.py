@@ -88,11 +88,22 @@ def score_histograms(
 
 
 def example_grid(examples: Sequence[dict[str, Any]], out_uri: str, text_width: int = 42) -> str:
-    """Rows of (original pair | InterAug pair | IntraAug pair), each image with its report and scores."""
+    """Rows of (original pair | as written | InterAug pair | IntraAug pair), each image with its report
+    and scores; the as-written column only when an example has one. An original without an image
+    (a report of a report-only corpus) shows its report alone."""
     if not examples:
         raise ValueError("no examples to draw")
-    cols = ("original", "inter", "intra")
-    fig, axes = plt.subplots(len(examples), 3, figsize=(11, 4.9 * len(examples)), squeeze=False)
+    cols = (
+        "original",
+        *(
+            k
+            for k in ("as_written", "inter", "intra")
+            if k != "as_written" or any(ex.get(k) for ex in examples)
+        ),
+    )
+    fig, axes = plt.subplots(
+        len(examples), len(cols), figsize=(11 * len(cols) / 3, 4.9 * len(examples)), squeeze=False
+    )
     # The reports hang below each image, outside the axes, where tight_layout does not look: leave
     # them room explicitly so they do not run into the next row's titles.
     fig.subplots_adjust(
@@ -112,15 +123,28 @@ def example_grid(examples: Sequence[dict[str, Any]], out_uri: str, text_width: i
                 ax.text(0.5, 0.5, f"no {key} pair", ha="center", va="center", transform=ax.transAxes)
                 continue
             try:
-                ax.imshow(
-                    images.to_uint8(images.read_image(row[schema.IMAGE_URI])), cmap="gray", vmin=0, vmax=255
-                )
+                if row.get(schema.IMAGE_URI) is None:
+                    ax.text(
+                        0.5, 0.5, "report only: no image", ha="center", va="center", transform=ax.transAxes
+                    )
+                else:
+                    ax.imshow(
+                        images.to_uint8(images.read_image(row[schema.IMAGE_URI])),
+                        cmap="gray",
+                        vmin=0,
+                        vmax=255,
+                    )
             except images.ImageReadError as e:
                 ax.text(
                     0.5, 0.5, textwrap.fill(str(e), 30), ha="center", va="center", fontsize=7, color="red"
                 )
-            title = {"original": "original (real)", "inter": "InterAug", "intra": "IntraAug"}[key]
-            if key == "inter" and row.get(schema.SCORE_A) is not None:
+            title = {
+                "original": "original (real)",
+                "as_written": "as written",
+                "inter": "InterAug",
+                "intra": "IntraAug",
+            }[key]
+            if key in ("inter", "as_written") and row.get(schema.SCORE_A) is not None:
                 title += f"  S_a={row[schema.SCORE_A]:.3f}"
             if key == "intra" and row.get(schema.SCORE_S1) is not None:
                 title += (

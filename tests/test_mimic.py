@@ -307,3 +307,27 @@ def test_race_groups_and_a_missing_mimic_iv_table_are_named(mimic_tree, tmp_path
     assert race_group("PATIENT DECLINED TO ANSWER") is None and race_group(float("nan")) is None
     with pytest.raises(MimicIVLayoutError, match="hosp/patients.csv.gz not found"):
         load_index(MimicCorpusConfig(root=str(mimic_tree), mimic_iv_root=str(tmp_path)))
+
+
+def test_the_report_tree_alone_is_a_report_only_corpus(ray_local, mimic_tree, tmp_path):
+    """corpus.reports with format mimic reads files/pXX/pSUBJECT/sSTUDY.txt without the images or
+    the metadata: one row per report, in PairAug's text form, its split from the official split
+    file beside the tree (so validate and test studies are never drawn into training data)."""
+    from pairaug_ray.config import ReportsCorpusConfig
+    from pairaug_ray.corpora.reports import import_reports
+
+    out = str(tmp_path / "reports")
+    import_reports(ReportsCorpusConfig(path=str(mimic_tree), format="mimic"), out)
+    rows = {r[schema.STUDY_ID]: r for r in read_manifest(out).take_all()}
+    assert set(rows) == {"50414267", "53189527", "57375967"}  # 50771383 has no report file
+    assert {s: r[schema.SPLIT] for s, r in rows.items()} == {
+        "50414267": "train",
+        "53189527": "train",
+        "57375967": "validate",
+    }
+    effusion = rows["50414267"]
+    assert effusion[schema.PATIENT_ID] == "10000032" and effusion[schema.IMAGE_URI] is None
+    assert effusion[schema.SOURCE_KIND] == "report" and effusion[schema.STATUS] is None
+    assert effusion[schema.REPORT].startswith("moderate left pleural effusion")
+    assert effusion[schema.label_column("Pleural Effusion")] == 1
+    assert rows["53189527"][schema.REPORT] == rows["53189527"][schema.REPORT].lower() != ""

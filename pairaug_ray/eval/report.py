@@ -24,6 +24,7 @@ ORIGIN_COLOURS = {
     schema.ORIGIN_INTER: "#d62728",
     schema.ORIGIN_INTRA: "#2ca02c",
     schema.ORIGIN_AUGTEXT: "#9467bd",
+    schema.ORIGIN_AS_WRITTEN: "#ff7f0e",
 }
 
 

@@ -1,7 +1,8 @@
 """The `augment` job: a real corpus in, a pruned synthetic pair set out, resumably.
 
-    prepare   corpus (phantom / MIMIC / a manifest) and models         pipeline/prepare.py
+    prepare   corpus (phantom / MIMIC / a manifest / reports) and models pipeline/prepare.py
     validate  every real row checked on its own  -> <out>/validated      pipeline/validate.py
+              (reports without images            -> <out>/validated_reports)
     rewrite   inter + intra (+ paraphrase) reports -> <out>/rewrites      pipeline/rewrite.py
     generate  InterAug images, IntraAug edits     -> <out>/generated      pipeline/generate.py
     score     S_a for InterAug, S1-S3 for IntraAug -> <out>/scored        pipeline/score.py
@@ -53,7 +54,7 @@ def augment_job(cfg: JobConfig) -> dict[str, Any]:
     from pairaug_ray.pipeline.rewrite import check_endpoint, rewrite_job
     from pairaug_ray.pipeline.score import score_job
     from pairaug_ray.pipeline.trained_models import with_trained_models
-    from pairaug_ray.pipeline.validate import validate_job
+    from pairaug_ray.pipeline.validate import validate_job, validate_reports_job
 
     check_endpoint(cfg)  # before any work: reports go only where the config allows
     started = time.time()
@@ -70,19 +71,36 @@ def augment_job(cfg: JobConfig) -> dict[str, Any]:
     # The generator and the scorer, when the config asks the job to train them (reused on reruns).
     cfg, trained = timed("models", with_trained_models, cfg)
     prepared = timed("prepare", prepare, cfg)
-    corpus = prepared["corpus"]["root"]
-    for name, job, where in (
-        ("validate", lambda: validate_job(cfg, corpus), cfg.validated_dir()),
-        ("rewrite", lambda: rewrite_job(cfg, input_root=cfg.validated_dir()), cfg.rewrite_dir()),
+    corpus = (prepared["corpus"] or {}).get("root")
+    reports = (prepared.get("reports") or {}).get("root")
+    # What the rewrite stage reads: the validated pairs and the validated reports without images.
+    rewrite_inputs = [
+        d for d, present in ((cfg.validated_dir(), corpus), (cfg.validated_reports_dir(), reports)) if present
+    ]
+    steps = []
+    if corpus:
+        steps.append(("validate", lambda: validate_job(cfg, corpus), cfg.validated_dir()))
+    if reports:
+        steps.append(
+            (
+                "validate_reports",
+                lambda: validate_reports_job(cfg, reports, corpus),
+                cfg.validated_reports_dir(),
+            )
+        )
+    steps += [
+        ("rewrite", lambda: rewrite_job(cfg, input_root=rewrite_inputs), cfg.rewrite_dir()),
         ("generate", lambda: generate_job(cfg), cfg.generate_dir()),
         ("score", lambda: score_job(cfg), cfg.score_dir()),
-    ):
+    ]
+    for name, job, where in steps:
         stages[name] = check_budget(name, timed(name, job), budget, where)
     stages["prune"] = timed("prune", prune_job, cfg)
     figures = timed("report", write_figures, cfg)
     summary = {
         "run": cfg.run.name,
         "corpus": prepared["corpus"],
+        **({"reports": prepared["reports"]} if reports else {}),
         "models": prepared["models"],
         "trained_models": {
             role: {"path": t.get("pipeline") or t.get("model"), "step": (t.get("metrics") or {}).get("step")}
@@ -91,7 +109,8 @@ def augment_job(cfg: JobConfig) -> dict[str, Any]:
         "stages": stages,
         "seconds": {**timings, "total": round(time.time() - started, 2)},
         "outputs": {
-            "validated": cfg.validated_dir(),
+            **({"validated": cfg.validated_dir()} if corpus else {}),
+            **({"validated_reports": cfg.validated_reports_dir()} if reports else {}),
             "rewrites": cfg.rewrite_dir(),
             "generated": cfg.generate_dir(),
             "scored": cfg.score_dir(),
@@ -108,11 +127,14 @@ def format_augment(summary: dict[str, Any]) -> str:
     lines = [f"augment job '{summary['run']}' finished in {summary['seconds']['total']:.0f} s"]
     for role, t in summary.get("trained_models", {}).items():
         lines.append(f"  {role:<9} trained here, step {t['step']}: {t['path']}")
-    for stage in ("validate", "rewrite", "generate", "score"):
+    for stage in ("validate", "validate_reports", "rewrite", "generate", "score"):
+        if stage not in summary["stages"]:
+            continue
         c = summary["stages"][stage]
         detail = ", ".join(f"{k} {v}" for k, v in c.items() if k not in ("rows", "error_fraction"))
+        label, noun = ("validate", "reports") if stage == "validate_reports" else (stage, "rows")
         lines.append(
-            f"  {stage:<9} {c['rows']:>6} rows: {detail}  ({summary['seconds'].get(stage, 0):.0f} s)"
+            f"  {label:<9} {c['rows']:>6} {noun}: {detail}  ({summary['seconds'].get(stage, 0):.0f} s)"
         )
     lines.append(format_prune(summary["stages"]["prune"]).replace("\n", "\n  ").join(["  prune     ", ""]))
     lines.append("outputs:")

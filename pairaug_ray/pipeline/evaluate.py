@@ -357,7 +357,7 @@ def training_sample(cfg: JobConfig, per_origin: int) -> pd.DataFrame:
     syn_root = cfg.train.synthetic or cfg.synthetic_dir()
     if storage.exists(storage.join(syn_root, "manifest")):
         kept = read_columns(syn_root, columns, where=ok & (pc.field(schema.KEPT) == True))  # noqa: E712
-        for origin in (schema.ORIGIN_INTER, schema.ORIGIN_INTRA):
+        for origin in (*schema.TEXT_TO_IMAGE_ORIGINS, schema.ORIGIN_INTRA):
             frames.append(kept.filter(pc.equal(kept[schema.ORIGIN], origin)).slice(0, per_origin))
     return pd.concat([f.to_pandas() for f in frames], ignore_index=True)
 

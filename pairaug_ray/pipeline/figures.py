@@ -1,5 +1,5 @@
 """The augment job's pictures: score histograms with the thresholds drawn, and a grid of example
-pairs (real | InterAug | IntraAug from the same real pair). Everything is read with column reads
+pairs (real | as written | InterAug | IntraAug from the same real pair or report). Everything is read with column reads
 of the finished outputs, without a Ray execution."""
 
 from __future__ import annotations
@@ -44,12 +44,13 @@ def write_figures(cfg: JobConfig) -> dict[str, str]:
 
 
 def pick_examples(cfg: JobConfig, n: int) -> list[dict[str, Any]]:
-    """Real pairs with both an InterAug and an IntraAug pair, kept ones first."""
+    """Real pairs (or reports) with the most kinds of synthetic pair drawn from them, kept ones first."""
     synthetic = cfg.synthetic_dir()
+    drawn = [*schema.TEXT_TO_IMAGE_ORIGINS, schema.ORIGIN_INTRA]
     keys = read_columns(
         synthetic,
         [schema.PAIR_ID, schema.PARENT_ID, schema.ORIGIN, schema.KEPT],
-        where=pc.field(schema.ORIGIN).isin([schema.ORIGIN_INTER, schema.ORIGIN_INTRA]),
+        where=pc.field(schema.ORIGIN).isin(drawn),
     ).to_pylist()
     by_parent: dict[str, dict[str, dict]] = {}
     for r in keys:
@@ -67,12 +68,14 @@ def pick_examples(cfg: JobConfig, n: int) -> list[dict[str, Any]]:
         return []
     wanted = sorted({r[schema.PAIR_ID] for _, slot in chosen for r in slot.values()})
     rows = _by_id(synthetic, wanted)
-    real = _by_id(cfg.validated_dir(), sorted(pid for pid, _ in chosen))
+    real: dict[str, dict[str, Any]] = {}
+    for root in (cfg.validated_dir(), cfg.validated_reports_dir()):
+        if storage.exists(storage.join(root, "manifest")):
+            real.update(_by_id(root, sorted(pid for pid, _ in chosen)))
     return [
         {
             "original": real.get(pid),
-            "inter": rows.get(slot["inter"][schema.PAIR_ID]) if "inter" in slot else None,
-            "intra": rows.get(slot["intra"][schema.PAIR_ID]) if "intra" in slot else None,
+            **{o: rows.get(slot[o][schema.PAIR_ID]) if o in slot else None for o in drawn},
         }
         for pid, slot in chosen
     ]

@@ -1,6 +1,6 @@
 """The `generate` job: InterAug and IntraAug images for the rewritten reports, resumably.
 
-    read_manifest(rewrites) -> ok rows of origin inter / intra
+    read_manifest(rewrites) -> ok rows of origin inter (and as_written) / intra
       -> expand_image_tasks (one task per image; skips what is done)
       -> inter: GenerateInter on its actor pool | intra: GenerateIntra on its actor pool
       -> append to <output>/manifest/ (PNGs under <output>/images/) -> finalize -> outcome counts
@@ -23,7 +23,14 @@ from pairaug_ray.manifest import read_manifest
 from pairaug_ray.pairs import read_columns
 from pairaug_ray.pipeline.runner import ResumableStage, run_resumable
 from pairaug_ray.runtime import init_ray, started_local_ray
-from pairaug_ray.stages.generate import GenerateInter, GenerateIntra, expand_image_tasks, image_pair_id
+from pairaug_ray.stages.generate import (
+    GenerateInter,
+    GenerateIntra,
+    branch_of,
+    branch_origins,
+    expand_image_tasks,
+    image_pair_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +105,8 @@ def expected_images(cfg: JobConfig, src: str, done: frozenset[str]) -> int:
         for pid, status, origin in zip(
             *(table.column(c).to_pylist() for c in table.column_names), strict=True
         )
-        if status == schema.STATUS_OK and origin in g.branches
-        for k in range(per_branch[origin])
+        if status == schema.STATUS_OK and branch_of(origin) in g.branches
+        for k in range(per_branch[branch_of(origin)])
     )
 
 
@@ -122,7 +129,8 @@ def generate_job(
 
     def todo(done: frozenset[str]) -> ray.data.Dataset:
         rewrites = read_manifest(src).filter(
-            expr=(col(schema.STATUS) == schema.STATUS_OK) & col(schema.ORIGIN).is_in(list(g.branches))
+            expr=(col(schema.STATUS) == schema.STATUS_OK)
+            & col(schema.ORIGIN).is_in(branch_origins(g.branches))
         )
         tasks = rewrites.map_batches(
             expand_image_tasks, fn_kwargs={"cfg": g, "done": done}, batch_format="pyarrow"
@@ -131,7 +139,10 @@ def generate_job(
 
     def process(tasks: ray.data.Dataset, counter: Any) -> ray.data.Dataset:
         # One actor pool per branch; the pools run side by side and their rows meet at the writer.
-        branches = [plan.apply(tasks.filter(expr=col(schema.ORIGIN) == plan.name), counter) for plan in plans]
+        branches = [
+            plan.apply(tasks.filter(expr=col(schema.ORIGIN).is_in(branch_origins((plan.name,)))), counter)
+            for plan in plans
+        ]
         return branches[0] if len(branches) == 1 else branches[0].union(*branches[1:])
 
     return run_resumable(

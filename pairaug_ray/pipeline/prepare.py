@@ -1,6 +1,7 @@
 """The `prepare` job: make the real corpus and the models a run needs, and check them.
 
-1. Corpus: build the phantom corpus, import MIMIC-CXR-JPG, or take an existing pair dataset.
+1. Corpus: build the phantom corpus, import MIMIC-CXR-JPG, or take an existing pair dataset; and
+   import the reports without images (corpus.reports), beside those pairs or on their own.
    A corpus whose dataset.json records the same parameters is complete and is reused, so a rerun
    after a crash rebuilds only what did not finish.
 2. Models: build the tiny random-weight models if asked, and resolve every configured model
@@ -49,6 +50,23 @@ def prepare_corpus(cfg: JobConfig) -> str:
     return root
 
 
+def prepare_reports(cfg: JobConfig) -> str | None:
+    """Import corpus.reports into a report-only pair dataset (reused when complete with the same
+    settings); None when the corpus has no reports."""
+    root = cfg.reports_dir()
+    rc = cfg.corpus.reports
+    if root is None or rc is None:
+        return None
+    if read_info(root).get("reports") == rc.model_dump(mode="json"):
+        log.info("reports at %s are complete with these parameters; reusing them", root)
+        return root
+    from pairaug_ray.corpora.reports import import_reports
+
+    log.info("importing reports from %s into %s", rc.path, root)
+    import_reports(rc, root)
+    return root
+
+
 def prepare_tiny_models(cfg: JobConfig) -> dict[str, str]:
     from pairaug_ray.models.tiny import TINY_CLIP_DIR, TINY_SD_DIR, make_tiny_models
 
@@ -90,27 +108,32 @@ def prepare(cfg: JobConfig) -> dict[str, Any]:
     init_ray(cfg.ray)
     with progress.stage("prepare", f"corpus ({cfg.corpus.kind}) and models") as shown:
         summary = _prepare(cfg)
-        c = summary["corpus"]
-        shown["line"] = (
-            f"{c['rows']} pairs, {c.get('patients', '?')} patients at {c['root']}; "
-            f"models: {', '.join(summary['models']) or 'none'}"
-        )
+        parts = []
+        if c := summary["corpus"]:
+            parts.append(f"{c['rows']} pairs, {c.get('patients', '?')} patients at {c['root']}")
+        if r := summary.get("reports"):
+            parts.append(f"{r['rows']} reports at {r['root']}")
+        shown["line"] = f"{'; '.join(parts)}; models: {', '.join(summary['models']) or 'none'}"
     return summary
 
 
 def _prepare(cfg: JobConfig) -> dict[str, Any]:
-    root = prepare_corpus(cfg)
+    root = prepare_corpus(cfg) if cfg.corpus.has_pairs else None
+    reports = prepare_reports(cfg)
     refs = model_refs(cfg)
     resolved = {role: resolve_model(ref, cfg.models.cache_dir) for role, ref in refs.items()}
 
-    missing = [c for c in schema.CORE_COLUMNS if c not in manifest_columns(root)]
-    if missing:
-        raise ManifestSchemaError(f"manifest at {root} lacks core column(s) {missing}")
+    for where in (root, reports):
+        missing = [c for c in schema.CORE_COLUMNS if where and c not in manifest_columns(where)]
+        if missing:
+            raise ManifestSchemaError(f"manifest at {where} lacks core column(s) {missing}")
     summary: dict[str, Any] = {
         "run": cfg.run.name,
-        "corpus": {"kind": cfg.corpus.kind, "root": root, **summarize_root(root)},
+        "corpus": {"kind": cfg.corpus.kind, "root": root, **summarize_root(root)} if root else None,
         "models": {role: {"ref": r.ref, "path": r.path, "source": r.source} for role, r in resolved.items()},
     }
+    if reports:
+        summary["reports"] = {"root": reports, "source": cfg.corpus.reports.path, **summarize_root(reports)}  # type: ignore[union-attr]
     for role, r in resolved.items():
         if r.source != "hub":
             summary["models"][role]["components"] = describe_model(r.path)
@@ -141,12 +164,19 @@ def describe_model(path: str) -> dict[str, Any]:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    c = summary["corpus"]
-    lines = [f"run {summary['run']}: corpus ({c['kind']}) at {c['root']}"]
-    lines.append(
-        f"  {c['rows']} pairs, {c.get('patients', '?')} patients, {c.get('studies', '?')} studies; "
-        f"splits {c.get('split')}; status {c.get('status')}"
-    )
+    c = summary["corpus"] or {}
+    lines = [f"run {summary['run']}"]
+    if c:
+        lines[0] += f": corpus ({c['kind']}) at {c['root']}"
+        lines.append(
+            f"  {c['rows']} pairs, {c.get('patients', '?')} patients, {c.get('studies', '?')} studies; "
+            f"splits {c.get('split')}; status {c.get('status')}"
+        )
+    if r := summary.get("reports"):
+        lines.append(
+            f"  reports without images at {r['root']} (from {r['source']}): {r['rows']} reports; "
+            f"splits {r.get('split')}; status {r.get('status')}"
+        )
     if labels := c.get("labels"):
         lines.append(f"  {'observation':<28}{'pos':>6}{'neg':>6}{'unc':>6}{'null':>6}")
         for obs, n in labels.items():

@@ -143,7 +143,9 @@ def near_duplicates(cfg: JobConfig, scored_root: str) -> tuple[dict[str, tuple[f
     inter = read_columns(
         scored_root, [schema.PAIR_ID, schema.IMAGE_URI, schema.ORIGIN, schema.STATUS]
     ).to_pandas()
-    inter = inter[(inter[schema.ORIGIN] == schema.ORIGIN_INTER) & (inter[schema.STATUS] == schema.STATUS_OK)]
+    inter = inter[
+        inter[schema.ORIGIN].isin(schema.TEXT_TO_IMAGE_ORIGINS) & (inter[schema.STATUS] == schema.STATUS_OK)
+    ]
     if real.empty or inter.empty:
         return {}, nd.threshold if nd.threshold is not None else float("inf")
     frame = pd.concat(

@@ -1,6 +1,6 @@
 """The `rewrite` job: new reports for the real pairs of a manifest, resumably.
 
-    read_manifest(corpus) -> keep ok rows of the configured splits
+    read_manifest(corpus [, reports]) -> keep ok rows of the configured splits
       -> expand_tasks (one task per pair x mode x sample; skips what is done)
       -> <back-end> on an actor pool (streaming, Ray Data progress bars)
       -> append to <output>/manifest/ -> finalize (one row per pair_id) -> outcome counts
@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import pyarrow.compute as pc
 import ray
 from ray.data.expressions import col
 
@@ -33,6 +34,7 @@ from pairaug_ray.stages.rewrite import (
     expand_tasks,
     in_rewrite_draw,
     rewrite_pair_id,
+    task_keys,
 )
 
 log = logging.getLogger(__name__)
@@ -71,46 +73,69 @@ def rewriter_plan(cfg: JobConfig) -> StagePlan:
     raise ValueError(f"back-end {rc.backend!r} is not an actor-pool back-end")
 
 
-def _tasks(cfg: JobConfig, src: str, done: frozenset[str]) -> ray.data.Dataset:
+def _tasks(cfg: JobConfig, sources: list[str], done: frozenset[str]) -> ray.data.Dataset:
     rc = cfg.rewrite
-    ds = read_manifest(src).filter(
-        expr=(col(schema.STATUS) == schema.STATUS_OK) & col(schema.SPLIT).is_in(list(rc.splits))
-    )
+    parts = [
+        read_manifest(src).filter(
+            expr=(col(schema.STATUS) == schema.STATUS_OK) & col(schema.SPLIT).is_in(list(rc.splits))
+        )
+        for src in sources
+    ]
+    ds = parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
     tasks = ds.map_batches(expand_tasks, fn_kwargs={"cfg": rc, "done": done}, batch_format="pyarrow")
     # Small blocks stream through the back-end and reach storage one file at a time, so a crash
     # loses at most the blocks in flight (a big input file would otherwise be one block).
     return tasks.repartition(target_num_rows_per_block=rc.rows_per_file)
 
 
-def expected_tasks(cfg: JobConfig, src: str, done: frozenset[str]) -> int:
-    """How many task rows `_tasks` will make, from a column read of the input (for the progress bar)."""
+def expected_tasks(cfg: JobConfig, sources: list[str], done: frozenset[str]) -> int:
+    """How many task rows `_tasks` will make, from a column read of the inputs (for the progress bar)."""
     rc = cfg.rewrite
-    table = read_columns(src, [schema.PAIR_ID, schema.STATUS, schema.SPLIT, schema.PATIENT_ID])
-    pids, statuses, splits, patients = (table.column(c).to_pylist() for c in table.column_names)
-    drawn = in_rewrite_draw(rc, patients)
-    parents = [
-        pid
-        for pid, status, split, keep in zip(pids, statuses, splits, drawn, strict=True)
-        if status == schema.STATUS_OK and split in rc.splits and keep
-    ]
-    return sum(
-        rewrite_pair_id(pid, mode, k) not in done for pid in parents for mode in rc.modes for k in range(rc.n)
-    )
+    total = 0
+    for src in sources:
+        table = read_columns(
+            src,
+            [schema.PAIR_ID, schema.PATIENT_ID, schema.SOURCE_KIND],
+            where=(pc.field(schema.STATUS) == schema.STATUS_OK)
+            & pc.field(schema.SPLIT).isin(list(rc.splits)),
+        )
+        pids, patients, kinds = (table.column(c).to_pylist() for c in table.column_names)
+        drawn = in_rewrite_draw(rc, patients, pids)
+        total += sum(
+            rewrite_pair_id(pid, mode, k) not in done
+            for pid, kind, keep in zip(pids, kinds, drawn, strict=True)
+            if keep
+            for mode, k in task_keys(rc, kind)
+        )
+    return total
+
+
+def rewrite_inputs(cfg: JobConfig) -> list[str]:
+    """What `pairaug rewrite` reads by default: the corpus's pairs, and its reports without images."""
+    sources = [cfg.corpus_dir()] if cfg.corpus.has_pairs else []
+    reports = cfg.reports_dir()
+    if reports is not None:
+        validated = cfg.validated_reports_dir()
+        sources.append(validated if storage.exists(storage.join(validated, "manifest")) else reports)
+    return sources
 
 
 def rewrite_job(
     cfg: JobConfig,
     *,
-    input_root: str | None = None,
+    input_root: str | list[str] | None = None,
     output_root: str | None = None,
     vllm_processor_factory: Any = None,
 ) -> dict[str, Any]:
-    """Rewrite the reports of `input_root` (default: the corpus) into `output_root` (default: the
-    rewrite output). Returns outcome counts; resumes when the output already holds rows."""
+    """Rewrite the reports of `input_root` (one dataset or several; default: the corpus and its
+    reports) into `output_root` (default: the rewrite output). Returns outcome counts; resumes
+    when the output already holds rows."""
     rc = cfg.rewrite
     check_endpoint(cfg)
     init_ray(cfg.ray)
-    src = storage.absolute(input_root or cfg.corpus_dir())
+    roots = [input_root] if isinstance(input_root, str) else (input_root or rewrite_inputs(cfg))
+    sources = [storage.absolute(r) for r in roots]
+    src = sources[0]  # the input the output's lineage follows
     out = storage.absolute(output_root or cfg.rewrite_dir())
     if rc.backend == "vllm":
         process, passes = _vllm_process(cfg, vllm_processor_factory), rc.max_attempts
@@ -123,11 +148,12 @@ def rewrite_job(
             input=src,
             output=out,
             identity=output_identity(rc),
-            todo=lambda done: _tasks(cfg, src, done),
+            todo=lambda done: _tasks(cfg, sources, done),
             process=process,
             retry_errors=rc.retry_errors,
             passes=passes,
-            expected=lambda done: expected_tasks(cfg, src, done),
+            expected=lambda done: expected_tasks(cfg, sources, done),
+            also_inputs=tuple(sources[1:]),
         )
     )
 
@@ -152,13 +178,13 @@ def _vllm_process(cfg: JobConfig, factory: Any):
     build = factory or rewrite_vllm.build_processor
 
     def process(tasks: ray.data.Dataset, counter: Any, attempt: int) -> ray.data.Dataset:
-        skipped = tasks.filter(expr=col(schema.STATUS) == schema.STATUS_SKIPPED)
+        decided = tasks.filter(expr=col(schema.STATUS).is_not_null())  # skipped, or as_written copies
         todo = tasks.filter(expr=col(schema.STATUS).is_null())
         processor = build(
             config,
             rewrite_vllm.Preprocess(rc, cfg.run.seed, attempt),
             rewrite_vllm.Postprocess(rc, cfg.run.seed, attempt, model_id=rc.vllm.model),
         )
-        return processor(todo).union(skipped)
+        return processor(todo).union(decided)
 
     return process

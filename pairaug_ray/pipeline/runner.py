@@ -55,6 +55,7 @@ class ResumableStage:
     # How many tasks are left (a column read): the progress bar's total, and 0 skips the execution.
     expected: Callable[[frozenset[str]], int | None] | None = None
     noun: str = "rows"
+    also_inputs: tuple[str, ...] = ()  # further inputs read beside `input` (the rewrite's reports)
 
 
 def check_output_identity(out: str, stage: str, identity: dict[str, Any]) -> None:
@@ -72,9 +73,12 @@ def run_resumable(stage: ResumableStage) -> dict[str, Any]:
     """Run `stage` into its output, resuming what a previous run left; returns the outcome counts."""
     out = stage.output
     check_output_identity(out, stage.name, stage.identity)
-    info = {stage.name: stage.identity, "input": stage.input}
+    info: dict[str, Any] = {stage.name: stage.identity, "input": stage.input}
+    if stage.also_inputs:
+        info["also_inputs"] = list(stage.also_inputs)
     write_info(out, {**info, "complete": False})
-    with progress.stage(stage.name, f"{progress.shown(stage.input)} -> {progress.shown(out)}") as shown:
+    inputs = " + ".join(progress.shown(i) for i in (stage.input, *stage.also_inputs))
+    with progress.stage(stage.name, f"{inputs} -> {progress.shown(out)}") as shown:
         work: dict[str, int] = dict.fromkeys(progress.WORK_COUNTS, 0)
         done_at_start: int | None = None
         for attempt in range(1, stage.passes + 1):

@@ -1,6 +1,7 @@
 """Image generation as Ray Data stages on (GPU) actor pools (PairAug step 2).
 
-`expand_image_tasks` turns each rewritten report (origin inter or intra) into one task per image
+`expand_image_tasks` turns each rewritten report (origin inter or intra, or a report as written,
+which InterAug's pool draws like a rewrite) into one task per image
 (`images_per_report` for InterAug, `samples` for IntraAug), with the new `pair_id` derived from
 (rewrite row, image index) so that reruns skip finished images.
 
@@ -54,8 +55,22 @@ _CARRIED = (
     schema.PARENT_ID,
     schema.SOURCE_REPORT,
     schema.SOURCE_IMAGE_URI,
+    schema.SOURCE_KIND,
     *schema.DEMOGRAPHIC_COLUMNS,
 )
+
+
+def branch_of(origin: str | None) -> str | None:
+    """The generate branch that makes a rewrite row's image: inter draws every text-to-image origin
+    (rewritten, or a report as written), intra edits."""
+    if origin in schema.TEXT_TO_IMAGE_ORIGINS:
+        return schema.ORIGIN_INTER
+    return schema.ORIGIN_INTRA if origin == schema.ORIGIN_INTRA else None
+
+
+def branch_origins(branches: tuple[str, ...]) -> list[str]:
+    """The rewrite origins the configured branches draw."""
+    return [o for o in (*schema.TEXT_TO_IMAGE_ORIGINS, schema.ORIGIN_INTRA) if branch_of(o) in branches]
 
 
 def image_pair_id(rewrite_id: str, index: int) -> str:
@@ -67,7 +82,7 @@ def expand_image_tasks(
 ) -> pa.Table:
     rows = []
     for r in batch.to_pylist():
-        branch = r[schema.ORIGIN]
+        branch = branch_of(r[schema.ORIGIN])
         if branch not in cfg.branches:
             continue
         n = cfg.inter.images_per_report if branch == schema.ORIGIN_INTER else cfg.intra.samples
@@ -82,8 +97,12 @@ def expand_image_tasks(
                 # A new patient: attributes drawn from the target, recorded as what the prompt said.
                 drawn = draw_demographics(pid, target.sex, target.race, target.age_bands)
                 row.update({c: drawn[c] for c in schema.DEMOGRAPHIC_COLUMNS if drawn[c] is not None})
-            # An IntraAug edit is the source patient's image, changed: re-identifiable by design.
-            row[schema.DERIVED_FROM_PATIENT] = branch == schema.ORIGIN_INTRA
+            # An IntraAug edit is the source patient's image, changed: re-identifiable by design; a
+            # report drawn as written keeps the patient's own words.
+            row[schema.DERIVED_FROM_PATIENT] = r[schema.ORIGIN] in (
+                schema.ORIGIN_INTRA,
+                schema.ORIGIN_AS_WRITTEN,
+            )
             rows.append(row)
     return schema.rows_to_table(rows)
 
@@ -133,8 +152,10 @@ class _DiffusionStage:
         self.attempts = 1
         try:
             self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+            # Which node drew the image: how the pool spread over the cluster, read back per row.
+            self.node_id = ray.get_runtime_context().get_node_id()
         except Exception:  # not inside a Ray worker (a notebook, a plain loop)
-            self.gpu_ids = []
+            self.gpu_ids, self.node_id = [], None
 
     def seed(self, row: dict[str, Any]) -> int:
         return row_seed(self.run_seed, row[schema.PAIR_ID], 0)
@@ -179,6 +200,7 @@ class _DiffusionStage:
                 "dtype": str(self.pipe.unet.dtype).removeprefix("torch."),
                 "device": str(self.pipe.device),
                 "gpu_ids": self.gpu_ids,
+                "node_id": self.node_id,
                 **params,
             },
             started_at=datetime.fromtimestamp(started, UTC),

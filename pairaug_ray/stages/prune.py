@@ -1,6 +1,6 @@
 """PairAug's two pruning rules, applied to stored scores (see stages/score.py for the scores).
 
-- InterAug keeps a pair when S_a > tau.
+- InterAug keeps a pair when S_a > tau (so does a report drawn as written, origin as_written).
 - IntraAug (hybrid consistency) keeps a pair when each of S1, S2, S3 exceeds its mean over all
   IntraAug pairs of the run minus epsilon. The means are global: pipeline/prune.py computes them
   over the whole scored output first, then every batch is filtered with the same thresholds.
@@ -50,7 +50,7 @@ def prune_batch(
     for r in rows:
         origin = r.get(schema.ORIGIN)
         reasons = [] if r.get(schema.STATUS) == schema.STATUS_OK else [f"status {r.get(schema.STATUS)}"]
-        if not reasons and origin == schema.ORIGIN_INTER:
+        if not reasons and origin in schema.TEXT_TO_IMAGE_ORIGINS:
             score = r.get(schema.SCORE_A)
             if score is None or not score > tau:
                 reasons.append(f"S_a {score} is not above tau {tau}")

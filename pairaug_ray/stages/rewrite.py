@@ -38,7 +38,11 @@ MODE_ORIGIN = {
     "inter": schema.ORIGIN_INTER,
     "intra": schema.ORIGIN_INTRA,
     "paraphrase": schema.ORIGIN_AUGTEXT,
+    "as_written": schema.ORIGIN_AS_WRITTEN,
 }
+# What a report without an image can become: InterAug draws a new patient from text alone, while
+# IntraAug edits and AugText keeps the real image.
+REPORT_ONLY_MODES = ("inter", "as_written")
 ORIGIN_MODE = {v: k for k, v in MODE_ORIGIN.items()}
 
 
@@ -56,47 +60,82 @@ def row_seed(run_seed: int, pair_id: str, attempt: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def in_rewrite_draw(cfg: RewriteConfig, patient_ids: list[Any]) -> list[bool]:
-    """Which of these rows' patients rewrite.patient_fraction's seeded draw includes (all at 1.0)."""
+def in_rewrite_draw(
+    cfg: RewriteConfig, patient_ids: list[Any], pair_ids: list[Any] | None = None
+) -> list[bool]:
+    """Which of these rows' patients rewrite.patient_fraction's seeded draw includes (all at 1.0).
+    A row without a patient id (a report of a report-only corpus) is drawn as a patient of its own."""
     if cfg.patient_fraction >= 1.0:
         return [True] * len(patient_ids)
-    return list(patient_subset(patient_ids, cfg.patient_fraction, cfg.subset_seed))
+    keys = [
+        p if p is not None or pair_ids is None else f"row:{pair_ids[i]}" for i, p in enumerate(patient_ids)
+    ]
+    return list(patient_subset(keys, cfg.patient_fraction, cfg.subset_seed))
+
+
+def task_keys(cfg: RewriteConfig, source_kind: str | None) -> list[tuple[str, int]]:
+    """(mode, sample index) of every task of one parent row: rewrite.modes x rewrite.n, as_written
+    once (a copy), and for a report without an image only the modes that need none."""
+    modes = [m for m in cfg.modes if source_kind != schema.SOURCE_KIND_REPORT or m in REPORT_ONLY_MODES]
+    return [(mode, k) for mode in modes for k in range(1 if mode == "as_written" else cfg.n)]
 
 
 def expand_tasks(batch: pa.Table, *, cfg: RewriteConfig, done: frozenset[str] = frozenset()) -> pa.Table:
-    """One task row per (real pair, mode, sample index) that is not done yet, for the parents in
-    rewrite.patient_fraction's draw."""
+    """One task row per (real pair or report, mode, sample index) that is not done yet, for the
+    parents in rewrite.patient_fraction's draw. as_written rows are finished here: the report is
+    copied, no model is called."""
     rows = []
     parents = batch.to_pylist()
-    drawn = in_rewrite_draw(cfg, [p.get(schema.PATIENT_ID) for p in parents])
+    drawn = in_rewrite_draw(
+        cfg, [p.get(schema.PATIENT_ID) for p in parents], [p.get(schema.PAIR_ID) for p in parents]
+    )
     for parent in (p for p, keep in zip(parents, drawn, strict=True) if keep):
         report = parent.get(schema.REPORT) or ""
-        for mode in cfg.modes:
-            for k in range(cfg.n):
-                pid = rewrite_pair_id(parent[schema.PAIR_ID], mode, k)
-                if pid in done:
-                    continue
-                row = {
-                    schema.PAIR_ID: pid,
-                    schema.PATIENT_ID: parent.get(schema.PATIENT_ID),
-                    schema.STUDY_ID: parent.get(schema.STUDY_ID),
-                    schema.VIEW: parent.get(schema.VIEW),
-                    # A paraphrase keeps the real image (AugText); InterAug/IntraAug images come later.
-                    schema.IMAGE_URI: parent.get(schema.IMAGE_URI) if mode == "paraphrase" else None,
-                    schema.SPLIT: parent.get(schema.SPLIT),
-                    schema.ORIGIN: MODE_ORIGIN[mode],
-                    schema.PARENT_ID: parent[schema.PAIR_ID],
-                    schema.SOURCE_REPORT: report,
-                    schema.SOURCE_IMAGE_URI: parent.get(schema.IMAGE_URI),
-                    schema.SAMPLE_INDEX: k,
-                    **{c: parent.get(c) for c in schema.DEMOGRAPHIC_COLUMNS},
-                }
-                n = word_count(report) if report.strip() else 0
-                if n < cfg.min_words:
-                    row[schema.STATUS] = schema.STATUS_SKIPPED
-                    row[schema.ERROR] = f"skipped: the report has {n} words (< min_words {cfg.min_words})"
-                rows.append(row)
+        source_kind = parent.get(schema.SOURCE_KIND) or schema.SOURCE_KIND_PAIR
+        for mode, k in task_keys(cfg, source_kind):
+            pid = rewrite_pair_id(parent[schema.PAIR_ID], mode, k)
+            if pid in done:
+                continue
+            row = {
+                schema.PAIR_ID: pid,
+                schema.PATIENT_ID: parent.get(schema.PATIENT_ID),
+                schema.STUDY_ID: parent.get(schema.STUDY_ID),
+                schema.VIEW: parent.get(schema.VIEW),
+                # A paraphrase keeps the real image (AugText); InterAug/IntraAug images come later.
+                schema.IMAGE_URI: parent.get(schema.IMAGE_URI) if mode == "paraphrase" else None,
+                schema.SPLIT: parent.get(schema.SPLIT),
+                schema.ORIGIN: MODE_ORIGIN[mode],
+                schema.PARENT_ID: parent[schema.PAIR_ID],
+                schema.SOURCE_REPORT: report,
+                schema.SOURCE_IMAGE_URI: parent.get(schema.IMAGE_URI),
+                schema.SAMPLE_INDEX: k,
+                schema.SOURCE_KIND: source_kind,
+                **{c: parent.get(c) for c in schema.DEMOGRAPHIC_COLUMNS},
+            }
+            n = word_count(report) if report.strip() else 0
+            if mode == "as_written":
+                _copy_report(row, parent, report)
+            elif n < cfg.min_words:
+                row[schema.STATUS] = schema.STATUS_SKIPPED
+                row[schema.ERROR] = f"skipped: the report has {n} words (< min_words {cfg.min_words})"
+            rows.append(row)
     return schema.rows_to_table(rows)
+
+
+def _copy_report(row: dict[str, Any], parent: dict[str, Any], report: str) -> None:
+    """Finish an as_written task: the parent's report and labels, unchanged."""
+    now = datetime.now(UTC)
+    labelled = any(parent.get(c) is not None for c in schema.LABEL_COLUMNS)
+    row.update(
+        {c: parent.get(c) for c in schema.LABEL_COLUMNS} if labelled else label_report(report).as_row()
+    )
+    row[schema.REPORT] = report
+    row[schema.STATUS], row[schema.ERROR] = schema.STATUS_OK, None
+    # The pair's text is the patient's own report, word for word: that patient's data.
+    row[schema.DERIVED_FROM_PATIENT] = True
+    row[schema.PROVENANCE] = schema.make_provenance(
+        "rewrite", params={"mode": "as_written"}, started_at=now, finished_at=now, backend="copy", attempts=0
+    )
 
 
 class _Rewriter:
@@ -211,7 +250,7 @@ class RulesRewriter(_Rewriter):
 
         out = []
         for row in batch.to_pylist():
-            if row.get(schema.STATUS) == schema.STATUS_SKIPPED:
+            if row.get(schema.STATUS) is not None:  # skipped, or finished (as_written) when expanded
                 out.append(row)
                 continue
             started, t0 = datetime.now(UTC), time.perf_counter()
@@ -295,7 +334,7 @@ class OpenAIRewriter(_Rewriter):
                 log.debug("closing the OpenAI client: %s", e)
 
     async def _one(self, row: dict[str, Any]) -> dict[str, Any]:
-        if row.get(schema.STATUS) == schema.STATUS_SKIPPED:
+        if row.get(schema.STATUS) is not None:  # skipped, or finished (as_written) when expanded
             return row
         started = datetime.now(UTC)
         mode = ORIGIN_MODE[row[schema.ORIGIN]]
@@ -378,7 +417,7 @@ class LocalRewriter(_Rewriter):
                 "seed": 0,
             }
             for i, r in enumerate(rows)
-            if r.get(schema.STATUS) != schema.STATUS_SKIPPED
+            if r.get(schema.STATUS) is None  # not skipped, nor finished (as_written) when expanded
         }
         started = datetime.now(UTC)
         pending = list(state)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import ray
 
 from pairaug_ray import images, schema
 from pairaug_ray.config import ScoreConfig
@@ -84,6 +85,8 @@ class ScorePairs:
                 "mode": cfg.mode,
                 "logit_scale": round(self.scorer.logit_scale, 6),
                 "original": cfg.original,
+                # Which node scored the pair: the pool's spread over the cluster, read back per row.
+                "node_id": _node_id(),
             },
             sort_keys=True,
         )
@@ -101,7 +104,7 @@ class ScorePairs:
             r
             for r in rows
             if r.get(schema.STATUS) == schema.STATUS_OK
-            and r[schema.ORIGIN] in (schema.ORIGIN_INTER, schema.ORIGIN_INTRA)
+            and r[schema.ORIGIN] in (*schema.TEXT_TO_IMAGE_ORIGINS, schema.ORIGIN_INTRA)
         ]
         pixels: dict[str, np.ndarray] = {}
         texts: dict[str, None] = {}
@@ -134,7 +137,7 @@ class ScorePairs:
             txt_emb = dict(zip(txt_keys, self._embed(self.scorer.embed_texts, txt_keys), strict=True))
             for r in ready:
                 new_img, new_txt = img_emb[r[schema.IMAGE_URI]], txt_emb[r.get(schema.REPORT) or ""]
-                if r[schema.ORIGIN] == schema.ORIGIN_INTER:
+                if r[schema.ORIGIN] in schema.TEXT_TO_IMAGE_ORIGINS:
                     r[schema.SCORE_A] = inter_score(
                         new_img, new_txt, mode=self.cfg.mode, logit_scale=self.scorer.logit_scale
                     )
@@ -152,3 +155,10 @@ class ScorePairs:
     def _embed(self, fn, items: list) -> np.ndarray:
         parts = [fn(items[i : i + self.cfg.batch_size]) for i in range(0, len(items), self.cfg.batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def _node_id() -> str | None:
+    try:
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # not inside a Ray worker (a notebook, a plain loop)
+        return None

@@ -31,6 +31,7 @@ ORIGIN_CODES = {
     schema.ORIGIN_INTER: 1,
     schema.ORIGIN_INTRA: 2,
     schema.ORIGIN_AUGTEXT: 3,
+    schema.ORIGIN_AS_WRITTEN: 4,
 }
 
 

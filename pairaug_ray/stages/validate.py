@@ -9,6 +9,11 @@ names the row and the field) and every good row proceeds:
 - `pair_id`: present and unique. Rows that repeat an id already used get an id of their own
   (derived from the old id and their content) and an error, so the manifest stays keyed by pair.
 
+Report-only rows (corpus.reports) are checked the same way without an image (`require_image`
+off), and a report whose text another row already has is skipped, an error or kept, as
+`corpus.reports.duplicates` says; a report of a patient whose pairs are in another split takes
+that split (`patient_splits`), so that no validation or test patient's report becomes training data.
+
 The output is a conformed pair manifest; rows that were already errors stay errors.
 """
 
@@ -18,6 +23,7 @@ import hashlib
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pairaug_ray import images, schema
 
@@ -38,6 +44,45 @@ def id_fingerprints(batch: pa.Table) -> pa.Table:
     return pa.table(
         {"pair_id": [str(r.get(schema.PAIR_ID)) for r in rows], "fingerprint": [fingerprint(r) for r in rows]}
     )
+
+
+def normalised_text(report: Any) -> str:
+    """What two reports share when they are the same report: the words, case and spacing aside."""
+    return " ".join(str(report).lower().split()) if report is not None else ""
+
+
+def report_hashes(batch: pa.Table) -> pa.Table:
+    """(pair_id, text_hash) of each row, for finding reports that repeat another's text."""
+    ids = batch.column(schema.PAIR_ID).to_pylist()
+    reports = batch.column(schema.REPORT).to_pylist()
+    return pa.table(
+        {
+            "pair_id": [str(i) for i in ids],
+            "text_hash": [
+                hashlib.sha256(normalised_text(r).encode()).hexdigest()[:16] if r else None for r in reports
+            ],
+        }
+    )
+
+
+def repeated_reports(hashes: pa.Table) -> dict[str, str]:
+    """pair_id -> the pair_id whose text it repeats (the smallest id of each text keeps it)."""
+    hashes = hashes.filter(hashes.column("text_hash").is_valid())
+    groups = hashes.group_by("text_hash").aggregate([("pair_id", "min"), ("pair_id", "count_distinct")])
+    groups = groups.filter(pc.greater(groups.column("pair_id_count_distinct"), 1))
+    if groups.num_rows == 0:
+        return {}
+    first = dict(
+        zip(groups.column("text_hash").to_pylist(), groups.column("pair_id_min").to_pylist(), strict=True)
+    )
+    repeated = hashes.filter(pc.is_in(hashes.column("text_hash"), value_set=groups.column("text_hash")))
+    return {
+        pid: first[h]
+        for pid, h in zip(
+            repeated.column("pair_id").to_pylist(), repeated.column("text_hash").to_pylist(), strict=True
+        )
+        if pid != first[h]
+    }
 
 
 def duplicates_to_drop(ids: pa.Table) -> dict[str, str]:
@@ -67,9 +112,18 @@ def _label(value: Any) -> int | None:
 
 
 def validate_pairs(
-    batch: pa.Table, *, max_report_chars: int, check_images: bool, keep_ids: dict[str, str] | None = None
+    batch: pa.Table,
+    *,
+    max_report_chars: int,
+    check_images: bool,
+    keep_ids: dict[str, str] | None = None,
+    require_image: bool = True,
+    repeats: dict[str, str] | None = None,
+    duplicates: str = "skip",
+    patient_splits: dict[str, str] | None = None,
 ) -> pa.Table:
     keep_ids = keep_ids or {}
+    repeats = repeats if duplicates != "keep" else None
     out = []
     for r in batch.to_pylist():
         problems: list[str] = []
@@ -123,17 +177,28 @@ def validate_pairs(
             problems.append(f"status {status!r} is not one of {', '.join(schema.STATUSES)}")
 
         uri = r.get(schema.IMAGE_URI)
-        if not uri:
+        if require_image and not uri:
             problems.append("image_uri is missing")
-        elif check_images and not problems and status != schema.STATUS_ERROR:
+        elif uri and check_images and not problems and status != schema.STATUS_ERROR:
             try:
                 images.read_image(uri)
             except images.ImageReadError as e:
                 problems.append(str(e))
 
+        repeated = None
+        if repeats and pid in repeats:
+            repeated = f"duplicate report: the same text as row {repeats[pid]}"
+            if duplicates == "error":
+                problems.append(repeated)
+        patient = r.get(schema.PATIENT_ID)
+        if patient_splits and patient is not None and str(patient) in patient_splits:
+            r[schema.SPLIT] = patient_splits[str(patient)]  # the patient's pairs decide where it belongs
+
         if problems:
             r[schema.STATUS] = schema.STATUS_ERROR
             r[schema.ERROR] = f"{name}: " + "; ".join(problems)
+        elif repeated and status != schema.STATUS_ERROR:
+            r[schema.STATUS], r[schema.ERROR] = schema.STATUS_SKIPPED, f"skipped: {repeated}"
         elif status not in schema.STATUSES:
             r[schema.STATUS] = schema.STATUS_OK
         r[schema.ORIGIN] = r.get(schema.ORIGIN) or schema.ORIGIN_REAL
