@@ -57,16 +57,25 @@ def read_image(uri: str) -> np.ndarray:
 
 def read_images(uris: Iterable[str]) -> tuple[list[np.ndarray | None], list[str | None]]:
     """Read a batch of images: (the images, each None where unreadable; the reason per image, None
-    where it was read). A batch stage records the reasons in its rows and carries on."""
+    where it was read). A batch stage records the reasons in its rows and carries on. The files
+    are fetched together (concurrent GETs on S3: storage.read_many)."""
+    uris = list(uris)
     pictures: list[np.ndarray | None] = []
     errors: list[str | None] = []
-    for uri in uris:
+    for uri, data in zip(uris, storage.read_many(uris), strict=True):
         try:
-            pictures.append(read_image(uri))
+            if isinstance(data, FileNotFoundError):
+                raise ImageReadError(uri, "file not found")
+            if isinstance(data, Exception):
+                raise ImageReadError(uri, f"{type(data).__name__}: {data}")
+            pictures.append(decode_image(data, uri))
             errors.append(None)
-        except (ImageReadError, OSError) as e:
+        except ImageReadError as e:  # its message names the file and the reason
             pictures.append(None)
-            errors.append(f"{type(e).__name__}: {e}")
+            errors.append(str(e))
+        except OSError as e:
+            pictures.append(None)
+            errors.append(f"cannot read image {uri}: {type(e).__name__}: {e}")
     return pictures, errors
 
 
@@ -158,6 +167,20 @@ def _pil_wants_mode() -> bool:
 
 def content_name(png: bytes) -> str:
     return hashlib.sha256(png).hexdigest()[:24] + ".png"
+
+
+def write_pngs(arrays: list[np.ndarray], directory: str) -> list[tuple[str, str]]:
+    """`write_png` for a batch: encoded here, written together (concurrent PUTs on S3)."""
+    out, todo = [], {}
+    for arr in arrays:
+        png = encode_png(arr)
+        name = content_name(png)
+        uri = storage.join(directory, name[:2], name)
+        if not (storage.is_local(uri) and os.path.exists(uri)):
+            todo[uri] = png
+        out.append((uri, name[:-4]))
+    storage.write_many(todo)
+    return out
 
 
 def write_png(arr: np.ndarray, directory: str) -> tuple[str, str]:

@@ -24,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -52,18 +53,48 @@ class FinalizeReport:
     summary: dict[str, Any] = field(default_factory=dict)  # outcome_counts of the rows kept
 
 
-_KEY_COLUMNS = [schema.PAIR_ID, schema.STATUS, schema.ORIGIN, schema.ERROR, schema.PROVENANCE]
+_KEY_COLUMNS = [schema.PAIR_ID, schema.STATUS, schema.ORIGIN, schema.ERROR]
+# The provenance fields the bookkeeping reads (not the parameters and prompts): its memory then
+# stays a few numbers per row however large the output grows.
+_PROVENANCE_FIELDS = ("finished_at", "attempts", "tokens_in", "tokens_out", "latency_s")
+_PROVENANCE_KEYS = pa.struct([schema.PROVENANCE_TYPE.field(f) for f in _PROVENANCE_FIELDS])
 
 
-def _read_keys(uri: str) -> pa.Table:
-    """The columns the bookkeeping needs, one row per row of the file."""
+def _read_keys(uri: str, columns: list[str] | None = None) -> pa.Table:
+    """The columns the bookkeeping needs, one row per row of the file: `columns` (default: id,
+    status, origin, error and the provenance's time, attempts, tokens and latency)."""
     fs, path = storage.filesystem(uri)
-    present = set(pq.read_schema(path, filesystem=fs).names)
-    table = pq.read_table(path, filesystem=fs, columns=[c for c in _KEY_COLUMNS if c in present])
-    for c in _KEY_COLUMNS:
-        if c not in table.column_names:  # files of older versions or foreign writers
-            table = table.append_column(c, pa.nulls(table.num_rows, schema.field_for(c).type))
-    return table
+    file_schema = pq.read_schema(path, filesystem=fs)
+    present = set(file_schema.names)
+    wanted = columns or [*_KEY_COLUMNS, schema.PROVENANCE]
+    plain = [c for c in wanted if c != schema.PROVENANCE]
+    nested = []
+    if schema.PROVENANCE in wanted and schema.PROVENANCE in present:
+        prov_type = file_schema.field(schema.PROVENANCE).type
+        have = {prov_type.field(i).name for i in range(prov_type.num_fields)}
+        nested = [f for f in _PROVENANCE_FIELDS if f in have]
+    table = pq.read_table(
+        path,
+        filesystem=fs,
+        columns=[c for c in plain if c in present] + [f"{schema.PROVENANCE}.{f}" for f in nested],
+    )
+    out = {}
+    for c in plain:  # a column a file lacks (older versions, foreign writers) reads as nulls
+        out[c] = (
+            table.column(c) if c in table.column_names else pa.nulls(table.num_rows, schema.field_for(c).type)
+        )
+    if schema.PROVENANCE in wanted:
+        fields = [
+            pc.cast(table.column(f), _PROVENANCE_KEYS.field(f).type)
+            if f in nested
+            else pa.nulls(table.num_rows, _PROVENANCE_KEYS.field(f).type)
+            for f in _PROVENANCE_FIELDS
+        ]
+        out[schema.PROVENANCE] = pa.StructArray.from_arrays(
+            [pa.concat_arrays(a.chunks) if isinstance(a, pa.ChunkedArray) else a for a in fields],
+            fields=list(_PROVENANCE_KEYS),
+        )
+    return pa.table(out)
 
 
 def _files(root: str) -> list[str]:
@@ -76,7 +107,7 @@ def scan_output(root: str, *, retry_errors: bool = True) -> OutputState:
     state = OutputState(done=frozenset())
     for uri in _files(root):
         try:
-            keys = _read_keys(uri)
+            keys = _read_keys(uri, [schema.PAIR_ID, schema.STATUS])
         except (OSError, pa.ArrowInvalid, KeyError) as e:
             log.warning("removing unreadable output file %s (an interrupted write): %s", uri, e)
             storage.remove(uri)
@@ -96,39 +127,69 @@ def scan_output(root: str, *, retry_errors: bool = True) -> OutputState:
 
 
 def finalize(root: str) -> FinalizeReport:
-    """Keep exactly one row per pair_id under `root`, rewriting only the files that hold losers."""
+    """Keep exactly one row per pair_id under `root`, rewriting only the files that hold losers.
+
+    The winner of each pair_id is found with Arrow's sort over the key columns of every file (ok >
+    skipped > error, then the latest `finished_at`, then the first written), not a dict per row:
+    what this process holds is a few columns of numbers and ids, however many rows there are."""
     files = _files(root)
-    best: dict[str, tuple[int, float, str, int]] = {}  # pair_id -> (rank, finished, file, row)
-    per_file: dict[str, pa.Table] = {}
-    for uri in files:
+    parts = []
+    for i, uri in enumerate(files):
         keys = _read_keys(uri)
-        per_file[uri] = keys
-        finished_at = pc.struct_field(keys.column(schema.PROVENANCE), "finished_at").to_pylist()
-        finished = [t.timestamp() if t else 0.0 for t in finished_at]
-        for i, (pid, status) in enumerate(
-            zip(keys.column(schema.PAIR_ID).to_pylist(), keys.column(schema.STATUS).to_pylist(), strict=True)
-        ):
-            candidate = (_RANK.get(status, 0), finished[i], uri, i)
-            current = best.get(pid)
-            if current is None or candidate[:2] > current[:2]:
-                best[pid] = candidate
+        n = keys.num_rows
+        parts.append(
+            keys.append_column("_file", pa.array(np.full(n, i, np.int32))).append_column(
+                "_row", pa.array(np.arange(n, dtype=np.int64))
+            )
+        )
+    if not parts:
+        return FinalizeReport(rows=0, duplicates_removed=0, files_rewritten=0, summary=outcome_counts(None))
+    keys = pa.concat_tables(parts, promote_options="default")
+    status = keys.column(schema.STATUS)
+    rank = pc.fill_null(
+        pc.if_else(
+            pc.equal(status, schema.STATUS_OK),
+            3,
+            pc.if_else(
+                pc.equal(status, schema.STATUS_SKIPPED),
+                2,
+                pc.if_else(pc.equal(status, schema.STATUS_ERROR), 1, 0),
+            ),
+        ),
+        0,
+    )
+    finished = pc.fill_null(
+        pc.cast(
+            pc.struct_field(keys.column(schema.PROVENANCE), "finished_at"), pa.timestamp("us", tz="UTC")
+        ).cast(pa.int64()),
+        0,
+    )
+    order_table = pa.table(
+        {"id": pc.cast(keys.column(schema.PAIR_ID), pa.string()), "rank": rank, "finished": finished}
+    )
+    # A stable sort: among equals, the row written first (file order, then row order) wins.
+    order = pc.sort_indices(
+        order_table, [("id", "ascending"), ("rank", "descending"), ("finished", "descending")]
+    )
+    ids = pc.take(order_table.column("id"), order).to_numpy(zero_copy_only=False)
+    first = np.ones(len(ids), dtype=bool)
+    if len(ids) > 1:
+        first[1:] = ids[1:] != ids[:-1]
+    keep = np.zeros(keys.num_rows, dtype=bool)
+    keep[order.to_numpy()[first]] = True
+    file_of = keys.column("_file").to_numpy()
     removed = rewritten = 0
-    kept_keys = []
-    for uri, keys in per_file.items():
-        keep = [
-            best[pid][2] == uri and best[pid][3] == i
-            for i, pid in enumerate(keys.column(schema.PAIR_ID).to_pylist())
-        ]
-        kept_keys.append(keys.filter(pa.array(keep, pa.bool_())) if not all(keep) else keys)
-        if all(keep):
+    for i, uri in enumerate(files):
+        mask = keep[file_of == i]
+        if mask.all():
             continue
-        removed += keep.count(False)
+        removed += int((~mask).sum())
         rewritten += 1
         fs, path = storage.filesystem(uri)
-        if not any(keep):
+        if not mask.any():
             storage.remove(uri)
             continue
-        table = pq.read_table(path, filesystem=fs).filter(pa.array(keep))
+        table = pq.read_table(path, filesystem=fs).filter(pa.array(mask))
         # Write beside, then move over the old file: a crash leaves the old or the new file, never
         # neither (the temporary name does not end in .parquet, so readers ignore it).
         tmp = path[: -len(".parquet")] + ".finalize-tmp"
@@ -139,11 +200,12 @@ def finalize(root: str) -> FinalizeReport:
         log.info(
             "finalize %s: removed %d superseded or duplicate rows from %d files", root, removed, rewritten
         )
+    kept = keys.filter(pa.array(keep)).drop_columns(["_file", "_row"])
     return FinalizeReport(
-        rows=len(best),
+        rows=int(keep.sum()),
         duplicates_removed=removed,
         files_rewritten=rewritten,
-        summary=outcome_counts(_concat(kept_keys)),
+        summary=outcome_counts(kept),
     )
 
 

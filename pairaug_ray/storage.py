@@ -132,6 +132,41 @@ def write_bytes(uri: str, data: bytes) -> None:
     fs.invalidate_cache(posixpath.dirname(path))
 
 
+def read_many(uris: list[str]) -> list[bytes | Exception]:
+    """Many whole objects at once, in order: each one's bytes, or the exception reading it raised.
+
+    On S3 the GETs run concurrently (fsspec's batched `cat`), so a batch of images costs about one
+    round trip instead of one per image; local files are read one after another."""
+    out: dict[str, bytes | Exception] = {}
+    remote = list(dict.fromkeys(u for u in uris if not is_local(u)))
+    for u in dict.fromkeys(u for u in uris if is_local(u)):
+        try:
+            out[u] = read_bytes(u)
+        except Exception as e:  # the caller decides what a missing or unreadable file means
+            out[u] = e
+    if remote:  # one object store per batch (a batch may mix it with local files)
+        fs, _ = filesystem(remote[0])
+        paths = {u: filesystem(u)[1] for u in remote}
+        with _reaching(remote[0]):
+            got = fs.cat(list(paths.values()), on_error="return")
+        out.update({u: got.get(p, FileNotFoundError(p)) for u, p in paths.items()})
+    return [out[u] for u in uris]
+
+
+def write_many(objects: dict[str, bytes]) -> None:
+    """Write whole objects; on S3 the PUTs run concurrently (fsspec's batched `pipe`)."""
+    remote = {u: data for u, data in objects.items() if not is_local(u)}
+    for u, data in objects.items():
+        if is_local(u):
+            write_bytes(u, data)
+    if remote:
+        fs, _ = filesystem(next(iter(remote)))
+        with _reaching(next(iter(remote))):
+            fs.pipe({filesystem(u)[1]: data for u, data in remote.items()})
+        for parent in {posixpath.dirname(filesystem(u)[1]) for u in remote}:
+            fs.invalidate_cache(parent)
+
+
 def write_text(uri: str, text: str) -> None:
     write_bytes(uri, text.encode("utf-8"))
 

@@ -116,3 +116,25 @@ def test_to_uint8():
     assert images.to_uint8(np.array([[0, 65535, 32896]], np.uint16)).tolist() == [[0, 255, 128]]
     with pytest.raises(TypeError):
         images.to_uint8(np.zeros((2, 2), np.float32))
+
+
+@pytest.mark.s3
+def test_a_batch_of_images_is_read_and_written_together_on_s3_and_local_disk(s3_bucket, tmp_path):
+    """write_pngs / read_images: one batch may mix S3 objects and local files (generated edits beside
+    the real images they came from); each image keeps its place, and an unreadable one is named."""
+    arrays = [np.full((16, 16), v, np.uint8) for v in (10, 90, 170)]
+    on_s3 = images.write_pngs(arrays, f"{s3_bucket}/images")
+    local = images.write_pngs(arrays[:1], str(tmp_path / "images"))
+    assert [i for _, i in on_s3] == [images.write_png(a, str(tmp_path / "one"))[1] for a in arrays]
+    uris = [
+        on_s3[2][0],
+        local[0][0],
+        f"{s3_bucket}/images/no-such.png",
+        on_s3[0][0],
+        str(tmp_path / "gone.png"),
+    ]
+    pictures, errors = images.read_images(uris)
+    assert [None if p is None else int(p[0, 0]) for p in pictures] == [170, 10, None, 10, None]
+    assert errors[0] is errors[1] is errors[3] is None
+    assert errors[2] == f"cannot read image {uris[2]}: file not found"
+    assert errors[4] == f"cannot read image {uris[4]}: file not found"

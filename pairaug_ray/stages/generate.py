@@ -146,22 +146,30 @@ class _DiffusionStage:
             dtype=cfg.dtype,
             use_gpu=cfg.num_gpus > 0,
         )
+        # Read once: diffusers finds a pipeline's device and dtype by walking every module, which
+        # cost more per row than drawing a 32 px image (bench/scale.py's profile).
+        self.device = str(self.pipe.device)
+        self.dtype = str(self.pipe.unet.dtype).removeprefix("torch.")
         self.height = cfg.height or default_size(self.pipe)
         self.width = cfg.width or default_size(self.pipe)
         self.image_dir = storage.join(out_root, IMAGES_DIR)
         self.attempts = 1
-        try:
+        # Which node and GPUs drew the image: how the pool spread over the cluster, read back per
+        # row. Outside Ray (a notebook, a plain loop) there is none, and asking would start a Ray.
+        self.gpu_ids, self.node_id = [], None
+        if ray.is_initialized():
             self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
-            # Which node drew the image: how the pool spread over the cluster, read back per row.
             self.node_id = ray.get_runtime_context().get_node_id()
-        except Exception:  # not inside a Ray worker (a notebook, a plain loop)
-            self.gpu_ids, self.node_id = [], None
 
     def seed(self, row: dict[str, Any]) -> int:
         return row_seed(self.run_seed, row[schema.PAIR_ID], 0)
 
     def save(self, image: np.ndarray) -> str:
         return images.write_png(to_grey_uint8(image), self.image_dir)[0]
+
+    def save_all(self, drawn: list[np.ndarray]) -> list[str]:
+        """A batch's images, written together (concurrent PUTs on S3, one round trip a batch)."""
+        return [uri for uri, _ in images.write_pngs([to_grey_uint8(x) for x in drawn], self.image_dir)]
 
     def prompt(self, row: dict[str, Any], report: str) -> str:
         """What the pipeline is prompted with for `report` of this row's patient (generate.prompt)."""
@@ -197,8 +205,8 @@ class _DiffusionStage:
                 "scheduler": self.scheduler,
                 "height": self.height,
                 "width": self.width,
-                "dtype": str(self.pipe.unet.dtype).removeprefix("torch."),
-                "device": str(self.pipe.device),
+                "dtype": self.dtype,
+                "device": self.device,
                 "gpu_ids": self.gpu_ids,
                 "node_id": self.node_id,
                 **params,
@@ -271,14 +279,14 @@ class GenerateInter(_DiffusionStage):
             generator=generators,
             output_type="np",
         ).images
-        for row, image, prompt in zip(rows, out, prompts, strict=True):
-            row[schema.IMAGE_URI] = self.save(image)
+        for row, uri, prompt in zip(rows, self.save_all(list(out)), prompts, strict=True):
+            row[schema.IMAGE_URI] = uri
             params = {
                 "num_inference_steps": ic.num_inference_steps,
                 "guidance_scale": ic.guidance_scale,
                 "batch": len(rows),
-                "prompt_tokens": prompt_tokens(self.pipe, prompt),
-                "truncated_tokens": self.truncation(prompt),
+                "prompt_tokens": (tokens := prompt_tokens(self.pipe, prompt)),
+                "truncated_tokens": max(0, tokens - CLIP_CONTEXT),
             }
             self.finish(
                 row, error=None, attempts=self.attempts, started=started, params=params, prompt=prompt
@@ -357,8 +365,7 @@ class GenerateIntra(_DiffusionStage):
             output_type="np",
         )
         source_image, edited = result.images[0], result.images[1]
-        row[schema.IMAGE_URI] = self.save(edited)
-        row[schema.GENERATED_SOURCE_URI] = self.save(source_image)
+        row[schema.IMAGE_URI], row[schema.GENERATED_SOURCE_URI] = self.save_all([edited, source_image])
         params = {
             "num_inference_steps": c.num_inference_steps,
             "guidance_scale": c.guidance_scale,
