@@ -121,9 +121,10 @@ class Sampler:
             argv = p.info["cmdline"] or []
             cmd = " ".join(argv)
             if (
-                argv
+                len(argv) > 2
                 and "python" in os.path.basename(argv[0])
-                and " augment " in f"{cmd} "
+                and os.path.basename(argv[1]) == "pairaug"  # not `ray job submit ... -- pairaug augment`
+                and argv[2] == "augment"
                 and self.marker in cmd
             ):
                 return p

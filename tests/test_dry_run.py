@@ -78,6 +78,12 @@ def test_the_template_passes_with_everything_in_place(filled_template):
         assert any(line.startswith("ok") and key in line for line in out.stdout.splitlines()), key
     # Hub ids are named, not fetched: the dry run loads no weight.
     assert "stanfordmimi/RoentGen-v2: a hub id" in out.stdout
+    # What the job costs: the fake tree's train pairs, counted from MIMIC's tables, in GPU-hours.
+    capacity = [line for line in out.stdout.splitlines() if line.startswith("note") and "capacity" in line]
+    assert "2 pairs (MIMIC-CXR-JPG's metadata and split tables) in rewrite.splits ['train']" in capacity[0]
+    assert any("generate: InterAug: 2 images at 3.18 images/s per GPU" in line for line in capacity), capacity
+    assert any("generate: IntraAug: 20 edits" in line for line in capacity), capacity
+    assert any(line.endswith("h of GPU stages") and "on 16 GPUs" in line for line in capacity), capacity
 
 
 def test_a_broken_copy_names_every_problem(filled_template, tmp_path):

@@ -3,13 +3,16 @@ touching a GPU.
 
 Checked, each as one line that names the config key:
 - the config (it loaded and validated, or the command would not get here);
-- the corpus: the published files of the layout it names (MIMIC-CXR-JPG's tables, MIMIC-IV's);
+- the corpus: the published files of the layout it names (MIMIC-CXR-JPG's tables, MIMIC-IV's), and
+  the report source of corpus.reports (its files and the columns the config names);
 - every model reference the job will load: a local folder with a model in it, an s3:// prefix with
   objects under it, or a well-formed hub id (not fetched: that needs the network the job will have);
 - the rewrite endpoint: allowed to receive reports, and its key variable named;
 - every evaluation dataset's label file and image folder;
 - the resources asked for against what the chart's values offer (`--values`), when given;
-- the output folder: a probe object is written and deleted.
+- the output folder: a probe object is written and deleted;
+- the capacity the job needs: its work counted from the corpus and the config, in GPU- and
+  CPU-hours at the measured rates of pipeline/capacity.py, and hours on the chart's GPUs.
 
 Reachable-where-it-can-be-checked: a path on S3 is listed with the credentials the process has; an
 error reaching it is a problem named with the key and the error.
@@ -112,7 +115,31 @@ def _models(cfg: JobConfig) -> list[Check]:
     return out
 
 
+def _reports(cfg: JobConfig) -> list[Check]:
+    from pairaug_ray.corpora.reports import check_fields, source_files
+
+    rc = cfg.corpus.reports
+    try:
+        fmt, files = source_files(rc)
+        check_fields(rc, fmt, files)
+    except Exception as e:
+        return [Check(PROBLEM, "corpus.reports", str(e)[:300])]
+    return [
+        Check(
+            OK, "corpus.reports", f"{len(files)} {fmt} file(s) under {rc.path}; the named columns are there"
+        )
+    ]
+
+
 def _corpus(cfg: JobConfig) -> list[Check]:
+    c = cfg.corpus
+    reports = _reports(cfg) if c.reports else []
+    if c.kind == "reports":
+        return reports
+    return _pairs_corpus(cfg) + reports
+
+
+def _pairs_corpus(cfg: JobConfig) -> list[Check]:
     c = cfg.corpus
     if c.kind == "phantom":
         return [Check(OK, "corpus", "the built-in phantom corpus (built by the job)")]
@@ -242,6 +269,91 @@ def _resources(cfg: JobConfig, values: dict[str, Any] | None) -> list[Check]:
     return out
 
 
+def _count_pairs(cfg: JobConfig) -> tuple[int, str]:
+    """Pairs in the splits rewrite draws from, and how that number was found."""
+    c, splits = cfg.corpus, set(cfg.rewrite.splits)
+    if c.kind == "phantom":
+        p = c.phantom
+        share = sum(
+            f for f, s in zip(p.split_fractions, ("train", "validate", "test"), strict=True) if s in splits
+        )
+        return round(p.patients * sum(p.studies_per_patient) / 2 * share), "the phantom's settings"
+    if c.kind == "manifest":
+        from pairaug_ray.pairs import read_columns
+
+        split = read_columns(c.manifest, ["split"]).column(0).to_pylist()
+        return sum(s in splits for s in split), f"{c.manifest}"
+    from pairaug_ray.corpora.mimic import load_index
+
+    index = load_index(c.mimic)
+    return int(index["split"].isin(splits).sum()), "MIMIC-CXR-JPG's metadata and split tables"
+
+
+def _count_reports(cfg: JobConfig) -> tuple[int, str]:
+    """Reports of corpus.reports (counted, or estimated from the file sizes for JSONL and CSV)."""
+    from pairaug_ray.corpora.reports import source_files
+
+    rc = cfg.corpus.reports
+    fmt, files = source_files(rc)
+    if fmt == "mimic":
+        n, how = len(files), "report files"
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        n = sum(
+            pq.read_metadata(storage.filesystem(f)[1], filesystem=storage.filesystem(f)[0]).num_rows
+            for f in files
+        )
+        how = "Parquet footers"
+    else:
+        fs, _ = storage.filesystem(files[0])
+        sizes = [fs.size(storage.filesystem(f)[1]) for f in files]
+        with fs.open(storage.filesystem(files[0])[1], "rb") as f:
+            sample = f.read(1 << 18)
+        lines = max(1, sample.count(b"\n"))
+        n, how = round(sum(sizes) / (len(sample) / lines)), "estimated from the file sizes"
+    return (min(n, rc.limit) if rc.limit else n), how
+
+
+def _capacity(cfg: JobConfig, values: dict[str, Any] | None) -> list[Check]:
+    """The job's work and the hours it takes at measured rates (pipeline/capacity.py)."""
+    from pairaug_ray.pipeline import capacity
+
+    try:
+        pairs, how_pairs = _count_pairs(cfg) if cfg.corpus.has_pairs else (0, "")
+        reports, how_reports = _count_reports(cfg) if cfg.corpus.reports else (0, "")
+    except Exception as e:  # the corpus checks above name what is wrong with it
+        return [
+            Check(
+                NOTE,
+                "capacity",
+                f"not estimated: the corpus could not be counted ({type(e).__name__}: {str(e)[:120]})",
+            )
+        ]
+    g = cfg.generate
+    gpus = cpus = None
+    if values is not None:
+        gw, cw = values.get("gpuWorkers") or {}, values.get("cpuWorkers") or {}
+        if gw.get("enabled", True):
+            gpus = float(gw.get("gpusPerPod", 0)) * int(gw.get("maxReplicas", 0))
+        if cw.get("enabled", True):
+            cpus = float(str((cw.get("resources") or {}).get("cpu", 0))) * int(cw.get("maxReplicas", 0))
+    elif g.num_gpus:
+        gpus = len(g.branches) * g.max_actors * g.num_gpus
+    counted = ", ".join(
+        x
+        for x in (
+            f"{pairs:,} pairs ({how_pairs})" if pairs else "",
+            f"{reports:,} reports ({how_reports})" if reports else "",
+        )
+        if x
+    )
+    lines = capacity.format_plan(capacity.plan(cfg, pairs, reports), gpus, cpus)
+    return [
+        Check(NOTE, "capacity", f"{counted or 'nothing'} in rewrite.splits {list(cfg.rewrite.splits)}")
+    ] + [Check(NOTE, "capacity", line) for line in lines]
+
+
 PLACEHOLDER = "YOUR-"  # what the shipped templates write where a user's bucket or name belongs
 
 
@@ -261,6 +373,7 @@ def dry_run(cfg: JobConfig, values: dict[str, Any] | None = None) -> list[Check]
     for part in (_corpus, _models, _rewrite, _evaluate):
         checks += part(cfg)
     checks += _resources(cfg, values)
+    checks += _capacity(cfg, values)
     checks.append(_output(cfg))
     return checks
 
