@@ -51,7 +51,8 @@ HEADERS = {
 """,
 }
 GENERATED = (
-    "# Generated from helm/pairaug with k8s/values.yaml by `make k8s` (.ci/render_k8s.py): edit those.\n"
+    "# Generated from helm/pairaug with presets/production.yaml and k8s/values.yaml by `make k8s`\n"
+    "# (.ci/render_k8s.py): edit those.\n"
 )
 
 
@@ -65,6 +66,9 @@ def render(helm: str) -> dict[str, str]:
             str(REPO / "helm" / "pairaug"),
             "--namespace",
             "pairaug",
+            # The manifests are for a GPU cluster: the production sizes, then this folder's values.
+            "-f",
+            str(REPO / "helm" / "pairaug" / "presets" / "production.yaml"),
             "-f",
             str(K8S / "values.yaml"),
         ],

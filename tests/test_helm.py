@@ -243,7 +243,8 @@ def test_crd_validation_rejects_unknown_fields(rendered, crd_validators):
 
 def test_default_cluster_layout(rendered):
     docs = rendered["default"]
-    assert {d["kind"] for d in docs} == {"ServiceAccount", "RayCluster", "PodDisruptionBudget"}
+    # No head PodDisruptionBudget without GCS fault tolerance: it would block every node drain.
+    assert {d["kind"] for d in docs} == {"ServiceAccount", "RayCluster"}
     (rc,) = only(docs, "RayCluster")
     spec = rc["spec"]
     assert rc["metadata"]["name"] == "pairaug" and spec["rayVersion"] == "2.60.0"
@@ -276,7 +277,15 @@ def test_default_cluster_layout(rendered):
         assert 0 < int(g["rayStartParams"]["object-store-memory"]) <= shm_bytes
     workers = {g["groupName"]: g for g in spec["workerGroupSpecs"]}
     assert set(workers) == {"cpu", "gpu"}
-    assert "nvidia.com/gpu" not in workers["cpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    cpu_container = workers["cpu"]["template"]["spec"]["containers"][0]
+    assert "nvidia.com/gpu" not in cpu_container["resources"]["limits"]
+    # A CPU pod on an untainted GPU node sees no GPU, neither in Ray nor through NVIDIA's runtime.
+    assert workers["cpu"]["resources"] == {"GPU": "0"} and "resources" not in workers["gpu"]
+    assert {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"} in cpu_container["env"]
+    assert "NVIDIA_VISIBLE_DEVICES" not in str(workers["gpu"]["template"]["spec"]["containers"][0].get("env"))
+    # /tmp/ray is the volume KubeRay shares with the autoscaler sidecar (named ray-logs).
+    for pod in [head["template"]["spec"], *(g["template"]["spec"] for g in workers.values())]:
+        assert {"name": "ray-logs", "mountPath": "/tmp/ray"} in pod["containers"][0]["volumeMounts"]
 
 
 # Labels a node gets only after it boots (NVIDIA GPU feature discovery, Node Feature Discovery): node
@@ -354,12 +363,12 @@ def test_gpu_group(rendered, name):
     assert gpu["minReplicas"] == 0 and gpu["maxReplicas"] >= 1
     pod = gpu["template"]["spec"]
     res = pod["containers"][0]["resources"]
-    assert res["limits"]["nvidia.com/gpu"] == res["requests"]["nvidia.com/gpu"] == "8"
+    assert res["limits"]["nvidia.com/gpu"] == res["requests"]["nvidia.com/gpu"] == ("8" if name == "gpu-values" else "1")
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     if name == "gpu-values":
         assert pod["nodeSelector"] == {"karpenter.k8s.aws/instance-gpu-name": "h100"}
-        assert gpu["rayStartParams"]["resources"] == '"{\\"accelerator_type:H100\\":1}"'
-        assert json.loads(json.loads(gpu["rayStartParams"]["resources"])) == {"accelerator_type:H100": 1}
+        # In the group's resources field (KubeRay cannot parse rayStartParams' quoted JSON).
+        assert gpu["resources"] == {"accelerator_type:H100": "1"} and "resources" not in gpu["rayStartParams"]
         assert pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
         assert gpu["maxReplicas"] == 4 and res["limits"]["memory"] == "1800Gi"
         assert rc["spec"]["autoscalerOptions"]["upscalingMode"] == "Aggressive"
@@ -454,9 +463,9 @@ def test_long_names_are_truncated(crd_validators):
     release = "a-very-long-release-name-for-the-radiology-team-xyz"  # Helm allows up to 53
     docs = render(
         "--set",
-        "jobs.evaluate.enabled=true",
+        "jobs.evaluate.enabled=true,jobs.evaluate.config=/etc/pairaug/configs/a.yaml",
         "--set",
-        "jobs.augment.enabled=true",
+        "jobs.augment.enabled=true,jobs.augment.config=/etc/pairaug/configs/a.yaml",
         "--set-string",
         "pipelineConfigs.files.a\\.yaml=run: {}",
         release=release,
@@ -507,12 +516,20 @@ def test_notes_print_port_forward_and_submit(tmp_path):
         ),
         (["--set", "head.objectStoreMemory=8Gi"], "head.objectStoreMemory (8Gi) must not exceed"),
         (
-            ["--set", "gpuWorkers.tmpSize=600Gi"],
-            "gpuWorkers.tmpSize (600Gi) must be below gpuWorkers.resources.ephemeralStorage (600Gi)",
+            ["--set", "gpuWorkers.tmpSize=60Gi"],
+            "gpuWorkers.tmpSize (60Gi) must be below gpuWorkers.resources.ephemeralStorage (60Gi)",
         ),
         (
-            ["--set", "jobs.train.enabled=true,jobs.defaults.useExistingCluster=true,cluster.enabled=false"],
+            [
+                "--set",
+                "jobs.train.enabled=true,jobs.train.config=s3://b/t.yaml,jobs.defaults.useExistingCluster=true,"
+                "cluster.enabled=false",
+            ],
             "useExistingCluster needs cluster.enabled",
+        ),
+        (
+            ["--set", "jobs.augment.enabled=true"],
+            'jobs.augment.config is /etc/pairaug/configs/augment.yaml, but pipelineConfigs.files has no "augment.yaml"',
         ),
     ],
 )
@@ -653,14 +670,15 @@ def test_operator_grade_options(rendered):
     (pdb,) = only(docs, "PodDisruptionBudget")
     assert pdb["spec"] == {
         "maxUnavailable": 0,
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
         "selector": {"matchLabels": {"ray.io/cluster": rc["metadata"]["name"], "ray.io/node-type": "head"}},
     }
     by_name = dict(groups(spec))
-    assert set(by_name) == {"head", "cpu", "gpu-ondemand", "gpu-spot", "cpu-highmem"}
+    assert set(by_name) == {"head", "cpu", "gpu-ondemand", "gpu-spot", "cpu-highmem", "drivers"}
     for name, g in by_name.items():
         annotations = g["template"]["metadata"].get("annotations", {})
         held = annotations.get("karpenter.sh/do-not-disrupt") == "true"
-        assert held == (name in ("head", "gpu-ondemand", "gpu-spot")), name
+        assert held == (name in ("head", "gpu-ondemand", "gpu-spot", "drivers")), name
         assert held == (annotations.get("cluster-autoscaler.kubernetes.io/safe-to-evict") == "false")
         assert g["template"]["spec"]["imagePullSecrets"] == [{"name": "registry-example-com"}]
     assert by_name["head"]["template"]["spec"]["priorityClassName"] == "ml-critical"
@@ -675,7 +693,9 @@ def test_operator_grade_options(rendered):
         assert res["limits"]["vpc.amazonaws.com/efa"] == "4" and res["limits"]["nvidia.com/gpu"] == "8"
     od = ondemand["template"]["spec"]
     assert {"name": "model-cache", "mountPath": "/models"} in od["containers"][0]["volumeMounts"]
-    assert any(v["name"] == "model-cache" and "hostPath" in v for v in od["volumes"])
+    # NVMe through a generic ephemeral volume (fsGroup makes it writable; Pod Security allows it).
+    assert any(v["name"] == "model-cache" and "ephemeral" in v for v in od["volumes"])
+    assert not any("hostPath" in v for _, pod in pod_specs(rc) for v in pod["volumes"])
     assert {"secretRef": {"name": "pairaug-hf-token"}} in od["containers"][0]["envFrom"]
     highmem = by_name["cpu-highmem"]["template"]["spec"]["containers"][0]
     assert (
@@ -687,18 +707,24 @@ def test_operator_grade_options(rendered):
     spot_pod = spot["template"]["spec"]
     assert spot_pod["containers"][0]["resources"]["limits"]["memory"] == "1000Gi"
     assert {"name": "model-cache", "mountPath": "/models"} in spot_pod["containers"][0]["volumeMounts"]
-    assert json.loads(json.loads(spot["rayStartParams"]["resources"])) == {
-        "accelerator_type:H100": 1,
-        "nvme": 1,
-    }
+    assert spot["resources"] == {"accelerator_type:H100": "1", "nvme": "1"}
+    assert "resources" not in spot["rayStartParams"]
     assert spot_pod["priorityClassName"] == "ml-batch-spot"
     assert spot_pod["nodeSelector"] == {"karpenter.sh/capacity-type": "spot"}
     assert rc["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "ml-team-a"
+    # Kueue admits the autoscaling cluster and job as elastic jobs (Kueue >= 0.18).
+    assert rc["metadata"]["annotations"] == {"kueue.x-k8s.io/elastic-job": "true"}
     (job,) = only(docs, "RayJob")
     assert (
         job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "ml-team-a"
         and job["spec"]["suspend"] is True
+        and job["metadata"]["annotations"] == {"kueue.x-k8s.io/elastic-job": "true"}
     )
+    # The drivers on the protected driver group, and the Redis namespace on the long-lived cluster only.
+    assert job["spec"]["entrypointNumCpus"] == 1
+    assert json.loads(job["spec"]["entrypointResources"]) == {"pairaug-driver": 1}
+    assert by_name["drivers"]["resources"] == {"GPU": "0", "pairaug-driver": "4"}
+    assert "externalStorageNamespace" not in job["spec"]["rayClusterSpec"]["gcsFaultToleranceOptions"]
     (policy,) = only(docs, "NetworkPolicy")
     own, chosen, prometheus = policy["spec"]["ingress"]
     assert "ports" not in own  # the cluster's pods reach each other on every port

@@ -437,7 +437,13 @@ def test_notes_name_the_operators_token_secret(tmp_path, release):
         (["team.a"], 'RayCluster name "team.a-pairaug"'),
         (["ok", "--set", "fullnameOverride=Pairaug"], 'RayCluster name "Pairaug"'),
         (
-            ["ok", "--set", "cluster.enabled=false,jobs.train.enabled=true", "--set", "fullnameOverride=7x"],
+            [
+                "ok",
+                "--set",
+                "cluster.enabled=false,jobs.train.enabled=true,jobs.train.config=s3://b/t.yaml",
+                "--set",
+                "fullnameOverride=7x",
+            ],
             'RayJob name "7x-train"',
         ),
     ],

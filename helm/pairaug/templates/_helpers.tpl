@@ -189,9 +189,9 @@ envFrom:
 {{- $_ := set $resources $name (toString $n) -}}
 {{- end -}}
 {{- $annotations := deepCopy (default dict $g.podAnnotations) -}}
-{{- if and $root.Values.doNotDisrupt (or (eq .component "head") .gpus) -}}
-{{- /* Node autoscalers leave these nodes alone while the pods run: the head holds every job's driver,
-     a GPU pod hours of generation or training. */ -}}
+{{- if and $root.Values.doNotDisrupt (or (eq .component "head") .gpus .protected) -}}
+{{- /* Node autoscalers leave these nodes alone while the pods run: the head holds the GCS (and
+     drivers), a GPU pod hours of generation or training, a driver pod running jobs' drivers. */ -}}
 {{- $_ := set $annotations "karpenter.sh/do-not-disrupt" "true" -}}
 {{- $_ := set $annotations "cluster-autoscaler.kubernetes.io/safe-to-evict" "false" -}}
 {{- end -}}
@@ -258,6 +258,10 @@ spec:
       {{- with $root.Values.metrics.prometheusHost }}{{ $hosts = append $hosts (dict "name" "RAY_PROMETHEUS_HOST" "value" .) }}{{ end }}
       {{- $group = merge (dict "env" (concat $hosts (default list $g.env))) $g }}
       {{- end }}
+      {{- if not .gpus }}
+      {{- /* No GPU asked for: on an untainted GPU node NVIDIA's runtime would still show every GPU. */}}
+      {{- $group = merge (dict "env" (concat (list (dict "name" "NVIDIA_VISIBLE_DEVICES" "value" "void")) (default list $group.env))) $group }}
+      {{- end }}
       {{- include "pairaug.env" (dict "root" $root "group" $group) | nindent 6 }}
       resources:
         requests:
@@ -275,7 +279,9 @@ spec:
       {{- end }}
       volumeMounts:
         - {name: shared-mem, mountPath: /dev/shm}
-        - {name: ray-tmp, mountPath: /tmp/ray}
+        # Named ray-logs: KubeRay mounts the volume of that name into the head's autoscaler sidecar,
+        # so its events reach the head's logs (any other name, and the sidecar gets its own emptyDir).
+        - {name: ray-logs, mountPath: /tmp/ray}
         {{- if $root.Values.pipelineConfigs.files }}
         - {name: pipeline-configs, mountPath: {{ $root.Values.pipelineConfigs.mountPath | quote }}, readOnly: true}
         {{- end }}
@@ -289,7 +295,7 @@ spec:
         medium: Memory
         sizeLimit: {{ $g.sharedMemory }}
     # Ray's session directory: logs and spilled objects.
-    - name: ray-tmp
+    - name: ray-logs
       emptyDir:
         {{- if $g.tmpSize }}
         sizeLimit: {{ $g.tmpSize }}
@@ -321,12 +327,12 @@ spec:
 {{- end -}}
 {{- $params := deepCopy (default dict $g.rayStartParams) -}}
 {{- $_ := set $params "object-store-memory" $store -}}
-{{- $res := dict -}}
-{{- range $name, $n := (default dict $g.rayResources) -}}{{- $_ := set $res $name $n -}}{{- end -}}
-{{- with $g.acceleratorType -}}{{- $_ := set $res (printf "accelerator_type:%s" .) 1 -}}{{- end -}}
-{{- if $res -}}
-{{- /* A JSON object in a quoted string, as KubeRay passes it to `ray start --resources`. */ -}}
-{{- $_ := set $params "resources" (printf "%q" (toJson $res)) -}}
+{{- if and (include "pairaug.groupResources" .) (ne .key "head") -}}
+{{- range $flag := list "num-cpus" "num-gpus" "memory" "resources" -}}
+{{- if hasKey $params $flag -}}
+{{- fail (printf "%s.rayStartParams.%s: this group declares its Ray resources in the group's resources field (GPUs, rayResources or acceleratorType); KubeRay refuses them in both places" $.key $flag) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- if eq .key "head" -}}
 {{- $_ := set $params "num-cpus" "0" -}}
@@ -335,9 +341,31 @@ spec:
 {{- toYaml $params -}}
 {{- end -}}
 
-{{/* The RayCluster spec, shared by the RayCluster and by every RayJob that brings its own cluster. */}}
+{{/* A worker group's Ray resources for the group's `resources` field (KubeRay turns it into ray start's
+     --num-gpus and --resources): GPU "0" for a group without GPUs, so that its Ray nodes never
+     advertise a GPU of an untainted GPU node they may land on (NVIDIA's runtime shows every GPU to a
+     container that asks for none); its custom resources and accelerator type. As a field, not as
+     rayStartParams' quoted JSON, which KubeRay's getResourcesMap cannot parse (and then skips
+     --num-gpus). Empty for the head. Called with (dict "group" G "key" K "gpus" N). */}}
+{{- define "pairaug.groupResources" -}}
+{{- if ne .key "head" -}}
+{{- $res := dict -}}
+{{- if not .gpus -}}{{- $_ := set $res "GPU" "0" -}}{{- end -}}
+{{- range $name, $n := (default dict .group.rayResources) -}}{{- $_ := set $res $name (toString $n) -}}{{- end -}}
+{{- with .group.acceleratorType -}}{{- $_ := set $res (printf "accelerator_type:%s" .) "1" -}}{{- end -}}
+{{- with $res -}}{{- toYaml . -}}{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The RayCluster spec, shared by the RayCluster and by every RayJob that brings its own cluster.
+     Called with (dict "root" $ "longLived" true|false "queued" true|false): the long-lived cluster
+     alone names its Redis namespace (a job cluster's namespace is its own UID, and KubeRay's cleanup
+     Job clears it when the job cluster goes); a Kueue-managed object autoscales only as an elastic
+     job (kueue.autoscaling). */}}
 {{- define "pairaug.rayClusterSpec" -}}
-{{- $v := .Values -}}
+{{- $root := .root -}}
+{{- $v := $root.Values -}}
+{{- $autoscale := and $v.autoscaler.enabled (or (not .queued) (eq $v.kueue.autoscaling "elastic")) -}}
 {{- $anyWorkers := or $v.cpuWorkers.enabled $v.gpuWorkers.enabled -}}
 {{- range $v.extraWorkerGroups -}}{{- if or (not (hasKey . "enabled")) .enabled -}}{{- $anyWorkers = true -}}{{- end -}}{{- end -}}
 {{- if not $anyWorkers -}}
@@ -351,8 +379,8 @@ authOptions:
   secretName: {{ . }}
   {{- end }}
 {{- end }}
-enableInTreeAutoscaling: {{ $v.autoscaler.enabled }}
-{{- if $v.autoscaler.enabled }}
+enableInTreeAutoscaling: {{ $autoscale }}
+{{- if $autoscale }}
 autoscalerOptions:
   version: {{ $v.autoscaler.version }}
   upscalingMode: {{ $v.autoscaler.upscalingMode }}
@@ -365,8 +393,9 @@ autoscalerOptions:
     limits:
       {{- toYaml $r | nindent 6 }}
   securityContext:
-    {{- include "pairaug.containerSecurityContext" . | nindent 4 }}
+    {{- include "pairaug.containerSecurityContext" $root | nindent 4 }}
 {{- end }}
+{{- $longLived := .longLived }}
 {{- with $v.gcsFaultTolerance }}
 {{- if .enabled }}
 gcsFaultToleranceOptions:
@@ -378,8 +407,8 @@ gcsFaultToleranceOptions:
         name: {{ .redisPasswordSecret.name }}
         key: {{ .redisPasswordSecret.key }}
   {{- end }}
-  {{- with .externalStorageNamespace }}
-  externalStorageNamespace: {{ . | quote }}
+  {{- if and .externalStorageNamespace $longLived }}
+  externalStorageNamespace: {{ .externalStorageNamespace | quote }}
   {{- end }}
 {{- end }}
 {{- end }}
@@ -388,15 +417,30 @@ headGroupSpec:
   rayStartParams:
     {{- include "pairaug.rayStartParams" (dict "group" $v.head "key" "head") | nindent 4 }}
   template:
-    {{- include "pairaug.podTemplate" (dict "root" . "group" $v.head "component" "head" "container" "ray-head") | nindent 4 }}
+    {{- include "pairaug.podTemplate" (dict "root" $root "group" $v.head "component" "head" "container" "ray-head") | nindent 4 }}
 {{- $groups := list (list "cpuWorkers" $v.cpuWorkers 0) (list "gpuWorkers" $v.gpuWorkers (int $v.gpuWorkers.gpusPerPod)) }}
 {{- $names := dict }}
 {{- range $i, $extra := $v.extraWorkerGroups }}
 {{- /* A preset's values (cpuWorkers or gpuWorkers), the group's own keys on top. */}}
 {{- $cpu := eq (default "gpu" $extra.preset) "cpu" }}
 {{- $g := mergeOverwrite (deepCopy (index $v (ternary "cpuWorkers" "gpuWorkers" $cpu))) (dict "enabled" true "replicas" 0 "minReplicas" 0) (deepCopy $extra) }}
+{{- /* A null removes what the preset gives (a merge keeps the preset's value for a null). */}}
+{{- range $k, $val := $extra }}
+{{- if kindIs "invalid" $val }}{{- $_ := unset $g $k }}
+{{- else if and (kindIs "map" $val) (kindIs "map" (index $g $k)) }}
+{{- range $k2, $val2 := $val }}{{- if kindIs "invalid" $val2 }}{{- $_ := unset (index $g $k) $k2 }}{{- end }}{{- end }}
+{{- end }}
+{{- end }}
 {{- if $cpu }}{{- $_ := set $g "gpusPerPod" (default 0 $extra.gpusPerPod) }}{{- end }}
 {{- $groups = append $groups (list (printf "extraWorkerGroups[%d]" $i) $g (int (default 0 $g.gpusPerPod))) }}
+{{- end }}
+{{- with $v.driverWorkers }}
+{{- if .enabled }}
+{{- $d := mergeOverwrite (deepCopy $v.cpuWorkers) (dict "enabled" true "replicas" 0 "minReplicas" 0 "idleTimeoutSeconds" nil "priority" 0 "extendedResources" dict "volumes" list "volumeMounts" list) (omit (deepCopy .) "driversPerPod") }}
+{{- $_ := set $d "rayResources" (dict "pairaug-driver" .driversPerPod) }}
+{{- $_ := set $d "protected" true }}
+{{- $groups = append $groups (list "driverWorkers" $d 0) }}
+{{- end }}
 {{- end }}
 workerGroupSpecs:
   {{- range $entry := $groups }}
@@ -416,9 +460,15 @@ workerGroupSpecs:
     minReplicas: {{ $g.minReplicas }}
     maxReplicas: {{ $g.maxReplicas }}
     {{- if not (kindIs "invalid" $g.idleTimeoutSeconds) }}
+    {{- if not (and $autoscale (eq $v.autoscaler.version "v2")) }}
+    {{- fail (printf "%s.idleTimeoutSeconds is set, but KubeRay refuses a group idle timeout without autoscaler v2 (autoscaler.enabled: %v, autoscaler.version: %s%s): unset it or use autoscaler v2" $key $v.autoscaler.enabled $v.autoscaler.version (ternary ", turned off under Kueue by kueue.autoscaling: off" "" (and $v.autoscaler.enabled (not $autoscale)))) }}
+    {{- end }}
     idleTimeoutSeconds: {{ $g.idleTimeoutSeconds }}
     {{- end }}
     {{- with $g.priority }}
+    {{- if not (and $autoscale (eq $v.autoscaler.version "v2")) }}
+    {{- fail (printf "%s.priority is set, but KubeRay refuses group priorities without autoscaler v2 (autoscaler.enabled: %v, autoscaler.version: %s): set it to 0 or use autoscaler v2" $key $v.autoscaler.enabled $v.autoscaler.version) }}
+    {{- end }}
     priority: {{ . }}
     {{- end }}
     {{- with $g.rayLabels }}
@@ -426,9 +476,13 @@ workerGroupSpecs:
       {{- toYaml . | nindent 6 }}
     {{- end }}
     rayStartParams:
-      {{- include "pairaug.rayStartParams" (dict "group" $g "key" $key) | nindent 6 }}
+      {{- include "pairaug.rayStartParams" (dict "group" $g "key" $key "gpus" $gpus) | nindent 6 }}
+    {{- with (include "pairaug.groupResources" (dict "group" $g "key" $key "gpus" $gpus)) }}
+    resources:
+      {{- . | nindent 6 }}
+    {{- end }}
     template:
-      {{- include "pairaug.podTemplate" (dict "root" $ "group" $g "component" (printf "worker-%s" $g.groupName) "container" "ray-worker" "gpus" $gpus "gpuResource" ($g.gpuResourceName | default "")) | nindent 6 }}
+      {{- include "pairaug.podTemplate" (dict "root" $root "group" $g "component" (printf "worker-%s" $g.groupName) "container" "ray-worker" "gpus" $gpus "gpuResource" ($g.gpuResourceName | default "") "protected" $g.protected) | nindent 6 }}
   {{- end }}
   {{- end }}
 {{- end -}}
