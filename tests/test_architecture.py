@@ -21,7 +21,15 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "pairaug_ray"
 
 LAYERS = [
-    ["errors", "schema", "storage", "config", "kuberay_rules", "kueue_rules", ""],  # "" is the package's __init__
+    [
+        "errors",
+        "schema",
+        "storage",
+        "config",
+        "kuberay_rules",
+        "kueue_rules",
+        "",
+    ],  # "" is the package's __init__
     ["images", "pairs", "resume"],
     ["models", "p2p", "text", "eval", "viz"],
     ["manifest", "runtime", "progress", "metrics", "corpora", "stages", "testing"],

@@ -363,7 +363,11 @@ def test_gpu_group(rendered, name):
     assert gpu["minReplicas"] == 0 and gpu["maxReplicas"] >= 1
     pod = gpu["template"]["spec"]
     res = pod["containers"][0]["resources"]
-    assert res["limits"]["nvidia.com/gpu"] == res["requests"]["nvidia.com/gpu"] == ("8" if name == "gpu-values" else "1")
+    assert (
+        res["limits"]["nvidia.com/gpu"]
+        == res["requests"]["nvidia.com/gpu"]
+        == ("8" if name == "gpu-values" else "1")
+    )
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     if name == "gpu-values":
         assert pod["nodeSelector"] == {"karpenter.k8s.aws/instance-gpu-name": "h100"}
