@@ -50,8 +50,15 @@ def render(*args: str, release: str = "pairaug") -> list[dict]:
     return [d for d in yaml.load_all(out, Loader=Loader) if d]
 
 
+# What `helm install` sees on a cluster with the Prometheus Operator (the PodMonitor needs it).
+WITH_PROMETHEUS_OPERATOR = ["--api-versions", "monitoring.coreos.com/v1/PodMonitor"]
+
+
 def values_args(name: str) -> list[str]:
-    return [] if name == "default" else ["-f", str(CHART / "ci" / f"{name}.yaml")]
+    return [
+        *WITH_PROMETHEUS_OPERATOR,
+        *([] if name == "default" else ["-f", str(CHART / "ci" / f"{name}.yaml")]),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +166,8 @@ def check_objects(docs: list[dict], validators) -> None:
         if obj["apiVersion"].startswith("monitoring.coreos.com/"):
             # The Prometheus Operator's CRDs are not here: the fields this chart relies on, by hand.
             assert obj["kind"] == "PodMonitor" and obj["spec"]["selector"]["matchLabels"], obj
-            assert all(e["port"] == "metrics" for e in obj["spec"]["podMetricsEndpoints"]), obj
+            named = {"metrics", "as-metrics", "dash-metrics"}  # container ports the chart declares
+            assert all(e["port"] in named for e in obj["spec"]["podMetricsEndpoints"]), obj
             continue
         if obj["kind"] in RAY_KINDS:
             problems += crd_errors(obj, validators)
@@ -215,7 +223,10 @@ def check_security(docs: list[dict]) -> None:
 
 def test_lint_strict_with_every_value_set():
     for name in VALUE_SETS:
-        proc = helm("lint", "--strict", str(CHART), *values_args(name), check=False)
+        files = [
+            a for a in values_args(name) if a not in WITH_PROMETHEUS_OPERATOR
+        ]  # lint has no --api-versions
+        proc = helm("lint", "--strict", str(CHART), *files, check=False)
         assert proc.returncode == 0, f"helm lint --strict ({name}):\n{proc.stdout}{proc.stderr}"
 
 
@@ -732,12 +743,12 @@ def test_operator_grade_options(rendered):
     (policy,) = only(docs, "NetworkPolicy")
     own, chosen, prometheus = policy["spec"]["ingress"]
     assert "ports" not in own  # the cluster's pods reach each other on every port
-    assert {p["port"] for p in chosen["ports"]} == {6379, 8265, 10001, 8000, 8080}
+    assert {p["port"] for p in chosen["ports"]} == {6379, 8265, 10001, 8000, 8080, 44217, 44227}
     namespaces = [
         s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for s in chosen["from"]
     ]
     assert namespaces == ["pairaug", "kuberay-system", "ml-notebooks"]
-    assert prometheus["ports"] == [{"protocol": "TCP", "port": 8080}]
+    assert [p["port"] for p in prometheus["ports"]] == [8080, 44217, 44227]
 
 
 @pytest.mark.parametrize(
@@ -781,27 +792,85 @@ def test_monitoring_objects_and_the_dashboards_queries(rendered):
     docs = rendered["operator-values"]
     (monitor,) = only(docs, "PodMonitor")
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    # Every agent's port, and the head's autoscaler and dashboard metrics; each series gets its cluster.
+    endpoints = monitor["spec"]["podMetricsEndpoints"]
+    assert [e["port"] for e in endpoints] == ["metrics", "as-metrics", "dash-metrics"]
+    assert all(e["relabelings"][0]["targetLabel"] == "ray_io_cluster" for e in endpoints)
     (rc,) = only(docs, "RayCluster")
     for name, g in groups(rc["spec"]):
         ports = {p["name"]: p["containerPort"] for p in g["template"]["spec"]["containers"][0]["ports"]}
         assert ports["metrics"] == 8080, name
+        assert ("as-metrics" in ports, ports.get("dash-metrics")) == (
+            (True, 44227) if name == "head" else (False, None)
+        )
+    (policy,) = only(docs, "NetworkPolicy")
+    scrape_ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule.get("ports", [])}
+    assert {8080, 44217, 44227} <= scrape_ports
+    # Without the Prometheus Operator's CRDs the PodMonitor is left out (and NOTES says so), not an error.
+    bare = helm("template", "pairaug", str(CHART), "-f", str(CHART / "ci" / "operator-values.yaml"))
+    assert "kind: PodMonitor" not in bare.stdout
+    notes = helm(
+        "template",
+        "pairaug",
+        str(CHART),
+        "-f",
+        str(CHART / "ci" / "operator-values.yaml"),
+        "--show-only",
+        "templates/NOTES.txt",
+        check=False,
+    )
+    assert notes.returncode != 0 or "no PodMonitor CRD" in notes.stdout
     head_env = {
         e["name"]: e.get("value")
         for e in rc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert head_env["RAY_GRAFANA_IFRAME_HOST"] == "https://grafana.example.com"
     assert head_env["RAY_PROMETHEUS_HOST"].endswith(":9090")
-    (board,) = [d for d in only(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")]
-    assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+    boards = {
+        d["metadata"]["name"]: d for d in only(docs, "ConfigMap") if "-dashboard" in d["metadata"]["name"]
+    }
+    assert all(b["metadata"]["labels"]["grafana_dashboard"] == "1" for b in boards.values())
+    (board,) = [b for name, b in boards.items() if name.endswith("-dashboard")]
     dashboard = json.loads(board["data"]["pairaug.json"])
     assert dashboard == json.loads((CHART / "dashboards" / "pairaug.json").read_text())
+    # Ray's own dashboards (the cluster, Ray Data, Ray Train), so that the Ray dashboard's panels fill.
+    ray_boards = {
+        key: json.loads(b["data"][key])
+        for b in boards.values()
+        for key in b["data"]
+        if key.startswith("ray-")
+    }
+    assert {k: v["uid"] for k, v in ray_boards.items()} == {
+        "ray-default.json": "rayDefaultDashboard",
+        "ray-data.json": "rayDataDashboard",
+        "ray-train.json": "rayTrainDashboard",
+    }
+    assert all(
+        len(b["data"][k]) < 900_000 for b in boards.values() for k in b["data"]
+    )  # a ConfigMap holds 1 MiB
+    import sys
+
+    fresh = subprocess.run(
+        [sys.executable, str(REPO / ".ci" / "ray_dashboards.py"), "--check"], capture_output=True, text=True
+    )
+    assert fresh.returncode == 0, fresh.stderr  # generated by the Ray installed: refresh after upgrading Ray
+    # Counters restart at 0 on every node: panels read them through rate or increase, never raw; and
+    # every query selects the dashboard's cluster and session.
+    for panel in dashboard["panels"]:
+        expr = " ".join(t["expr"] for t in panel["targets"])
+        for counter in re.findall(r"\b(ray_[a-z_]+_total)\b[^)]*", expr):
+            assert re.search(rf"(rate|increase)\({counter}\b", expr), (panel["title"], expr)
+        assert expr.count('ray_io_cluster=~"$cluster"') == expr.count("ray_pairaug"), panel["title"]
+    assert [v["name"] for v in dashboard["templating"]["list"]] == ["datasource", "cluster", "session"]
     exported = {
         metrics.PROMETHEUS_PREFIX + name + ("_total" if kind == "counter" else "")
         for name, (kind, _, _) in metrics.METRICS.items()
     }
     queried = set()
     for panel in dashboard["panels"]:
-        names = set(re.findall(r"\b(ray_[a-z_]+)\b", " ".join(t["expr"] for t in panel["targets"])))
+        names = set(re.findall(r"\b(ray_[a-z_]+)\b", " ".join(t["expr"] for t in panel["targets"]))) - {
+            "ray_io_cluster"  # a label (the PodMonitor's relabelling), not a metric
+        }
         assert names and names <= exported, (panel["title"], names - exported)
         queried |= names
     assert queried == exported

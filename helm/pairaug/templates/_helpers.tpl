@@ -246,6 +246,10 @@ spec:
         - {name: gcs-server, containerPort: 6379, protocol: TCP}
         - {name: dashboard, containerPort: 8265, protocol: TCP}
         - {name: client, containerPort: 10001, protocol: TCP}
+        # The autoscaler's and the dashboard's own metrics (Ray's AUTOSCALER_METRIC_PORT and
+        # DASHBOARD_METRIC_PORT), scraped by the PodMonitor.
+        - {name: as-metrics, containerPort: 44217, protocol: TCP}
+        - {name: dash-metrics, containerPort: 44227, protocol: TCP}
         {{- end }}
         # Ray's metrics agent: Ray's metrics and the pipeline's (scraped by the PodMonitor).
         - {name: metrics, containerPort: 8080, protocol: TCP}
