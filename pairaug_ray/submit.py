@@ -107,6 +107,14 @@ def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
         help="CPUs reserved for the job's driver; any N > 0 keeps it off the head (which has none), so "
         "with GCS fault tolerance the driver outlives a head restart (docs/operations.md)",
     )
+    job.add_argument(
+        "--entrypoint-resources",
+        type=_resources_json,
+        default=None,
+        metavar="JSON",
+        help="custom Ray resources the driver asks for, e.g. '{\"pairaug-driver\": 1}' to run it on the "
+        "chart's driver group (driverWorkers), which node consolidation leaves alone (docs/operations.md)",
+    )
     job.add_argument("--no-wait", action="store_true", help="submit and return without following the job")
     job.add_argument(
         "--progress",
@@ -246,6 +254,7 @@ def _submit_to_dashboard(args: argparse.Namespace, entrypoint: list[str], runtim
             submission_id=args.name,
             metadata={"submitted_by": "pairaug submit"},
             entrypoint_num_cpus=args.entrypoint_num_cpus or None,
+            entrypoint_resources=args.entrypoint_resources or None,
         )
     except Exception as e:
         raise SubmitError(f"the job was not accepted: {str(e).splitlines()[0]}") from None
@@ -291,6 +300,22 @@ def _wait_for_end(client, job_id: str, poll: float):
 # --- RayJob through the Kubernetes API ---------------------------------------------------------------------
 
 
+def _resources_json(text: str) -> dict[str, float]:
+    """--entrypoint-resources: a JSON object of resource name -> amount."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e.msg}): {text!r}") from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+        for k, v in value.items()
+    ):
+        raise argparse.ArgumentTypeError(
+            f'expected an object of resource name -> amount > 0, e.g. {{"pairaug-driver": 1}}; got {text!r}'
+        )
+    return value
+
+
 def build_rayjob(
     entrypoint: list[str],
     name: str,
@@ -300,6 +325,7 @@ def build_rayjob(
     image: str | None = None,
     runtime_env: dict | None = None,
     entrypoint_num_cpus: float = 0.0,
+    entrypoint_resources: dict[str, float] | None = None,
 ) -> dict:
     """The RayJob to create: the template's spec (or a bare one) with this entrypoint and name."""
     if not (cluster or template):
@@ -340,6 +366,8 @@ def build_rayjob(
         spec["runtimeEnvYAML"] = yaml.safe_dump(runtime_env, sort_keys=False)
     if entrypoint_num_cpus:
         spec["entrypointNumCpus"] = entrypoint_num_cpus
+    if entrypoint_resources:
+        spec["entrypointResources"] = json.dumps(entrypoint_resources, sort_keys=True)
     if image:
         for container in _containers(spec):
             container["image"] = image
@@ -421,6 +449,7 @@ def _submit_rayjob(args: argparse.Namespace, entrypoint: list[str], runtime_env:
         image=args.image,
         runtime_env=runtime_env,
         entrypoint_num_cpus=args.entrypoint_num_cpus,
+        entrypoint_resources=args.entrypoint_resources,
     )
     from pairaug_ray.kuberay_rules import violations
 

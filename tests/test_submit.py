@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -83,6 +84,35 @@ def test_a_driver_kept_off_the_head():
     )
     assert body["spec"]["entrypointNumCpus"] == 1
     assert "entrypointNumCpus" not in build_rayjob(["pairaug", "augment"], "exp2", cluster="pairaug")["spec"]
+    # --entrypoint-resources: on the chart's driver group (its pairaug-driver resource), nowhere else.
+    from pairaug_ray.submit import build_parser
+
+    args = build_parser().parse_args(
+        [
+            "--rayjob",
+            "--cluster",
+            "pairaug",
+            "--entrypoint-num-cpus",
+            "1",
+            "--entrypoint-resources",
+            '{"pairaug-driver": 1}',
+            "--",
+            "pairaug",
+            "augment",
+        ]
+    )
+    assert args.entrypoint_resources == {"pairaug-driver": 1}
+    body = build_rayjob(
+        ["pairaug", "augment"],
+        "exp3",
+        cluster="pairaug",
+        entrypoint_num_cpus=1,
+        entrypoint_resources=args.entrypoint_resources,
+    )
+    assert json.loads(body["spec"]["entrypointResources"]) == {"pairaug-driver": 1}
+    for bad in ("{pairaug-driver: 1}", '{"pairaug-driver": 0}', '["x"]'):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--entrypoint-resources", bad, "--", "pairaug", "augment"])
 
 
 def test_build_rayjob_from_a_template():
