@@ -1,0 +1,253 @@
+"""The head can be lost: with GCS fault tolerance on a real Redis, every process of the head node is
+killed while a job's driver runs on a worker; a new head comes up, and the job finishes with its
+rows written once.
+
+This is what a KubeRay cluster with `gcsFaultTolerance` and drivers on workers
+(`jobs.defaults.entrypointNumCpus`, `driverWorkers`) goes through when its head pod is lost: the
+GCS, the dashboard and job manager, the autoscaler's monitor, the head's raylet and everything under
+it die at once, and KubeRay starts a new head pod with the same service address and the same Redis
+namespace. Here the nodes are real `ray start --block` processes on 127.0.0.1 (the head with no
+CPUs, as the chart's; a worker with 2), the job is submitted through the job API with
+`entrypoint_num_cpus=1` so that its supervisor and driver run on the worker, and the head's whole
+process tree is SIGKILLed mid-job, then started again with the same ports and Redis namespace.
+
+tests/test_gcs_fault_tolerance.py covers the GCS process alone (and the control without Redis).
+Waits are on events (the job's status, the rows written, the head's readiness) with generous limits;
+a timeout prints the scenario's events, so that a slow machine and a broken recovery can be told apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+from test_gcs_fault_tolerance import REDIS_PASSWORD, _free_port, redis_server  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.slow
+
+# The job's driver: a Ray Data pipeline of the kind every stage runs (a map over small batches,
+# written as it goes), slow enough that the head is lost in the middle of it.
+DRIVER = textwrap.dedent(
+    """
+    import sys, time
+    import ray
+
+    out = sys.argv[1]
+    ray.init()
+
+    def slow_rows(batch):
+        time.sleep(1.0)  # a stage's per-batch work
+        return batch
+
+    ds = ray.data.range(40, override_num_blocks=40).map_batches(slow_rows, batch_size=1, num_cpus=0.25)
+    ds.write_parquet(out)
+    print("driver done", flush=True)
+    """
+)
+
+
+class Events:
+    """What the scenario saw, with times, for the failure message."""
+
+    def __init__(self):
+        self.t0 = time.monotonic()
+        self.lines: list[str] = []
+
+    def __call__(self, what: str) -> None:
+        self.lines.append(f"{time.monotonic() - self.t0:7.1f} s  {what}")
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines[-40:])
+
+
+def wait(events: Events, predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as e:  # not yet (a server starting, a file being written)
+            last = e
+        time.sleep(0.5)
+    raise AssertionError(
+        f"timed out after {timeout:.0f} s waiting for {what} (last error: {last!r}); events:\n{events}"
+    )
+
+
+class Node:
+    """One `ray start --block` node in a process session of its own; killed with its whole tree."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path):
+        self.log = open(log, "ab")  # noqa: SIM115 (closed in kill)
+        ray = str(Path(sys.executable).with_name("ray"))
+        self.proc = subprocess.Popen(
+            [ray, "start", "--block", *args],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def tree(self) -> list[psutil.Process]:
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(self.proc.pid)
+            return [root, *root.children(recursive=True)]
+        return []
+
+    def kill(self) -> int:
+        """SIGKILL every process of the node at once (its raylet's workers and agents included)."""
+        procs = self.tree()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(procs, timeout=10)
+        self.proc.wait(timeout=10)
+        self.log.close()
+        return len(procs)
+
+
+def test_a_job_survives_the_loss_of_every_head_process(redis_server, tmp_path):  # noqa: F811
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    events = Events()
+    temp = tempfile.mkdtemp(prefix="rayhead-", dir="/tmp")  # short: Ray's socket paths are limited
+    gcs, dashboard = _free_port(), _free_port()
+    head_ports = {
+        "--port": gcs,
+        "--dashboard-port": dashboard,
+        "--ray-client-server-port": _free_port(),
+        "--node-manager-port": _free_port(),
+        "--object-manager-port": _free_port(),
+        "--dashboard-agent-listen-port": _free_port(),
+        "--dashboard-agent-grpc-port": _free_port(),
+        "--runtime-env-agent-port": _free_port(),
+        "--metrics-export-port": _free_port(),
+    }
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
+    base_env.update(
+        {
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "RAY_AUTH_MODE": "disabled",
+            # What KubeRay sets for gcsFaultToleranceOptions: on the head the Redis and the cluster's
+            # namespace in it; on the workers a reconnect timeout long enough for a new head pod.
+            "RAY_REDIS_ADDRESS": redis_server,
+            "RAY_external_storage_namespace": "pairaug-head-loss",
+            "RAY_gcs_rpc_server_reconnect_timeout_s": "300",
+        }
+    )
+    head_args = [
+        "--head",
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=0",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--redis-password={REDIS_PASSWORD}",
+        f"--temp-dir={temp}",
+        f"--object-store-memory={100 * 1024**2}",
+        "--disable-usage-stats",
+        *(f"{k}={v}" for k, v in head_ports.items()),
+    ]
+    worker_args = [
+        f"--address=127.0.0.1:{gcs}",
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=2",
+        f"--object-store-memory={150 * 1024**2}",
+        f"--node-manager-port={_free_port()}",
+        f"--object-manager-port={_free_port()}",
+        f"--dashboard-agent-listen-port={_free_port()}",
+        f"--dashboard-agent-grpc-port={_free_port()}",
+        f"--runtime-env-agent-port={_free_port()}",
+        f"--metrics-export-port={_free_port()}",
+        "--min-worker-port=23000",
+        "--max-worker-port=23999",
+    ]
+    url = f"http://127.0.0.1:{dashboard}"
+
+    def dashboard_up() -> bool:
+        with urllib.request.urlopen(f"{url}/api/version", timeout=5) as r:
+            return r.status == 200
+
+    def alive_nodes() -> list[dict]:
+        with urllib.request.urlopen(f"{url}/api/v0/nodes?limit=100", timeout=5) as r:
+            return [n for n in json.loads(r.read())["data"]["result"]["result"] if n["state"] == "ALIVE"]
+
+    head = Node(head_args, base_env, tmp_path / "head.log")
+    worker = None
+    try:
+        wait(events, dashboard_up, 120, "the head's dashboard")
+        events("head up")
+        worker = Node(worker_args, base_env, tmp_path / "worker.log")
+        wait(events, lambda: len(alive_nodes()) == 2, 120, "the worker node")
+        events("worker up")
+
+        out = tmp_path / "rows"
+        script = tmp_path / "driver.py"
+        script.write_text(DRIVER)
+        client = JobSubmissionClient(url)
+        job = client.submit_job(entrypoint=f"{sys.executable} {script} {out}", entrypoint_num_cpus=1)
+        events(f"job {job} submitted")
+
+        def rows_written() -> int:
+            return len(list(out.glob("*.parquet"))) if out.is_dir() else 0
+
+        wait(events, lambda: rows_written() >= 5, 180, "the job's first rows")
+        events(f"{rows_written()} row files written: the head is lost")
+        killed = head.kill()
+        events(f"head killed: {killed} processes")
+        assert not any(temp in " ".join(p.cmdline()) for p in psutil.process_iter() if _alive(p))
+        time.sleep(3)  # the pod is gone for a while before KubeRay's new one starts
+        head = Node(head_args, base_env, tmp_path / "head.log")
+        wait(events, dashboard_up, 180, "the new head's dashboard")
+        events("new head up")
+
+        seen: list[JobStatus] = []
+
+        def status() -> JobStatus | None:
+            s = JobSubmissionClient(url).get_job_status(job)
+            if not seen or seen[-1] != s:
+                seen.append(s)
+                events(f"job status {s}")
+            return s if s in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED) else None
+
+        final = wait(events, status, 420, "the job to end")
+        logs = JobSubmissionClient(url).get_job_logs(job)
+        assert final == JobStatus.SUCCEEDED, f"{final}; events:\n{events}\njob logs:\n{logs[-3000:]}"
+        assert "driver done" in logs
+        import pyarrow.parquet as pq
+
+        ids = sorted(i for f in out.glob("*.parquet") for i in pq.read_table(f).column("id").to_pylist())
+        assert ids == list(range(40)), f"rows lost or doubled: {ids}; events:\n{events}"
+        events("every row once")
+        print(f"\n[head loss]\n{events}")
+    finally:
+        for node in (head, worker):
+            if node is not None and node.proc.poll() is None:
+                node.kill()
+        for p in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if temp in " ".join(p.cmdline()):
+                    p.kill()
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
