@@ -150,8 +150,18 @@ def stage_seconds(log: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for line in log.splitlines():
         m = re.match(r"^(\w+)\s+done: .*\((\d+) s\)", line)
-        if m:
-            out[m.group(1)] = out.get(m.group(1), 0) + float(m.group(2))
+        if m:  # the last line of a stage counts (`ray job submit` may print a failed job's log twice)
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def peak_by_stage(samples: list[tuple[float, int]], stages: list[tuple[float, str]]) -> dict[str, int]:
+    """The driver's peak RSS (MiB) while each stage ran (the stage progress.json named at the time)."""
+    out: dict[str, int] = {}
+    for t, rss in samples:
+        current = [name for ts, name in stages if ts <= t]
+        name = current[-1] if current else "start"
+        out[name] = max(out.get(name, 0), round(rss / 2**20))
     return out
 
 
@@ -218,6 +228,7 @@ def run_size(cluster, bucket: str, n: int, models_dir: str, workdir: Path, kill_
     logs = []
     kill: dict | None = None
     generate_started: float | None = None
+    stages_seen: list[tuple[float, str]] = []
     with Sampler(cluster, str(cfg_path)) as sampler:
         proc = submit(cluster, str(cfg_path), workdir / f"job-{n}-1.log")
         while proc.poll() is None:
@@ -225,6 +236,8 @@ def run_size(cluster, bucket: str, n: int, models_dir: str, workdir: Path, kill_
             doc = None
             with contextlib.suppress(Exception):
                 doc = json.loads(storage.read_text(f"{out}/progress.json"))
+            if doc and doc.get("stage"):
+                stages_seen.append((time.time(), doc["stage"]["name"]))
             drawing = doc is not None and "generate" in str(doc.get("stage"))
             if drawing and generate_started is None:
                 generate_started = datetime.fromisoformat(doc["stage"]["started_at"]).timestamp()
@@ -282,6 +295,7 @@ def run_size(cluster, bucket: str, n: int, models_dir: str, workdir: Path, kill_
         rows=rows,
         rows_per_s={k: round(v / seconds[k], 1) for k, v in rows.items() if v and seconds.get(k)},
         driver_peak_mib=round(sampler.driver_peak / 2**20),
+        driver_peak_mib_by_stage=peak_by_stage(sampler.driver_samples, stages_seen),
         gcs_peak_mib=round(sampler.gcs_peak / 2**20),
         objects_written=count_objects(out),
         status_while_drawing=status_sample,

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # headless: workers and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -71,8 +72,9 @@ def score_histograms(
     }
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
     for ax, key in zip(axes, titles, strict=True):
-        values = [v for v in scores.get(key, []) if v is not None]
-        if values:
+        raw = scores.get(key, [])
+        values = np.asarray([v for v in raw if v is not None] if isinstance(raw, list) else raw, dtype=float)
+        if len(values):
             ax.hist(values, bins=30, color="#4c72b0", alpha=0.85)
         else:
             ax.text(0.5, 0.5, "no scores", ha="center", va="center", transform=ax.transAxes)
@@ -80,7 +82,7 @@ def score_histograms(
         if t is not None:
             ax.axvline(t, color="#c44e52", linestyle="--", label=f"threshold {t:.3f}")
             ax.legend(fontsize=7, loc="upper left")
-        kept = sum(v > t for v in values) if t is not None else len(values)
+        kept = int((values > t).sum()) if t is not None else len(values)
         ax.set_title(f"{titles[key]}\nkept {kept} of {len(values)}", fontsize=8)
         ax.tick_params(labelsize=7)
     fig.tight_layout()

@@ -7,7 +7,7 @@ This is what a KubeRay cluster with `gcsFaultTolerance` and drivers on workers
 GCS, the dashboard and job manager, the autoscaler's monitor, the head's raylet and everything under
 it die at once, and KubeRay starts a new head pod with the same service address and the same Redis
 namespace. Here the nodes are real `ray start --block` processes on 127.0.0.1 (the head with no
-CPUs, as the chart's; a worker with 2), the job is submitted through the job API with
+CPUs, as the chart's; a worker with 4), the job is submitted through the job API with
 `entrypoint_num_cpus=1` so that its supervisor and driver run on the worker, and the head's whole
 process tree is SIGKILLed mid-job, then started again with the same ports and Redis namespace.
 
@@ -21,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -43,14 +45,17 @@ DRIVER = textwrap.dedent(
     import sys, time
     import ray
 
-    out = sys.argv[1]
-    ray.init()
+    out, node_temp_dir = sys.argv[1], sys.argv[2]
+    # Both nodes have the address 127.0.0.1 here, and a driver joins the raylet of its own address,
+    # the head's when there are several: naming the worker node's temp dir picks the node it runs
+    # on, as a pod's own IP does on Kubernetes.
+    ray.init(_temp_dir=node_temp_dir)
 
     def slow_rows(batch):
-        time.sleep(1.0)  # a stage's per-batch work
+        time.sleep(1.5)  # a stage's per-batch work
         return batch
 
-    ds = ray.data.range(40, override_num_blocks=40).map_batches(slow_rows, batch_size=1, num_cpus=0.25)
+    ds = ray.data.range(40, override_num_blocks=40).map_batches(slow_rows, batch_size=1, num_cpus=1)
     ds.write_parquet(out)
     print("driver done", flush=True)
     """
@@ -87,14 +92,37 @@ def wait(events: Events, predicate, timeout: float, what: str):
     )
 
 
-class Node:
-    """One `ray start --block` node in a process session of its own; killed with its whole tree."""
+# A worker node on 127.0.0.1, started as `ray start --address ... --block` starts one, without the
+# CLI's address canonicalisation (which turns 127.0.0.1 into the machine's outward address, or refuses
+# a second node on one machine): Ray's own Node, the way ray.cluster_utils adds nodes.
+WORKER_NODE = textwrap.dedent(
+    """
+    import json, sys, time
+    import ray._private.node
+    from ray._private.parameter import RayParams
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path):
+    ports = json.loads(sys.argv[2])
+    params = RayParams(
+        node_ip_address="127.0.0.1", gcs_address=sys.argv[1], num_cpus=4, temp_dir=sys.argv[3],
+        object_store_memory=150 * 1024**2, min_worker_port=23000, max_worker_port=23999, **ports,
+    )
+    ray._private.node.Node(params, head=False, shutdown_at_exit=True, spawn_reaper=True, connect_only=False)
+    print("worker node up", flush=True)
+    while True:
+        time.sleep(3600)
+    """
+)
+
+
+class Node:
+    """One Ray node (`ray start --block`, or the worker launcher) in a process session of its own;
+    killed with its whole process tree."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, command: list[str] | None = None):
         self.log = open(log, "ab")  # noqa: SIM115 (closed in kill)
         ray = str(Path(sys.executable).with_name("ray"))
         self.proc = subprocess.Popen(
-            [ray, "start", "--block", *args],
+            command or [ray, "start", "--block", *args],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -127,6 +155,7 @@ def test_a_job_survives_the_loss_of_every_head_process(redis_server, tmp_path): 
 
     events = Events()
     temp = tempfile.mkdtemp(prefix="rayhead-", dir="/tmp")  # short: Ray's socket paths are limited
+    temps = [temp]
     gcs, dashboard = _free_port(), _free_port()
     head_ports = {
         "--port": gcs,
@@ -164,19 +193,26 @@ def test_a_job_survives_the_loss_of_every_head_process(redis_server, tmp_path): 
         "--disable-usage-stats",
         *(f"{k}={v}" for k, v in head_ports.items()),
     ]
-    worker_args = [
-        f"--address=127.0.0.1:{gcs}",
-        "--node-ip-address=127.0.0.1",
-        "--num-cpus=2",
-        f"--object-store-memory={150 * 1024**2}",
-        f"--node-manager-port={_free_port()}",
-        f"--object-manager-port={_free_port()}",
-        f"--dashboard-agent-listen-port={_free_port()}",
-        f"--dashboard-agent-grpc-port={_free_port()}",
-        f"--runtime-env-agent-port={_free_port()}",
-        f"--metrics-export-port={_free_port()}",
-        "--min-worker-port=23000",
-        "--max-worker-port=23999",
+    worker_ports = {
+        name: _free_port()
+        for name in (
+            "node_manager_port",
+            "object_manager_port",
+            "dashboard_agent_listen_port",
+            "metrics_agent_port",
+            "runtime_env_agent_port",
+            "metrics_export_port",
+        )
+    }
+    worker_temp = tempfile.mkdtemp(prefix="rayworker-", dir="/tmp")
+    temps.append(worker_temp)
+    worker_command = [
+        sys.executable,
+        "-c",
+        WORKER_NODE,
+        f"127.0.0.1:{gcs}",
+        json.dumps(worker_ports),
+        worker_temp,
     ]
     url = f"http://127.0.0.1:{dashboard}"
 
@@ -190,10 +226,11 @@ def test_a_job_survives_the_loss_of_every_head_process(redis_server, tmp_path): 
 
     head = Node(head_args, base_env, tmp_path / "head.log")
     worker = None
+    succeeded = False
     try:
         wait(events, dashboard_up, 120, "the head's dashboard")
         events("head up")
-        worker = Node(worker_args, base_env, tmp_path / "worker.log")
+        worker = Node([], base_env, tmp_path / "worker.log", command=worker_command)
         wait(events, lambda: len(alive_nodes()) == 2, 120, "the worker node")
         events("worker up")
 
@@ -201,7 +238,15 @@ def test_a_job_survives_the_loss_of_every_head_process(redis_server, tmp_path): 
         script = tmp_path / "driver.py"
         script.write_text(DRIVER)
         client = JobSubmissionClient(url)
-        job = client.submit_job(entrypoint=f"{sys.executable} {script} {out}", entrypoint_num_cpus=1)
+        # The job API takes jobs once a node's agent has registered ("no available agent" until then).
+        job = wait(
+            events,
+            lambda: client.submit_job(
+                entrypoint=f"{sys.executable} {script} {out} {worker_temp}", entrypoint_num_cpus=1
+            ),
+            120,
+            "the job API to take the job",
+        )
         events(f"job {job} submitted")
 
         def rows_written() -> int:
@@ -211,11 +256,19 @@ def test_a_job_survives_the_loss_of_every_head_process(redis_server, tmp_path): 
         events(f"{rows_written()} row files written: the head is lost")
         killed = head.kill()
         events(f"head killed: {killed} processes")
-        assert not any(temp in " ".join(p.cmdline()) for p in psutil.process_iter() if _alive(p))
+        # Every process of the head is gone: nothing answers on the GCS's or the dashboard's port.
+        for port in (gcs, dashboard):
+            with socket.socket() as probe:
+                assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers"
         time.sleep(3)  # the pod is gone for a while before KubeRay's new one starts
+        # A new head pod starts with an empty /tmp/ray: a fresh temp dir, the same ports and Redis.
+        new_temp = tempfile.mkdtemp(prefix="rayhead-", dir="/tmp")
+        head_args = [a if not a.startswith("--temp-dir=") else f"--temp-dir={new_temp}" for a in head_args]
+        temps.append(new_temp)
         head = Node(head_args, base_env, tmp_path / "head.log")
         wait(events, dashboard_up, 180, "the new head's dashboard")
-        events("new head up")
+        at_new_head = rows_written()
+        events(f"new head up; {at_new_head} row files written")
 
         seen: list[JobStatus] = []
 
@@ -226,24 +279,38 @@ def test_a_job_survives_the_loss_of_every_head_process(redis_server, tmp_path): 
                 events(f"job status {s}")
             return s if s in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED) else None
 
-        final = wait(events, status, 420, "the job to end")
-        logs = JobSubmissionClient(url).get_job_logs(job)
+        try:
+            final = wait(
+                events, status, float(os.environ.get("HEAD_LOSS_JOB_TIMEOUT_S", 420)), "the job to end"
+            )
+        except AssertionError as e:
+            drivers = sorted(Path(worker_temp).glob("session_*/logs/job-driver-*.log"))
+            tail = drivers[-1].read_text()[-3000:] if drivers else "(no driver log)"
+            raise AssertionError(f"{e}\ndriver log ({drivers[-1] if drivers else '-'}):\n{tail}") from None
+        # The driver's log lives on its node (the worker's), where the new head's job API does not
+        # look for a job it took over: read it there.
+        driver_log = sorted(Path(worker_temp).glob(f"session_*/logs/job-driver-{job}.log"))[-1]
+        logs = driver_log.read_text()
         assert final == JobStatus.SUCCEEDED, f"{final}; events:\n{events}\njob logs:\n{logs[-3000:]}"
         assert "driver done" in logs
         import pyarrow.parquet as pq
 
         ids = sorted(i for f in out.glob("*.parquet") for i in pq.read_table(f).column("id").to_pylist())
         assert ids == list(range(40)), f"rows lost or doubled: {ids}; events:\n{events}"
+        assert at_new_head < 40, f"the job ended before the new head came up; events:\n{events}"
         events("every row once")
         print(f"\n[head loss]\n{events}")
+        succeeded = True
     finally:
         for node in (head, worker):
             if node is not None and node.proc.poll() is None:
                 node.kill()
         for p in psutil.process_iter():
             with contextlib.suppress(psutil.Error):
-                if temp in " ".join(p.cmdline()):
+                if any(t in " ".join(p.cmdline()) for t in temps):
                     p.kill()
+        for t in temps if succeeded else []:  # a failed run keeps the nodes' logs
+            shutil.rmtree(t, ignore_errors=True)
 
 
 def _alive(p: psutil.Process) -> bool:

@@ -4,9 +4,9 @@ of the finished outputs, without a Ray execution."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from pairaug_ray import schema, storage
@@ -26,13 +26,16 @@ EXAMPLE_COLUMNS = [
 
 def write_figures(cfg: JobConfig) -> dict[str, str]:
     """Score histograms with the thresholds marked, and a grid of example pairs."""
+    from pairaug_ray.pipeline.prune import first_pruning
     from pairaug_ray.viz import example_grid, score_histograms
 
     out = {}
-    table = read_columns(cfg.synthetic_dir(), [*schema.SCORE_COLUMNS, schema.PRUNING])
-    pruning = json.loads(table.column(schema.PRUNING)[0].as_py()) if table.num_rows else {}
+    # Numbers as numpy (not Python lists) and the thresholds from one row: what this holds stays a
+    # few bytes per pair however large the run.
+    table = read_columns(cfg.synthetic_dir(), list(schema.SCORE_COLUMNS))
+    pruning = first_pruning(cfg.synthetic_dir())
     thresholds = {schema.SCORE_A: pruning.get("tau"), **(pruning.get("thresholds") or {})}
-    scores = {c: table.column(c).to_pylist() for c in schema.SCORE_COLUMNS}
+    scores = {c: table.column(c).drop_null().to_numpy() for c in schema.SCORE_COLUMNS}
     out["score_histograms"] = score_histograms(
         scores, thresholds, storage.join(cfg.run.output_dir, "scores.png")
     )
@@ -47,11 +50,30 @@ def pick_examples(cfg: JobConfig, n: int) -> list[dict[str, Any]]:
     """Real pairs (or reports) with the most kinds of synthetic pair drawn from them, kept ones first."""
     synthetic = cfg.synthetic_dir()
     drawn = [*schema.TEXT_TO_IMAGE_ORIGINS, schema.ORIGIN_INTRA]
-    keys = read_columns(
+    table = read_columns(
         synthetic,
         [schema.PAIR_ID, schema.PARENT_ID, schema.ORIGIN, schema.KEPT],
         where=pc.field(schema.ORIGIN).isin(drawn),
-    ).to_pylist()
+    )
+    # Rank the parents in Arrow (kinds of pair drawn, then kept ones), and look at the rows of the
+    # top few only: a large run has a parent per report.
+    per_parent = (
+        pa.table(
+            {
+                "parent": table.column(schema.PARENT_ID),
+                "origin": table.column(schema.ORIGIN),
+                "kept": pc.cast(pc.fill_null(table.column(schema.KEPT), False), pa.int64()),
+            }
+        )
+        .group_by("parent")
+        .aggregate([("origin", "count_distinct"), ("kept", "sum")])
+        .sort_by(
+            [("origin_count_distinct", "descending"), ("kept_sum", "descending"), ("parent", "ascending")]
+        )
+        .slice(0, n)
+    )
+    top = per_parent.column("parent")
+    keys = table.filter(pc.is_in(table.column(schema.PARENT_ID), value_set=top)).to_pylist()
     by_parent: dict[str, dict[str, dict]] = {}
     for r in keys:
         slot = by_parent.setdefault(r[schema.PARENT_ID], {})

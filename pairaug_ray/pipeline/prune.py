@@ -17,6 +17,7 @@ import json
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 from ray.data.expressions import col
 
@@ -181,15 +182,43 @@ def near_duplicates(cfg: JobConfig, scored_root: str) -> tuple[dict[str, tuple[f
 
 
 def prune_summary(root: str) -> dict[str, Any]:
-    table = read_columns(root, [schema.ORIGIN, schema.STATUS, schema.KEPT, schema.PRUNING])
+    """Kept / pruned / skipped per origin, counted in Arrow (a few columns, however many rows), and the
+    thresholds (the same on every row: read from one)."""
+    table = read_columns(root, [schema.ORIGIN, schema.STATUS, schema.KEPT])
+    kept = pc.fill_null(table.column(schema.KEPT), False)
+    ok = pc.fill_null(pc.equal(table.column(schema.STATUS), schema.STATUS_OK), False)
+    decision = pc.if_else(kept, "kept", pc.if_else(ok, "pruned", "skipped or errored"))
+    grouped = (
+        pa.table({"origin": table.column(schema.ORIGIN), "decision": decision})
+        .group_by(["origin", "decision"])
+        .aggregate([("decision", "count")])
+    )
     counts: dict[str, dict[str, int]] = {}
-    for o, st, k in zip(
-        *(table.column(c).to_pylist() for c in (schema.ORIGIN, schema.STATUS, schema.KEPT)), strict=True
+    for o, d, n in zip(
+        *(grouped.column(c).to_pylist() for c in ("origin", "decision", "decision_count")), strict=True
     ):
-        c = counts.setdefault(o, {"kept": 0, "pruned": 0, "skipped or errored": 0})
-        c["kept" if k else ("pruned" if st == schema.STATUS_OK else "skipped or errored")] += 1
-    pruning = json.loads(table.column(schema.PRUNING)[0].as_py()) if table.num_rows else {}
-    return {"rows": table.num_rows, "by_origin": counts, "pruning": pruning}
+        counts.setdefault(o, {"kept": 0, "pruned": 0, "skipped or errored": 0})[d] = n
+    return {
+        "rows": table.num_rows,
+        "by_origin": dict(sorted(counts.items(), key=lambda kv: str(kv[0]))),
+        "pruning": first_pruning(root),
+    }
+
+
+def first_pruning(root: str) -> dict[str, Any]:
+    """The thresholds a pruned output was made with (every row records the same), from its first row."""
+    import pyarrow.parquet as pq
+
+    from pairaug_ray.pairs import manifest_uri
+
+    for uri in storage.list_files(manifest_uri(root), ".parquet"):
+        fs, path = storage.filesystem(uri)
+        if schema.PRUNING not in pq.read_schema(path, filesystem=fs).names:
+            continue
+        column = pq.ParquetFile(path, filesystem=fs).read_row_group(0, columns=[schema.PRUNING]).column(0)
+        if len(column) and column[0].as_py():
+            return json.loads(column[0].as_py())
+    return {}
 
 
 def format_prune(summary: dict[str, Any]) -> str:
