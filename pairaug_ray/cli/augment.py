@@ -114,15 +114,21 @@ def register_jobs(commands: Commands) -> None:
         "on a rerun.\n"
         "--dry-run checks the job instead, without loading a weight or touching a GPU: the corpus files, every "
         "model reference, the rewrite endpoint, the evaluation datasets, the resources against the chart "
-        "(--values) and that the output folder is writable; it exits 2 naming each problem.\n"
-        "  pairaug run --dry-run --config my-mimic.yaml --values helm/pairaug/values.yaml",
+        "(--values, repeated as with helm -f: later files win) and that the output folder is writable; it exits "
+        "2 naming each problem.\n"
+        "  pairaug run --dry-run --config my-mimic.yaml --values helm/pairaug/values.yaml \\\n"
+        "      --values helm/pairaug/presets/production.yaml --values my-values.yaml",
     )
     add_config_args(p)
     p.add_argument(
         "--dry-run", action="store_true", help="check the job without running it (exit 2 on a problem)"
     )
     p.add_argument(
-        "--values", metavar="YAML", default=None, help="with --dry-run: the Helm values the cluster runs with"
+        "--values",
+        metavar="YAML",
+        action="append",
+        default=None,
+        help="with --dry-run: the Helm values the cluster runs with; repeat for each -f file, in helm's order",
     )
 
 

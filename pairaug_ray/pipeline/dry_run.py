@@ -390,10 +390,26 @@ def format_checks(checks: list[Check]) -> str:
     return "\n".join(lines)
 
 
-def load_values(path: str) -> dict[str, Any]:
+def load_values(paths: list[str]) -> dict[str, Any]:
+    """The chart's values as Helm merges them: each file over the ones before, maps key by key, null drops a key."""
     import yaml
 
-    data = yaml.safe_load(storage.read_text(path))
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} is not a Helm values mapping")
-    return data
+    merged: dict[str, Any] = {}
+    for path in paths:
+        data = yaml.safe_load(storage.read_text(path))
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} is not a Helm values mapping")
+        merged = _merge_values(merged, data)
+    return merged
+
+
+def _merge_values(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge_values(out[key], value)
+        else:
+            out[key] = value
+    return out
