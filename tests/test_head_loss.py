@@ -168,9 +168,16 @@ def test_a_job_survives_the_loss_of_every_head_process(redis_server, tmp_path): 
         "--runtime-env-agent-port": _free_port(),
         "--metrics-export-port": _free_port(),
     }
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
+    # The nodes' environment is named here, not inherited: variables an earlier test left in this
+    # process, or a ~/.ray/auth_token a local Ray wrote into the home directory, must not switch the
+    # cluster's settings (token authentication, say) in a way the driver does not share.
+    home = tmp_path / "home"
+    home.mkdir()
+    base_env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH") if k in os.environ}
     base_env.update(
         {
+            "HOME": str(home),
+            "TMPDIR": "/tmp",
             "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             "RAY_AUTH_MODE": "disabled",
@@ -252,7 +259,10 @@ def test_a_job_survives_the_loss_of_every_head_process(redis_server, tmp_path): 
         def rows_written() -> int:
             return len(list(out.glob("*.parquet"))) if out.is_dir() else 0
 
-        wait(events, lambda: rows_written() >= 5, 180, "the job's first rows")
+        try:
+            wait(events, lambda: rows_written() >= 5, 300, "the job's first rows")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{_driver_log(worker_temp, temp)}") from None
         events(f"{rows_written()} row files written: the head is lost")
         killed = head.kill()
         events(f"head killed: {killed} processes")
@@ -284,9 +294,7 @@ def test_a_job_survives_the_loss_of_every_head_process(redis_server, tmp_path): 
                 events, status, float(os.environ.get("HEAD_LOSS_JOB_TIMEOUT_S", 420)), "the job to end"
             )
         except AssertionError as e:
-            drivers = sorted(Path(worker_temp).glob("session_*/logs/job-driver-*.log"))
-            tail = drivers[-1].read_text()[-3000:] if drivers else "(no driver log)"
-            raise AssertionError(f"{e}\ndriver log ({drivers[-1] if drivers else '-'}):\n{tail}") from None
+            raise AssertionError(f"{e}\n{_driver_log(worker_temp)}") from None
         # The driver's log lives on its node (the worker's), where the new head's job API does not
         # look for a job it took over: read it there.
         driver_log = sorted(Path(worker_temp).glob(f"session_*/logs/job-driver-{job}.log"))[-1]
@@ -311,6 +319,16 @@ def test_a_job_survives_the_loss_of_every_head_process(redis_server, tmp_path): 
                     p.kill()
         for t in temps if succeeded else []:  # a failed run keeps the nodes' logs
             shutil.rmtree(t, ignore_errors=True)
+
+
+def _driver_log(*temp_dirs: str) -> str:
+    """The tail of the job driver's log on each node, for a failure message: where the job was."""
+    parts = []
+    for temp_dir in temp_dirs:
+        logs = sorted(Path(temp_dir).glob("session_*/logs/job-driver-*.log"))
+        tail = logs[-1].read_text(errors="replace")[-3000:] if logs else "(no driver log)"
+        parts.append(f"driver log under {temp_dir}:\n{tail}")
+    return "\n".join(parts)
 
 
 def _alive(p: psutil.Process) -> bool:
