@@ -27,7 +27,17 @@ PRODUCTION = REPO / "helm" / "pairaug" / "presets" / "production.yaml"
 def _dry_run(config: Path) -> subprocess.CompletedProcess:
     exe = shutil.which("pairaug", path=os.path.dirname(sys.executable))
     return subprocess.run(
-        [exe, "run", "--dry-run", "--config", str(config), "--values", str(VALUES), "--values", str(PRODUCTION)],
+        [
+            exe,
+            "run",
+            "--dry-run",
+            "--config",
+            str(config),
+            "--values",
+            str(VALUES),
+            "--values",
+            str(PRODUCTION),
+        ],
         capture_output=True,
         text=True,
         env=os.environ.copy(),  # the loopback S3's endpoint and keys (conftest's s3_server)

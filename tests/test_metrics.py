@@ -84,7 +84,7 @@ def test_stage_metrics_are_scraped_from_the_metrics_agent():
     assert _value(text, "ray_pairaug_stage_seconds_total", stage="probe") > 0
     assert _value(text, "ray_pairaug_pruned_pairs", origin="inter", decision="kept") == 7
     # Every series carries its Ray session: the shipped dashboard's session variable selects on it.
-    assert all(
-        "SessionName=" in line for line in text.splitlines() if line.startswith("ray_pairaug_")
-    ), [line for line in text.splitlines() if line.startswith("ray_pairaug_")][:3]
+    assert all("SessionName=" in line for line in text.splitlines() if line.startswith("ray_pairaug_")), [
+        line for line in text.splitlines() if line.startswith("ray_pairaug_")
+    ][:3]
     assert not re.search(r"ray_pairaug_stage_gpu_seconds_total\{[^}]*stage=\"probe\"", text)  # a CPU stage
