@@ -102,6 +102,10 @@ def link_distributions(resolved: dict[str, str], view: Path) -> list[str]:
     """Links in `view` to the top-level packages of exactly the resolved distributions, from this
     environment; returns the version differences (reported, not fatal: transitive pins move)."""
     site = Path(sysconfig.get_paths()["purelib"])
+    # A symlink is enough when the image's user may walk to this environment; under a home folder of
+    # mode 700 (a clone in /root) it may not, and the view gets hard links (a copy across file
+    # systems) of the files instead, which it can read wherever they came from.
+    linkable = all(os.stat(d).st_mode & 0o001 for d in [site, *site.parents])
     differences = []
     for name, version in sorted(resolved.items()):
         if name.startswith(CUDA_ONLY_PREFIXES):
@@ -116,8 +120,21 @@ def link_distributions(resolved: dict[str, str], view: Path) -> list[str]:
         for top in sorted(tops - {"__pycache__"}):
             target = site / top
             if target.exists() and not (view / top).exists():
-                (view / top).symlink_to(target)
+                if linkable:
+                    (view / top).symlink_to(target)
+                elif target.is_dir():
+                    shutil.copytree(target, view / top, copy_function=_hard_link_or_copy, symlinks=True)
+                else:
+                    _hard_link_or_copy(str(target), str(view / top))
     return differences
+
+
+def _hard_link_or_copy(src: str, dst: str) -> str:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not allowed there
+        shutil.copy2(src, dst)
+    return dst
 
 
 def image_python() -> str:
