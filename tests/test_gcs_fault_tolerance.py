@@ -66,6 +66,8 @@ def redis_server(tmp_path):
     proc.wait(timeout=10)
 
 
+SCENARIO_TIMEOUT_S = 700  # minutes more than it takes on an idle 2-core machine (about 25 s)
+
 # The scenario runs in its own process: the test session already has a local Ray of its own.
 SCENARIO = textwrap.dedent(
     """
@@ -74,6 +76,11 @@ SCENARIO = textwrap.dedent(
     from ray.cluster_utils import Cluster
 
     password, out = sys.argv[1], sys.argv[2]
+    t0 = time.time()
+
+    def event(what):  # where the scenario is, for a failure message if it never ends
+        print(f"EVENT {time.time() - t0:6.1f} s  {what}", flush=True)
+
     cluster = Cluster(
         initialize_head=True,
         head_node_args={
@@ -84,8 +91,10 @@ SCENARIO = textwrap.dedent(
         },
     )
     try:
+        event("head up")
         cluster.add_node(num_cpus=2, object_store_memory=150 * 1024**2)
         ray.init(address=cluster.address, log_to_driver=False)
+        event("worker up, driver connected")
 
         @ray.remote(num_cpus=0.5)
         class Tally:
@@ -117,9 +126,12 @@ SCENARIO = textwrap.dedent(
         time.sleep(2)  # mid-job
         started = time.time()
         cluster.head_node.kill_gcs_server()
+        event("GCS killed")
         time.sleep(2)
         cluster.head_node.start_gcs_server()  # a restarted head: its state comes back from Redis
-        runner.join(timeout=240)
+        event("GCS restarted")
+        runner.join(timeout=600)  # generous: a loaded machine is slow, not broken
+        event(f"job thread {'still running' if runner.is_alive() else 'ended'}")
         rows = sorted(r["id"] for r in ray.data.read_parquet(out).take_all()) if not errors else []
         after = ray.get(ray.get_actor("tally").add.remote(1))
         print("RESULT " + json.dumps({
@@ -144,16 +156,25 @@ def _scenario(tmp_path, redis_address: str | None) -> subprocess.CompletedProces
     if redis_address:
         # What KubeRay sets on the head for gcsFaultToleranceOptions (redisAddress, the namespace).
         env.update(RAY_REDIS_ADDRESS=redis_address, RAY_external_storage_namespace="pairaug-test")
-    return subprocess.run(
-        [sys.executable, "-c", SCENARIO, REDIS_PASSWORD if redis_address else "", str(tmp_path / "rows")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=420,
-    )
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", SCENARIO, REDIS_PASSWORD if redis_address else "", str(tmp_path / "rows")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=SCENARIO_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired as e:
+        # Slow or stuck: the scenario's last events say which, and where.
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else e.stdout or ""
+        events = "\n".join(line for line in out.splitlines() if line.startswith("EVENT "))
+        raise AssertionError(
+            f"the scenario did not end in {SCENARIO_TIMEOUT_S} s; its events:\n{events}"
+        ) from None
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2 * SCENARIO_TIMEOUT_S + 60)  # two scenarios, each with its own generous limit
 def test_a_job_survives_its_gcs_dying_and_coming_back(redis_server, tmp_path):
     # Without fault tolerance the same outage ends the job: the restarted GCS is a new cluster.
     control = _scenario(tmp_path / "control", None)
