@@ -133,3 +133,19 @@ def test_a_broken_copy_names_every_problem(filled_template, tmp_path):
         assert any(key in line and says in line for line in problems), (key, says, out.stdout, out.stderr)
     assert len(problems) == len(named), out.stdout
     assert f"{len(named)} problem(s)" in out.stdout and "Traceback" not in out.stderr
+
+
+def test_values_files_merge_as_helm_does(tmp_path):
+    from pairaug_ray.pipeline.dry_run import load_values
+
+    base = tmp_path / "values.yaml"
+    base.write_text(yaml.safe_dump({"gpuWorkers": {"maxReplicas": 1, "gpusPerPod": 1, "tolerations": ["a"]}}))
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(
+        yaml.safe_dump({"gpuWorkers": {"maxReplicas": 2, "gpusPerPod": 8, "tolerations": None}})
+    )
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump({"gpuWorkers": {"maxReplicas": 4}}))
+    merged = load_values([str(base), str(preset), str(mine)])
+    # Later files win key by key inside maps; null drops what an earlier file set.
+    assert merged == {"gpuWorkers": {"maxReplicas": 4, "gpusPerPod": 8}}
