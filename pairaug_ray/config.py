@@ -75,6 +75,11 @@ class RayConfig(StrictModel):
         True,
         description="A progress bar per stage on the terminal (rows, rows/s, ETA); the stage lines stay.",
     )
+    cpu_work_off_gpu_nodes: bool = Field(
+        True,
+        description="CPU tasks and actors never run on (or start) nodes labelled pairaug.io/node-kind=gpu, "
+        "as the chart labels its GPU groups; they wait for CPU nodes instead. Unlabelled nodes take any work.",
+    )
 
 
 class PhantomCorpusConfig(StrictModel):

@@ -37,6 +37,11 @@ PROGRESS_FILE = "progress.json"
 _console: TextIO | None = None
 _bars = True
 _report: Report | None = None
+_stage: str | None = None  # the stage running now (nodes.py records it beside each node's arrival)
+
+
+def current_stage() -> str | None:
+    return _stage
 
 
 def enable(console: TextIO | None) -> None:
@@ -102,6 +107,9 @@ class Report:
             if not force and time.monotonic() - self._written < REPORT_EVERY_S:
                 return
             self._written = time.monotonic()
+            from pairaug_ray import nodes
+
+            self.doc["nodes"] = nodes.current()  # the nodes per group now, what waits for nodes
             doc = dict(self.doc)
         # A storage hiccup must not stop the job; the next write catches up.
         with contextlib.suppress(OSError):
@@ -125,8 +133,10 @@ def report_end(error: str | None = None) -> None:
 @contextmanager
 def stage(name: str, what: str = "") -> Iterator[dict[str, str]]:
     """`name ... what` now, `name done: <result> (N s)` at the end; the caller sets `result["line"]`."""
+    global _stage
     say(f"{name:<{WIDTH}} {what}".rstrip())
     started = time.perf_counter()
+    _stage = name
     if _report is not None:
         # The last stage's rows, rate and ETA are not this one's.
         _report.update(
@@ -137,7 +147,10 @@ def stage(name: str, what: str = "") -> Iterator[dict[str, str]]:
             eta_s=None,
         )
     result: dict[str, str] = {"line": ""}
-    yield result
+    try:
+        yield result
+    finally:
+        _stage = None
     seconds = time.perf_counter() - started
     say(f"{name:<{WIDTH}} done: {result['line']} ({seconds:.0f} s)".replace("done:  (", "done ("))
     if _report is not None:
@@ -261,10 +274,19 @@ def bar(name: str, total: int | None = None, unit: str = "rows") -> Iterator[Any
         if shown_bar is not None:
             if n > shown_bar.n:
                 shown_bar.update(n - shown_bar.n)
-            if info:
+            from pairaug_ray import nodes
+
+            waiting = nodes.waiting_text((nodes.current() or {}).get("waiting") or {})
+            if info or waiting or shown_bar.postfix:
                 shown_bar.set_postfix_str(
                     ", ".join(
-                        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items()
+                        [
+                            *(
+                                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                for k, v in info.items()
+                            ),
+                            *([waiting] if waiting else []),
+                        ]
                     ),
                     refresh=False,
                 )
@@ -376,6 +398,13 @@ def format_progress(doc: dict[str, Any], now: datetime | None = None) -> str:
             )
     elif state == "failed":
         head += f": {doc.get('error')}"
+    nodes_now = doc.get("nodes") or {}
+    if nodes_now.get("groups"):
+        from pairaug_ray.nodes import waiting_text
+
+        groups = ", ".join(f"{g} {n}" for g, n in nodes_now["groups"].items())
+        waiting = waiting_text(nodes_now.get("waiting") or {}) if state == "running" else ""
+        lines.append(f"  nodes: {groups}" + (f"; {waiting}" if waiting else ""))
     for s in doc.get("finished_stages", []):
         lines.append(f"  {s['name']:<{WIDTH}} done: {s['result']} ({s['seconds']:.0f} s)")
     age = _ago(doc.get("updated_at"), now)

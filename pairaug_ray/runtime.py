@@ -17,6 +17,20 @@ from pairaug_ray.config import RayConfig
 
 log = logging.getLogger(__name__)
 
+# The Ray node label the Helm chart puts on each worker group: "gpu" on a group whose pods have GPUs,
+# "cpu" on one without (helm/pairaug/templates/_helpers.tpl). Selectors use its negation, so that a
+# node without the label (a laptop's local Ray, a cluster not deployed by the chart) takes any work.
+NODE_KIND_LABEL = "pairaug.io/node-kind"
+CPU_WORK = {NODE_KIND_LABEL: "!gpu"}  # every CPU task and actor: never on a GPU-labelled node
+GPU_WORK = {NODE_KIND_LABEL: "!cpu"}  # a GPU stage overrides the CPU default, key for key
+
+
+def work_selector(gpus: float) -> dict[str, str]:
+    """The label selector of a worker that reserves `gpus` GPUs (docs/operations.md, "CPU work stays
+    off GPU nodes")."""
+    return dict(GPU_WORK if gpus else CPU_WORK)
+
+
 # Whether this process started the Ray it is connected to (a fixed-size local Ray whose CPUs are
 # all there is) rather than joining a cluster, which may autoscale from zero.
 _started_local = False
@@ -65,6 +79,12 @@ def init_ray(cfg: RayConfig) -> None:
     ctx.enable_progress_bars = False
     ctx.enable_operator_progress_bars = False
     ctx.print_on_execution_start = False
-    from pairaug_ray import progress
+    # Every Ray Data task and actor (reads, validation, repartitions, writes, CPU pools) avoids nodes
+    # labelled gpu: the autoscaler would otherwise start a GPU node for CPU work whenever the CPU
+    # group is at its maximum, since a GPU node offers CPUs too. GPU stages override the key
+    # (stages/base.py). Set before any dataset is made: a dataset keeps a copy of this context.
+    ctx.execution_options.label_selector = dict(CPU_WORK) if cfg.cpu_work_off_gpu_nodes else None
+    from pairaug_ray import nodes, progress
 
     progress.show_bars(cfg.progress_bars)
+    nodes.start_if_requested(autoscaling=not _started_local)

@@ -360,6 +360,8 @@ def build_rayjob(
         spec["clusterSelector"] = {"ray.io/cluster": cluster}
     elif not spec.get("rayClusterSpec"):
         raise SubmitError("the --template RayJob has no spec.rayClusterSpec (or pass --cluster NAME)")
+    else:
+        label_node_kinds(spec["rayClusterSpec"])
     if runtime_env:
         import yaml
 
@@ -377,6 +379,42 @@ def build_rayjob(
         "metadata": {"name": name, "labels": labels},
         "spec": spec,
     }
+
+
+def group_gpus(group: dict) -> float:
+    """The GPUs a worker group's pods offer Ray: its `resources.GPU`, `rayStartParams.num-gpus`, or
+    the containers' GPU limits (nvidia.com/gpu, amd.com/gpu, ...), in KubeRay's order."""
+    for value in (
+        (group.get("resources") or {}).get("GPU"),
+        (group.get("rayStartParams") or {}).get("num-gpus"),
+    ):
+        if value is not None:
+            return float(value)
+    pod = (group.get("template") or {}).get("spec") or {}
+    return sum(
+        float(v)
+        for c in pod.get("containers") or []
+        for k, v in ((c.get("resources") or {}).get("limits") or {}).items()
+        if k.endswith("/gpu")
+    )
+
+
+def label_node_kinds(cluster_spec: dict) -> None:
+    """Label each worker group `pairaug.io/node-kind: cpu|gpu`, as the Helm chart does, unless the
+    template already labels it: the job's CPU stages then keep off GPU nodes (runtime.py). With no
+    group that can run CPU work, no group is labelled gpu (CPU stages use the GPU nodes' CPUs)."""
+    from pairaug_ray.runtime import NODE_KIND_LABEL
+
+    groups = [g for g in cluster_spec.get("workerGroupSpecs") or [] if isinstance(g, dict)]
+    has_cpu_group = any(group_gpus(g) == 0 and int(g.get("maxReplicas") or 0) > 0 for g in groups)
+    for g in groups:
+        labels = g.get("labels") or {}
+        if NODE_KIND_LABEL in labels:
+            continue
+        kind = "gpu" if group_gpus(g) else "cpu"
+        if kind == "gpu" and not has_cpu_group:
+            continue
+        g["labels"] = {**labels, NODE_KIND_LABEL: kind}
 
 
 def _containers(spec: dict) -> list[dict]:

@@ -61,6 +61,9 @@ HEAD_NODE_TYPE = "ray.head.default"
 # Default Ray node label that carries the node type (RAY_NODE_TYPE_NAME), as on KubeRay where
 # it is the worker group name.
 NODE_GROUP_LABEL = "ray.io/node-group"
+# The labels helm/pairaug gives its groups by whether their pods have GPUs (pairaug_ray/runtime.py).
+CPU_KIND = {"pairaug.io/node-kind": "cpu"}
+GPU_KIND = {"pairaug.io/node-kind": "gpu"}
 # Environment variable set on the head and inherited by every process of the cluster that does
 # not rename itself; one of the ways teardown finds them (see FakeAutoscalingCluster.processes).
 MARKER_ENV = "PAIRAUG_FAKE_CLUSTER_ID"
@@ -131,6 +134,8 @@ class WorkerType:
     resources: dict[str, float]
     max_workers: int = 2
     min_workers: int = 0
+    # Ray node labels of the type, as a KubeRay group's `labels` (the chart sets pairaug.io/node-kind).
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 class FakeAutoscalingCluster:
@@ -154,8 +159,8 @@ class FakeAutoscalingCluster:
         if worker_types is None:
             worker_types = {
                 # helm/pairaug cpuWorkers (groupName cpu) and gpuWorkers (groupName gpu), scaled down.
-                "cpu": WorkerType({"CPU": 1}, max_workers=2),
-                "gpu": WorkerType({"CPU": 1, "GPU": 1}, max_workers=2),
+                "cpu": WorkerType({"CPU": 1}, max_workers=2, labels=CPU_KIND),
+                "gpu": WorkerType({"CPU": 1, "GPU": 1}, max_workers=2, labels=GPU_KIND),
             }
         self.worker_types = worker_types
         self.idle_timeout_s = idle_timeout_s
@@ -194,7 +199,7 @@ class FakeAutoscalingCluster:
                 # RAY_NODE_TYPE_NAME). The fake provider computes a node's labels in the monitor
                 # process, whose environment lacks that variable, so it is declared here; the
                 # autoscaler also uses these labels to satisfy tasks with a label_selector.
-                "labels": {NODE_GROUP_LABEL: name},
+                "labels": {NODE_GROUP_LABEL: name, **wt.labels},
                 "node_config": {},
                 "min_workers": wt.min_workers,
                 "max_workers": wt.max_workers,

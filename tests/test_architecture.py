@@ -3,7 +3,7 @@
     0 foundation   errors, schema, storage, config, kuberay_rules
     1 files        images, pairs (pair datasets read with pyarrow), resume
     2 library      models, p2p, text, eval, viz                      (never import Ray)
-    3 stages       manifest (Ray Data I/O), runtime, progress, corpora, stages, testing
+    3 stages       manifest (Ray Data I/O), runtime, progress, nodes, corpora, stages, testing
     4 jobs         pipeline, submit
     5 cli          cli, __main__
 
@@ -32,7 +32,7 @@ LAYERS = [
     ],  # "" is the package's __init__
     ["images", "pairs", "resume"],
     ["models", "p2p", "text", "eval", "viz"],
-    ["manifest", "runtime", "progress", "metrics", "corpora", "stages", "testing"],
+    ["manifest", "runtime", "progress", "nodes", "metrics", "corpora", "stages", "testing"],
     ["pipeline", "submit"],
     ["cli", "__main__"],
 ]

@@ -398,6 +398,31 @@ def test_cpu_only(rendered):
         assert "envFrom" not in pod["containers"][0]  # s3.credentials: none
 
 
+def test_groups_are_labelled_by_kind_so_cpu_work_keeps_off_gpu_nodes(rendered):
+    """pairaug.io/node-kind on every worker group, from its GPUs (the jobs' CPU work selects !gpu,
+    pairaug_ray/runtime.py); without a CPU group the GPU groups stay unlabelled, since CPU stages
+    then have nowhere else to run; a user's rayLabels cannot take the key over."""
+
+    def kinds(docs: list[dict]) -> dict[str, str | None]:
+        (rc,) = only(docs, "RayCluster")
+        return {
+            g["groupName"]: (g.get("labels") or {}).get("pairaug.io/node-kind")
+            for g in rc["spec"]["workerGroupSpecs"]
+        }
+
+    assert kinds(rendered["default"]) == {"cpu": "cpu", "gpu": "gpu"}
+    assert kinds(rendered["cpu-only-values"]) == {"cpu": "cpu"}
+    assert kinds(render("--set", "cpuWorkers.enabled=false")) == {"gpu": None}
+    assert kinds(render("--set", "cpuWorkers.maxReplicas=0", "--set", "cpuWorkers.replicas=0")) == {
+        "cpu": "cpu",
+        "gpu": None,
+    }
+    refused = helm(
+        "template", "p", str(CHART), "--set", "gpuWorkers.rayLabels.pairaug\\.io/node-kind=cpu", check=False
+    )
+    assert refused.returncode and "gpuWorkers.rayLabels sets pairaug.io/node-kind" in refused.stderr
+
+
 def test_irsa_and_pipeline_configs(rendered):
     docs = rendered["gpu-values"]
     (sa,) = only(docs, "ServiceAccount")
@@ -702,7 +727,9 @@ def test_operator_grade_options(rendered):
         spot["idleTimeoutSeconds"],
         ondemand["idleTimeoutSeconds"],
     ) == (90, 120)
-    assert spot["labels"] == {"ray.io/market-type": "spot"}
+    # The group's own labels, and the kind the chart derives from its GPUs (CPU work keeps off it).
+    assert spot["labels"] == {"ray.io/market-type": "spot", "pairaug.io/node-kind": "gpu"}
+    assert by_name["cpu-highmem"]["labels"]["pairaug.io/node-kind"] == "cpu"
     for g in (spot, ondemand):
         res = g["template"]["spec"]["containers"][0]["resources"]
         assert res["limits"]["vpc.amazonaws.com/efa"] == "4" and res["limits"]["nvidia.com/gpu"] == "8"

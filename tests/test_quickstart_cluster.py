@@ -27,7 +27,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-from autoscaling_cluster import HEAD_NODE_TYPE, FakeAutoscalingCluster, WorkerType, wait_for
+from autoscaling_cluster import (
+    CPU_KIND,
+    GPU_KIND,
+    HEAD_NODE_TYPE,
+    FakeAutoscalingCluster,
+    WorkerType,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -74,8 +81,9 @@ def cluster(s3_server):
     venv_bin = str(Path(sys.executable).parent)
     c = FakeAutoscalingCluster(
         {
-            "cpu": WorkerType({"CPU": 1}, max_workers=2),
-            "gpu": WorkerType({"CPU": 1, "GPU": 1}, max_workers=2),
+            # Labelled as the chart labels its groups: the job's CPU work keeps off the gpu type.
+            "cpu": WorkerType({"CPU": 1}, max_workers=2, labels=CPU_KIND),
+            "gpu": WorkerType({"CPU": 1, "GPU": 1}, max_workers=2, labels=GPU_KIND),
         },
         idle_timeout_s=IDLE_TIMEOUT_S,
         token_auth=True,
@@ -232,6 +240,19 @@ def test_the_quick_start_augment_job_scales_up_survives_a_lost_gpu_node_and_scal
     assert nodes[killed].state == "DEAD"
     assert any(n.node_type == "gpu" and n.start_time_ms / 1000 > killed_at for n in nodes.values())
 
+    # GPU nodes for GPU work only (issue 32): the CPU group (2 one-CPU nodes) is too small for the
+    # CPU stages' tasks, and a GPU-type node offers a CPU too, yet none came up before generation or
+    # for a CPU stage after it; generation got its GPU nodes. The job wrote this node timeline.
+    timeline = _s3_json(f"{out}/nodes.json")
+    ups = [(e["group"], e["stage"]) for e in timeline["events"] if e["event"] == "up"]
+    assert [stage for group, stage in ups if group == "gpu"] and all(
+        stage == "generate" for group, stage in ups if group == "gpu"
+    ), ups
+    assert timeline["groups"]["gpu"]["kind"] == "gpu" and timeline["peak_by_stage"]["generate"]["gpu"] >= 1
+    assert all(timeline["peak_by_stage"].get(s, {}).get("gpu", 0) == 0 for s in ("validate", "rewrite")), (
+        timeline
+    )
+
     # The job's log is the pipeline's lines: Ray's relayed worker output, the autoscaler's events
     # and the cluster's warnings (the dead node) went to the job's log file on S3.
     assert "augment job 'demo' finished" in log
@@ -279,6 +300,7 @@ def test_the_quick_start_augment_job_scales_up_survives_a_lost_gpu_node_and_scal
     assert job.submission_id in listed.stdout and "SUCCEEDED" in listed.stdout
     status = _pairaug("status", out)
     assert status.startswith("run 'demo' (augment): finished")
+    assert "\n  nodes: " in status, status  # the nodes per group when the job ended
     shown = _pairaug("manifest", "show", f"{out}/synthetic", "--head", "3")
     assert "augtext" in shown or "inter" in shown
 
@@ -286,6 +308,9 @@ def test_the_quick_start_augment_job_scales_up_survives_a_lost_gpu_node_and_scal
     _only_head(cluster)
 
 
+# `long` (make test-all): Ray Train on the autoscaling cluster through `pairaug submit` (about 100 s);
+# tests/test_submit.py covers the command and tests/test_train.py the Ray Train run in CI.
+@pytest.mark.long
 def test_the_train_job_with_pairaug_submit(cluster, bucket, capsys, monkeypatch):
     """Pretraining on the quick start's outputs, submitted with `pairaug submit` (which reads the
     token from RAY_AUTH_TOKEN and prints the job's progress.json while it follows the job)."""

@@ -87,10 +87,12 @@ def job(fn: Callable[[Any, argparse.Namespace], int]) -> Handler:
     <run.output_dir>/logs/."""
 
     def handler(args: argparse.Namespace) -> int:
-        from pairaug_ray import progress, storage
+        from pairaug_ray import nodes, progress, storage
 
         cfg = load(args)
         with in_terminal(args, storage.join(cfg.run.output_dir, "logs")):
+            # nodes.json beside the outputs: which nodes of which group came and went, for which stage.
+            nodes.record_to(storage.join(cfg.run.output_dir, nodes.TIMELINE_FILE))
             # progress.json beside the outputs: what `pairaug status` and `pairaug submit` show.
             progress.report_to(
                 storage.join(cfg.run.output_dir, progress.PROGRESS_FILE),
@@ -105,6 +107,7 @@ def job(fn: Callable[[Any, argparse.Namespace], int]) -> Handler:
             else:
                 progress.report_end()
             finally:
+                nodes.finish()
                 progress.report_to(None)
             return code
 

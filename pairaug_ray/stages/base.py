@@ -25,6 +25,7 @@ import ray
 from ray.data import ActorPoolStrategy
 
 from pairaug_ray import metrics
+from pairaug_ray.runtime import work_selector
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class StagePlan:
             "batch_size": self.batch_size,
             "batch_format": self.batch_format,
             "num_cpus": self.resources.cpus,
+            # CPU stages keep off GPU-labelled nodes, GPU stages off CPU-labelled ones (runtime.py).
+            "label_selector": work_selector(self.resources.gpus),
         }
         if self.resources.gpus:
             common["num_gpus"] = self.resources.gpus

@@ -446,6 +446,14 @@ headGroupSpec:
 {{- $groups = append $groups (list "driverWorkers" $d 0) }}
 {{- end }}
 {{- end }}
+{{- /* Whether some enabled group without GPUs can run work: then GPU groups are labelled gpu and
+the jobs' CPU stages keep off them (pairaug_ray/runtime.py). Without one, CPU stages must use the GPU
+nodes' CPUs, so no group is labelled gpu. */}}
+{{- $cpuGroup := false }}
+{{- range $entry := $groups }}
+{{- $g := index $entry 1 }}
+{{- if and $g.enabled (eq (int (index $entry 2)) 0) (gt (int $g.maxReplicas) 0) }}{{- $cpuGroup = true }}{{- end }}
+{{- end }}
 workerGroupSpecs:
   {{- range $entry := $groups }}
   {{- $key := index $entry 0 }}
@@ -475,7 +483,13 @@ workerGroupSpecs:
     {{- end }}
     priority: {{ . }}
     {{- end }}
-    {{- with $g.rayLabels }}
+    {{- $kind := ternary "cpu" "gpu" (eq (int $gpus) 0) }}
+    {{- if hasKey ($g.rayLabels | default dict) "pairaug.io/node-kind" }}
+    {{- fail (printf "%s.rayLabels sets pairaug.io/node-kind: the chart sets it from the group's GPUs (gpusPerPod), which is what keeps CPU work off GPU nodes" $key) }}
+    {{- end }}
+    {{- $labels := deepCopy ($g.rayLabels | default dict) }}
+    {{- if or (eq $kind "cpu") $cpuGroup }}{{- $_ := set $labels "pairaug.io/node-kind" $kind }}{{- end }}
+    {{- with $labels }}
     labels:
       {{- toYaml . | nindent 6 }}
     {{- end }}

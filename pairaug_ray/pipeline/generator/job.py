@@ -23,7 +23,7 @@ from pairaug_ray.manifest import read_manifest
 from pairaug_ray.models.refs import resolve_model
 from pairaug_ray.pipeline.common import real_pairs_root, train_storage
 from pairaug_ray.pipeline.generator.loop import META_FILE, PIPELINE_DIR, SAMPLES_FILE, t2i_loop_per_worker
-from pairaug_ray.runtime import init_ray
+from pairaug_ray.runtime import init_ray, work_selector
 from pairaug_ray.stages.t2i_data import PreprocessT2I
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,8 @@ def finetune_t2i_job(
                 num_workers=f.num_workers,
                 use_gpu=f.use_gpu,
                 resources_per_worker={"CPU": f.cpus_per_worker, **({"GPU": 1} if f.use_gpu else {})},
+                # CPU workers keep off GPU-labelled nodes, GPU workers off CPU-labelled ones.
+                label_selector=work_selector(1 if f.use_gpu else 0) if f.num_workers else None,
             ),
             run_config=RunConfig(
                 name=f.name,

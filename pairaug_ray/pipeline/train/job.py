@@ -15,7 +15,7 @@ from pairaug_ray.config import ConfigError, JobConfig, TrainConfig
 from pairaug_ray.pipeline.common import train_storage
 from pairaug_ray.pipeline.train.data import preprocessed, training_pairs, validation_rows
 from pairaug_ray.pipeline.train.loop import META_FILE, MODEL_DIR, train_loop_per_worker
-from pairaug_ray.runtime import init_ray, started_local_ray
+from pairaug_ray.runtime import init_ray, started_local_ray, work_selector
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,8 @@ def _fit(cfg, train_data, meta, steps_per_epoch, validation, storage_path, fs, s
             num_workers=t.num_workers,
             use_gpu=t.use_gpu,
             resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})},
+            # CPU workers keep off GPU-labelled nodes, GPU workers off CPU-labelled ones.
+            label_selector=work_selector(1 if t.use_gpu else 0) if t.num_workers else None,
         ),
         run_config=RunConfig(
             name=t.name,
