@@ -37,6 +37,9 @@ def card_cfg(ray_local, phantom_root, tiny_models, tmp_path_factory):
     )
 
 
+# `long` (make test-all): trains and scores a generator (about 50 s); tests/test_t2i.py shows in CI that a
+# generator learns to draw the finding.
+@pytest.mark.long
 def test_the_report_card_of_a_generator(card_cfg, capsys):
     from pairaug_ray.cli import main
     from pairaug_ray.pipeline.generator import eval_generator_job

@@ -49,6 +49,9 @@ def _checkpoints(run: str) -> list[dict]:
     ]
 
 
+# `long` (make test-all): a Ray Train finetune with a failure and a resume (about 95 s); tests/test_t2i.py
+# trains a generator in CI.
+@pytest.mark.long
 def test_the_generator_trains_survives_a_failed_worker_and_resumes(ray_local, phantom_root, tmp_path):
     from PIL import Image
 

@@ -150,6 +150,9 @@ class Node:
         return len(procs)
 
 
+# `long` (make test-all): two clusters in turn (about 50 s); tests/test_gcs_fault_tolerance.py shows a
+# job surviving its GCS in CI.
+@pytest.mark.long
 def test_a_job_survives_the_loss_of_every_head_process(redis_server, tmp_path):  # noqa: F811
     from ray.job_submission import JobStatus, JobSubmissionClient
 

@@ -133,6 +133,8 @@ def test_a_rerun_reuses_every_stage(iu_run):
     assert again["seconds"]["generate"] < first["seconds"]["generate"] or first["seconds"]["generate"] < 5
 
 
+# `long` (make test-all): a second full augment run (about 50 s); the report-only path itself runs in CI above.
+@pytest.mark.long
 def test_pairs_plus_reports_in_one_config(ray_local, tiny_models, phantom_root, tmp_path):
     """The phantom's pairs with the reports of every one of its patients beside them, read from the
     manifest without the images and without their splits (the default split is train). A report of

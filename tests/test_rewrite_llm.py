@@ -58,6 +58,9 @@ def _check(rows: list[dict], backend: str) -> None:
         assert p["backend"] == backend and p["attempts"] >= 1 and p["tokens_out"] > 0 and p["latency_s"] > 0
 
 
+# `long` (make test-all): loads SmolLM2 in-process (about 45 s); the OpenAI backend against a real small
+# LLM server runs in CI below.
+@pytest.mark.long
 def test_local_backend_with_smollm2(small_corpus, smollm_dir, tmp_path):
     cfg = parse_config(
         {
