@@ -188,6 +188,27 @@ def test_linear_probe_separable_and_random_features():
     assert abs(noise["fractions"]["1"]["macro"]["auc"]["observed"] - 0.5) < 0.15
 
 
+def test_a_probe_split_by_patient_cannot_recognise_test_patients():
+    """Each patient's images share an identity (their anatomy, in the phantom) and a label that the
+    identity does not imply. Split by image, the probe meets its training patients again in the test
+    part and reads their label from the identity; split by patient, it has nothing to go on."""
+    rng = np.random.default_rng(1)
+    patients, per_patient = 120, 6
+    identity = rng.standard_normal((patients, 256))  # more dimensions than patients: any labels separate
+    label = (rng.random(patients) < 0.5).astype(float)
+    pid = np.repeat(np.arange(patients), per_patient)
+    x = identity[pid] + 0.1 * rng.standard_normal((len(pid), 256))
+    y = label[pid][:, None]
+    by_image = linear_probe(x, y, ["a"], [1.0], n_bootstrap=50)
+    by_patient = linear_probe(x, y, ["a"], [0.01, 1.0], n_bootstrap=50, groups=[f"p{i}" for i in pid])
+    assert by_image["split_by"] == "image" and by_patient["split_by"] == "patient"
+    assert by_patient["patients"] == {"train": 96, "validate": 12, "test": 12}
+    assert by_image["fractions"]["1"]["macro"]["auc"]["observed"] > 0.85  # the leak
+    assert by_patient["fractions"]["1"]["macro"]["auc"]["observed"] < 0.75
+    # 1% of 576 training images would be 6: the smallest fraction holds at least 20, in whole patients.
+    assert by_patient["fractions"]["0.01"]["train_rows"] == 24
+
+
 # --- adapters on the real label files in the torchxrayvision wheel ---------------------------------------------
 
 

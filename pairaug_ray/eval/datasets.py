@@ -82,7 +82,9 @@ def from_manifest(
     absent = [c for c in wanted if c not in cols]
     if absent:
         raise DatasetFormatError(f"{root}: the manifest has no label column(s) {', '.join(absent)}")
-    extras = [c for c in (schema.REPORT, schema.ORIGIN, *schema.DEMOGRAPHIC_COLUMNS) if c in cols]
+    extras = [
+        c for c in (schema.PATIENT_ID, schema.REPORT, schema.ORIGIN, *schema.DEMOGRAPHIC_COLUMNS) if c in cols
+    ]
     base = [schema.PAIR_ID, schema.IMAGE_URI, schema.STATUS, schema.SPLIT]
     df = read_columns(root, [*base, *wanted, *extras]).to_pandas()
     df = df[df[schema.STATUS] == schema.STATUS_OK]
@@ -142,6 +144,10 @@ def from_chexpert(
         )
     for lb in labels:
         out[lb] = _uncertain(df[lb].reset_index(drop=True), uncertain, missing).to_numpy()
+    # train/patient00001/study1/... : the patient, so that a probe's splits keep patients apart.
+    patient = out[schema.IMAGE_ID].astype(str).str.extract(r"(patient\d+)", expand=False)
+    if patient.notna().all():
+        out[schema.PATIENT_ID] = patient.to_numpy()
     # The train/valid CSVs carry Sex and Age (the test set's groundtruth.csv does not).
     if "Sex" in df:
         out[schema.SEX] = _sex(df["Sex"].reset_index(drop=True))
@@ -191,6 +197,8 @@ def from_padchest(
     sets = [set(r) for r in parsed]
     for lb in labels:
         out[lb] = np.array([1.0 if lb in s else 0.0 for s in sets])
+    if "PatientID" in df:
+        out[schema.PATIENT_ID] = df["PatientID"].astype(str).to_numpy()
     if "PatientSex_DICOM" in df:
         out[schema.SEX] = _sex(df["PatientSex_DICOM"].reset_index(drop=True))
     if "PatientBirth" in df and "StudyDate_DICOM" in df:
@@ -216,6 +224,7 @@ def from_rsna(csv: str, images_root: str, name: str = "rsna", image_suffix: str 
             schema.IMAGE_ID: per_patient.index.to_numpy(),
             schema.IMAGE_URI: [storage.join(images_root, f"{p}{image_suffix}") for p in per_patient.index],
             "Pneumonia": per_patient.to_numpy(dtype=float),
+            schema.PATIENT_ID: per_patient.index.to_numpy(),  # one image per patient in RSNA
         }
     )
     return EvalSet(name, ["Pneumonia"], out, {"csv": csv, "images_root": images_root})

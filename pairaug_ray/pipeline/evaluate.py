@@ -328,6 +328,8 @@ def _probe(cfg: JobConfig, row: ModelRow) -> dict[str, Any]:
         lp.seed,
         lp.c_grid,
         cfg.evaluate.n_bootstrap,
+        # Split by patient where the dataset names them (the phantom, MIMIC, CheXpert, PadChest, RSNA).
+        groups=kept[schema.PATIENT_ID].to_numpy() if schema.PATIENT_ID in kept else None,
     )
     return {"model": row.name, "dataset": spec.name, **result}
 
