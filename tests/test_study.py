@@ -17,10 +17,12 @@ from pairaug_ray.config import load_config
 from pairaug_ray.eval.metrics import (
     BASE_SEED_DRAWS,
     OTHER_SEED_DRAWS,
+    holm,
     paired_auc_difference,
     pooled_auc,
     pooled_auc_difference,
     seed_draws,
+    seed_t_difference,
 )
 from pairaug_ray.pairs import patient_subset
 
@@ -71,6 +73,63 @@ def test_pooled_interval_holds_the_seeds_spread():
     assert same["macro"]["lower"] < 0 < same["macro"]["upper"] and not same["gain"] and not same["loss"]
 
 
+def test_the_seed_t_interval_covers_the_truth_with_three_seeds_where_the_bootstrap_does_not():
+    """80 simulated studies of 3 paired seeds per arm whose quality varies from seed to seed (score =
+    s * y + noise, s drawn per seed): the true difference of the expected AUCs, Phi(s / sqrt 2)
+    averaged over s, is known. The t-interval over seeds plus the test bootstrap holds it about 95% of
+    the time; resampling 3 seeds with replacement shrinks their spread and covers it less often."""
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    mu_base, mu_other, sd_seed = 1.0, 1.2, 0.5
+    z = rng.standard_normal(2_000_000)
+    truth = float(np.mean(stats.norm.cdf((mu_other + sd_seed * z) / np.sqrt(2))))
+    truth -= float(np.mean(stats.norm.cdf((mu_base + sd_seed * z) / np.sqrt(2))))
+
+    def arm(y, mu):
+        return [(mu + sd_seed * rng.standard_normal()) * y + rng.standard_normal(y.shape) for _ in range(3)]
+
+    covered_t = covered_boot = 0
+    for _ in range(80):
+        y = (rng.random((600, 1)) < 0.4).astype(float)
+        base, other = arm(y, mu_base), arm(y, mu_other)
+        t = seed_t_difference(y, base, other, ["a"], n_bootstrap=100)["macro"]
+        boot = pooled_auc_difference(y, base, other, ["a"], n_bootstrap=100)["macro"]
+        covered_t += t["lower"] <= truth <= t["upper"]
+        covered_boot += boot["lower"] <= truth <= boot["upper"]
+    print(
+        f"\n[coverage] truth {truth:+.4f}: t over seeds {covered_t / 80:.0%}, seed bootstrap {covered_boot / 80:.0%}"
+    )
+    assert covered_t / 80 >= 0.9
+    assert covered_boot < covered_t
+
+
+def test_the_seed_t_difference_is_the_observed_one_and_holm_adjusts_over_arms():
+    y, base, other = _runs(shift=0.2)
+    got = seed_t_difference(y, base, other, ["a", "b"], n_bootstrap=200)
+    observed = np.mean(
+        [
+            np.mean([roc_auc_score(y[:, j], o[:, j]) - roc_auc_score(y[:, j], b[:, j]) for j in range(2)])
+            for b, o in zip(base, other, strict=True)
+        ]
+    )
+    m = got["macro"]
+    assert m["observed"] == pytest.approx(observed, abs=1e-6) and got["paired_seeds"]
+    assert m["lower"] < m["observed"] < m["upper"] and got["gain"]
+    assert m["se"] ** 2 == pytest.approx(m["se_seed"] ** 2 + m["se_test"] ** 2, rel=1e-3)
+    assert m["df"] >= 2  # at least the seeds' n - 1
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        seed_t_difference(y, base[:1], other[:1], ["a", "b"], n_bootstrap=200)
+    # Holm: the smallest p is multiplied by the family's size, the next by one less, kept monotone.
+    adjusted = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": None})
+    assert adjusted["a"] == {"p_holm": 0.03, "rejected": True}
+    assert adjusted["c"]["p_holm"] == pytest.approx(0.06) and not adjusted["c"]["rejected"]
+    assert adjusted["b"]["p_holm"] == pytest.approx(0.06) and adjusted["d"] == {
+        "p_holm": None,
+        "rejected": False,
+    }
+
+
 def test_the_low_data_draw_is_by_patient_seeded_and_nested():
     patients = [f"p{i:04d}" for i in range(4000)]
     tenth, half = patient_subset(patients, 0.1, 7), patient_subset(patients, 0.5, 7)
@@ -95,6 +154,9 @@ def test_quick_applies_the_configs_quick_settings_before_any_set():
         load_config("configs/phantom-study.yaml", ["study.arms=[inter]"])
 
 
+# `long` (make test-all): every arm trained and scored (about 80 s); tests/test_train.py's S3 run shows in CI
+# that a model trained on the pipeline's output learns.
+@pytest.mark.long
 @pytest.mark.slow
 def test_the_study_on_a_tiny_world(ray_local, tiny_models, tmp_path):
     from pairaug_ray.config import ConfigError
@@ -148,16 +210,17 @@ def test_the_study_on_a_tiny_world(ray_local, tiny_models, tmp_path):
         for name in ("real-seed0", "real-seed1", "augtext-seed0", "augtext-seed1")
     }
     y = _csv(storage.join(out, "study", "predictions", "labels.csv"), labels)
-    again = pooled_auc_difference(
+    again = seed_t_difference(
         y,
         [pred["real-seed0"], pred["real-seed1"]],
         [pred["augtext-seed0"], pred["augtext-seed1"]],
         labels,
         100,
     )
-    assert again["macro"] == augtext["difference"]["macro"]
+    assert again["macro"] == augtext["difference"]["macro"] and augtext["difference"]["paired_seeds"]
     table = storage.read_text(study["outputs"]["table"])
     assert table.count("\n") == 2 + 2 and "(baseline)" in table and "| + AugText |" in table
+    assert "| p (Holm) |" in table
     assert storage.read_bytes(study["outputs"]["plot"])[:8] == b"\x89PNG\r\n\x1a\n"
     assert "+ AugText" in format_study(study)
 

@@ -182,8 +182,9 @@ def register_study(commands: Commands) -> None:
         "at a low-data fraction and at 100%, + AugText, + InterAug, + IntraAug from generated or real sources, "
         "+ both, unpruned, + MedCutMix) and training seed (study.seeds), every one for study.steps steps. "
         "Each is evaluated zero-shot and by linear probing on the test split; each arm's difference to "
-        "study.baseline comes from a paired bootstrap over the same test images and the seeds, and is called a "
-        "gain only when its 95% interval excludes 0. Writes study.json, study.md (the table) and study.png "
+        "study.baseline is the observed difference, with a 95% interval from a t distribution over the paired "
+        "seeds plus a paired bootstrap of the test images; a gain when the interval excludes 0, and Holm's "
+        "adjusted p over the arms beside it. Writes study.json, study.md (the table) and study.png "
         "under study.output. Every part resumes on a rerun.\n"
         "  pairaug study --config configs/phantom-study.yaml            # the full study (make study)\n"
         "  pairaug study --config configs/phantom-study.yaml --quick    # a first look: study.quick's settings",

@@ -1,11 +1,15 @@
-"""The PairAug study's arms and its statistics (no Ray): what each arm trains on, the pooled and
-paired bootstrap comparisons, the table in the paper's form, and the plot.
+"""The PairAug study's arms and its statistics (no Ray): what each arm trains on, the comparisons
+with the baseline arm, the table in the paper's form, and the plot.
 
 An arm is one way to pretrain the CLIP (real pairs only, or real plus one kind of synthetic pair,
 with or without MedCutMix); each is trained with every study seed and evaluated on the same test
-images. The study's question is the difference of each arm to the baseline arm, and it calls a
-difference a gain only when the 95% interval of the paired bootstrap (the same resampled test
-images for both arms, training seeds drawn too: eval.metrics.pooled_auc_difference) excludes 0.
+images. The study's question is the difference of each arm to the baseline arm. Its point estimate
+is the observed difference (the seeds' mean AUCs on the whole test set); its interval treats the
+training seed with a t distribution (seed k of each arm is paired where both have it) and adds the
+test set's variance from a paired bootstrap of the images (eval.metrics.seed_t_difference), so it
+holds with few seeds. A difference is a gain when its 95% interval excludes 0; Holm's adjustment
+over the arms says which calls survive the number of arms compared. With one seed per arm the
+paired test bootstrap alone is used (eval.metrics.pooled_auc_difference), and says so.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pairaug_ray.eval.metrics import pooled_auc, pooled_auc_difference
+from pairaug_ray.eval.metrics import holm, pooled_auc, pooled_auc_difference, seed_t_difference
 
 # Which synthetic set an arm's synthetic pairs come from (pipeline/study.py makes each):
 #   pruned      the augment job's kept pairs (tau for InterAug, the hybrid rule for IntraAug)
@@ -60,14 +64,25 @@ def compare_arms(
     baseline: str,
     n_bootstrap: int,
 ) -> dict[str, Any]:
-    """For every arm: its AUC pooled over seeds, and its paired difference to `baseline`.
-    scores: arm -> one (n, L) score matrix per training seed, rows aligned with y."""
+    """For every arm: its AUC pooled over seeds, and its difference to `baseline` (see the module's
+    docstring), with Holm's adjusted p over the arms.
+    scores: arm -> one (n, L) score matrix per training seed, rows aligned with y (seed k at k)."""
     out = {}
     for name, runs in scores.items():
-        entry = {"pooled": pooled_auc(y, runs, labels, n_bootstrap)}
+        entry: dict[str, Any] = {"pooled": pooled_auc(y, runs, labels, n_bootstrap)}
         if name != baseline:
-            entry["difference"] = pooled_auc_difference(y, scores[baseline], runs, labels, n_bootstrap)
+            base = scores[baseline]
+            if min(len(runs), len(base)) >= 2:
+                entry["difference"] = seed_t_difference(y, base, runs, labels, n_bootstrap)
+            else:
+                entry["difference"] = {
+                    **pooled_auc_difference(y, base, runs, labels, n_bootstrap),
+                    "method": "paired test bootstrap (one seed: the seed's variance is not in the interval)",
+                }
         out[name] = entry
+    adjusted = holm({n: e["difference"]["macro"].get("p") for n, e in out.items() if "difference" in e})
+    for name, adj in adjusted.items():
+        out[name]["difference"]["holm"] = adj
     return out
 
 
@@ -84,20 +99,24 @@ def study_table(study: dict[str, Any]) -> str:
     with its interval, the seeds one by one, and linear probing."""
     fractions = [f"{float(f):g}" for f in study["config"]["probe_fractions"]]
     head = (
-        "| Arm | pairs (real + synthetic) | zero-shot AUC [95% CI] | vs baseline [95% CI] | per seed | "
+        "| Arm | pairs (real + synthetic) | zero-shot AUC [95% CI] | vs baseline [95% CI] | p (Holm) | per seed | "
         + " | ".join(f"probe {float(f):.0%}" for f in fractions)
         + " |"
     )
-    lines = [head, "|" + "---|" * (5 + len(fractions))]
+    lines = [head, "|" + "---|" * (6 + len(fractions))]
     for arm in study["arms"].values():
         pooled = arm["pooled"]["macro"]
         diff = arm.get("difference")
         if diff is None:
-            versus = "(baseline)"
+            versus, adjusted = "(baseline)", ""
         else:
             m = diff["macro"]
             mark = " **gain**" if diff["gain"] else (" **loss**" if diff["loss"] else "")
-            versus = f"{_signed(m['mean'])} [{_signed(m['lower'])}, {_signed(m['upper'])}]{mark}"
+            versus = f"{_signed(m['observed'])} [{_signed(m['lower'])}, {_signed(m['upper'])}]{mark}"
+            h = diff.get("holm") or {}
+            adjusted = (
+                "n/a" if h.get("p_holm") is None else f"{h['p_holm']:.3f}" + (" *" if h["rejected"] else "")
+            )
         seeds = ", ".join(_pct(s["zero_shot"]["macro"]["observed"]) for s in arm["seeds"].values())
         probes = []
         for f in fractions:
@@ -105,8 +124,8 @@ def study_table(study: dict[str, Any]) -> str:
             probes.append(f"{100 * np.mean(vals):.1f}" if vals else "n/a")
         pairs = arm["pairs"]
         lines.append(
-            f"| {arm['label']} | {pairs['real']} + {pairs['synthetic']} | {_pct(pooled['mean'])} "
-            f"[{_pct(pooled['lower'])}, {_pct(pooled['upper'])}] | {versus} | {seeds} | "
+            f"| {arm['label']} | {pairs['real']} + {pairs['synthetic']} | {_pct(pooled['observed'])} "
+            f"[{_pct(pooled['lower'])}, {_pct(pooled['upper'])}] | {versus} | {adjusted} | {seeds} | "
             + " | ".join(probes)
             + " |"
         )
@@ -130,11 +149,11 @@ def plot_study(study: dict[str, Any]) -> bytes:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 0.45 * len(names) + 1.8), sharey=True)
     for y0, arm in zip(ypos, arms, strict=True):
         m = arm["pooled"]["macro"]
-        if m["mean"] is not None and m["lower"] is not None:
+        if m["observed"] is not None and m["lower"] is not None:
             left.errorbar(
-                m["mean"],
+                m["observed"],
                 y0,
-                xerr=[[m["mean"] - m["lower"]], [m["upper"] - m["mean"]]],
+                xerr=[[max(0.0, m["observed"] - m["lower"])], [max(0.0, m["upper"] - m["observed"])]],
                 fmt="o",
                 color="C0",
                 capsize=3,
@@ -142,18 +161,18 @@ def plot_study(study: dict[str, Any]) -> bytes:
         seeds = [s["zero_shot"]["macro"]["observed"] for s in arm["seeds"].values()]
         left.scatter(seeds, [y0] * len(seeds), color="0.4", s=10, zorder=3)
         d = arm.get("difference")
-        if d is not None and d["macro"]["mean"] is not None and d["macro"]["lower"] is not None:
+        if d is not None and d["macro"]["observed"] is not None and d["macro"]["lower"] is not None:
             dm = d["macro"]
             color = "C2" if d["gain"] else ("C3" if d["loss"] else "0.3")
             right.errorbar(
-                dm["mean"],
+                dm["observed"],
                 y0,
-                xerr=[[dm["mean"] - dm["lower"]], [dm["upper"] - dm["mean"]]],
+                xerr=[[max(0.0, dm["observed"] - dm["lower"])], [max(0.0, dm["upper"] - dm["observed"])]],
                 fmt="o",
                 color=color,
                 capsize=3,
             )
-    base = study["arms"][study["baseline"]]["pooled"]["macro"]["mean"]
+    base = study["arms"][study["baseline"]]["pooled"]["macro"]["observed"]
     if base is not None:
         left.axvline(base, color="0.7", lw=1, ls="--")
     right.axvline(0.0, color="0.5", lw=1)
@@ -161,8 +180,10 @@ def plot_study(study: dict[str, Any]) -> bytes:
     right.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
     right.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%+.2f"))
     left.set_yticks(ypos, [a["label"] for a in arms])
-    left.set_xlabel("zero-shot macro AUC (pooled over seeds, 95% CI; grey: each seed)")
-    right.set_xlabel(f"difference to '{study['arms'][study['baseline']]['label']}' (paired, 95% CI)")
+    left.set_xlabel("zero-shot macro AUC (seeds' mean, 95% CI; grey: each seed)")
+    right.set_xlabel(
+        f"difference to '{study['arms'][study['baseline']]['label']}' (observed, 95% t-CI over seeds)"
+    )
     fig.suptitle(study.get("title", "PairAug study"), fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()

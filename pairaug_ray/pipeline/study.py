@@ -7,7 +7,7 @@
                + IntraAug from the real image, and an unpruned copy (if arms need them)
     arms       a CLIP per arm and seed, each train.steps optimiser steps   <study>/runs/<arm>-seed<k>
     evaluate   zero-shot on the test split (one embedding pass for every run) and linear probing
-    compare    pooled AUC per arm, paired bootstrap differences to the baseline, table and plot
+    compare    AUC per arm, observed differences to the baseline with t-intervals over paired seeds, table and plot
 
 Every part is skipped on a rerun when its output is complete (the corpus, the generator's and
 each CLIP's summary), and the augment stages resume by themselves, so a killed study continues
@@ -176,7 +176,15 @@ class Study:
             for name, path, emb in zip(names, paths, embs, strict=True):
                 scores[name] = zero_shot(cfg, [path], [emb], labels)
                 probe = linear_probe(
-                    emb, y, labels, self.s.probe_fractions, lp.split, lp.seed, lp.c_grid, PROBE_BOOTSTRAP
+                    emb,
+                    y,
+                    labels,
+                    self.s.probe_fractions,
+                    lp.split,
+                    lp.seed,
+                    lp.c_grid,
+                    PROBE_BOOTSTRAP,
+                    groups=kept[schema.PATIENT_ID].to_numpy() if schema.PATIENT_ID in kept else None,
                 )
                 probes[name] = {f: r["macro"]["auc"]["observed"] for f, r in probe["fractions"].items()}
                 pred = pd.DataFrame(scores[name], columns=labels)
@@ -330,9 +338,12 @@ def format_study(study: dict[str, Any]) -> str:
         d = arm.get("difference")
         versus = "baseline"
         if d is not None:
-            versus = f"vs baseline {format_interval(d['macro'])}" + (
-                " gain" if d["gain"] else (" loss" if d["loss"] else "")
-            )
+            m = d["macro"]
+            versus = (
+                "vs baseline n/a"
+                if m.get("lower") is None
+                else f"vs baseline {m['observed']:+.4f} ({m['lower']:+.4f} to {m['upper']:+.4f})"
+            ) + (" gain" if d["gain"] else (" loss" if d["loss"] else ""))
         lines.append(f"  {arm['label']:<34} AUC {format_interval(arm['pooled']['macro'])}   {versus}")
     for key, path in study["outputs"].items():
         lines.append(f"  {key:<6} {path}")
