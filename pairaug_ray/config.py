@@ -826,9 +826,21 @@ class TrainConfig(StrictModel):
         description="CheXpert observations scored for val_auc (their label_* columns).",
     )
     validation_max_images: int = Field(500, ge=1)
+    early_stopping_patience: int | None = Field(
+        None,
+        ge=1,
+        description="Stop when val_auc has not improved (by early_stopping_min_delta) for this many checkpoints "
+        "in a row; steps or epochs is then the cap. The best checkpoint by val_auc is the run's model. "
+        "null: train to the cap. Needs validation.",
+    )
+    early_stopping_min_delta: float = Field(
+        0.0, ge=0.0, description="The val_auc gain that counts as an improvement for early stopping."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
+        if self.early_stopping_patience and not self.validation:
+            raise ValueError("early_stopping_patience needs validation: true (it stops on val_auc)")
         if self.num_workers and self.batch_size % self.num_workers:
             raise ValueError(
                 f"batch_size {self.batch_size} is not divisible by num_workers {self.num_workers}"
@@ -1094,7 +1106,22 @@ class StudyConfig(StrictModel):
     steps: int = Field(
         600,
         ge=1,
-        description="Optimiser steps of every CLIP (compute-matched: more pairs are not more steps).",
+        description="Optimiser steps of every CLIP (compute-matched: more pairs are not more steps); with "
+        "training: converged, the cap.",
+    )
+    training: Literal["compute-matched", "data-matched", "converged"] = Field(
+        "compute-matched",
+        description="How long each CLIP trains. compute-matched: study.steps steps for every arm (an arm with "
+        "synthetic pairs then sees fewer real ones). data-matched: study.epochs epochs for every arm (every arm "
+        "sees each real pair as often as real-only does). converged: until the validation AUC has not improved "
+        "for study.patience checkpoints, at most study.steps steps; the best checkpoint by validation is used.",
+    )
+    epochs: int | None = Field(None, ge=1, description="data-matched: epochs of every CLIP.")
+    patience: int = Field(
+        4, ge=1, description="converged: checkpoints without a validation improvement before a run stops."
+    )
+    check_every: int = Field(
+        50, ge=1, description="converged: steps between checkpoints (each is scored on the validation split)."
     )
     generator: str | None = Field(
         None,
@@ -1131,6 +1158,8 @@ class StudyConfig(StrictModel):
         bad = [f for f in self.probe_fractions if not 0.0 < f <= 1.0]
         if bad:
             raise ValueError(f"probe_fractions must lie in (0, 1], got {bad}")
+        if self.training == "data-matched" and not self.epochs:
+            raise ValueError("training: data-matched needs study.epochs (the epochs of every CLIP)")
         return self
 
 

@@ -130,6 +130,27 @@ def test_the_seed_t_difference_is_the_observed_one_and_holm_adjusts_over_arms():
     }
 
 
+def test_how_long_each_clip_trains_follows_study_training(tmp_path):
+    """compute-matched: the same steps for every arm; data-matched: the same epochs (each real pair
+    seen as often as by real-only); converged: until validation stops improving, under a step cap."""
+    from pairaug_ray.config import parse_config
+    from pairaug_ray.pipeline.study import Study
+
+    def length(**study):
+        return Study(parse_config({"run": {"output_dir": str(tmp_path)}, "study": study})).length()
+
+    assert length(steps=300) == {"train.steps": 300}
+    assert length(training="data-matched", epochs=12) == {"train.steps": None, "train.epochs": 12}
+    assert length(training="converged", steps=3000, patience=5, check_every=40) == {
+        "train.steps": 3000,
+        "train.validation": True,
+        "train.early_stopping_patience": 5,
+        "train.checkpoint_every_steps": 40,
+    }
+    with pytest.raises(ValueError, match="data-matched needs study.epochs"):
+        length(training="data-matched")
+
+
 def test_the_low_data_draw_is_by_patient_seeded_and_nested():
     patients = [f"p{i:04d}" for i in range(4000)]
     tenth, half = patient_subset(patients, 0.1, 7), patient_subset(patients, 0.5, 7)

@@ -256,6 +256,33 @@ def test_local_mode_runs_in_the_driver_and_keeps_its_checkpoints(ray_local, phan
     assert CLIPModel.from_pretrained(summary["model"]).config.projection_dim == 32
 
 
+@pytest.mark.slow
+def test_early_stopping_stops_every_worker_at_the_same_step_and_keeps_the_best(
+    ray_local, phantom_root, tmp_path
+):
+    """train.early_stopping_patience with two DDP workers: rank 0 judges val_auc and every rank stops
+    at the same checkpoint (a rank left training would hang in the next all-reduce). An improvement
+    of 1.0 AUC is impossible, so the run stops at its third checkpoint (patience 2), long before the
+    40-step cap, and its model is the best checkpoint by validation."""
+    from pairaug_ray.pipeline.train import train_job
+
+    cfg = _train_cfg(
+        str(tmp_path / "run"),
+        phantom_root,
+        steps=40,
+        early_stopping_patience=2,
+        early_stopping_min_delta=1.0,
+    )
+    summary = train_job(cfg)
+    assert summary["stopped_early"] == {"step": 6, "patience": 2}
+    assert summary["metrics"]["step"] == 6 and [v["step"] for v in summary["val_history"]] == [2, 4, 6]
+    best = max(summary["val_history"], key=lambda v: (v["val_auc"], -v["step"]))
+    assert summary["best"]["step"] == best["step"] and summary["best"]["val_auc"] == best["val_auc"]
+    assert summary["model"] == summary["best"]["model"]
+    with pytest.raises(ValueError, match="needs validation"):
+        _train_cfg(str(tmp_path / "x"), phantom_root, early_stopping_patience=2, validation=False)
+
+
 def test_real_fraction_draws_whole_patients_and_only_their_synthetic_pairs(ray_local, phantom_root, tmp_path):
     """train.real_fraction: the real pairs of a seeded, nested draw of patients, and only the
     synthetic pairs made from them (here: one fake AugText pair per real training pair)."""

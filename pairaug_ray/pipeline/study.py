@@ -95,9 +95,24 @@ class Study:
         return trained_generator(self.cfg)
 
     def train(self, name: str, settings: dict[str, Any]) -> dict[str, Any]:
-        """One CLIP run under <study>/runs/<name> of study.steps steps (reused when it finished
-        before with the same settings; one made with others is refused: a study never mixes them)."""
-        return train_or_reuse(self.cfg, self.runs_dir, name, {"train.steps": self.s.steps, **settings})
+        """One CLIP run under <study>/runs/<name>, as long as study.training says (reused when it
+        finished before with the same settings; one made with others is refused: a study never mixes
+        them)."""
+        return train_or_reuse(self.cfg, self.runs_dir, name, {**self.length(), **settings})
+
+    def length(self) -> dict[str, Any]:
+        """The train settings of study.training (config.StudyConfig.training)."""
+        s = self.s
+        if s.training == "data-matched":
+            return {"train.steps": None, "train.epochs": s.epochs}
+        if s.training == "converged":
+            return {
+                "train.steps": s.steps,  # the cap
+                "train.validation": True,
+                "train.early_stopping_patience": s.patience,
+                "train.checkpoint_every_steps": s.check_every,
+            }
+        return {"train.steps": s.steps}
 
     def arm_settings(self, arm: str, seed: int, synthetic: dict[str, str]) -> dict[str, Any]:
         a = ARMS[arm]
@@ -293,8 +308,14 @@ def _study_record(cfg, s, parts, runs, compared, scores, probes, y, labels) -> d
         for seed in s.seeds:
             name = run_name(arm, seed)
             zs = evaluate_metrics(y, scores[name], labels, s.n_bootstrap)
+            trained = runs[name]
             seeds[str(seed)] = {
-                "run": runs[name]["run"],
+                "run": trained["run"],
+                # How long it trained (study.training), and the checkpoint evaluated.
+                "steps": (trained.get("metrics") or {}).get("step"),
+                "epochs": (trained.get("metrics") or {}).get("epoch"),
+                "stopped_early": trained.get("stopped_early"),
+                "best": trained.get("best"),
                 "zero_shot": {
                     "macro": zs["macro"]["auc"],
                     "per_label": {lb: v["auc"] for lb, v in zs["per_label"].items()},

@@ -117,11 +117,14 @@ def train_or_reuse(cfg: JobConfig, runs_dir: str, name: str, settings: dict[str,
     done = finished_summary(
         storage.join(run_dir, "train_summary.json"),
         lambda s: (
-            s.get("total_steps") is not None and (s.get("metrics") or {}).get("step") == s["total_steps"]
+            bool(s.get("stopped_early"))  # trained until validation stopped improving
+            or (s.get("total_steps") is not None and (s.get("metrics") or {}).get("step") == s["total_steps"])
         ),
     )
     if done:
-        progress.say(f"{'train':<{progress.WIDTH}} {name}: trained before (step {done['total_steps']})")
+        progress.say(
+            f"{'train':<{progress.WIDTH}} {name}: trained before (step {(done.get('metrics') or {}).get('step')})"
+        )
     else:
         done = train_job(run_cfg)
     storage.write_json(storage.join(run_dir, RUN_IDENTITY), identity)

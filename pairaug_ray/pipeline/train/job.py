@@ -199,10 +199,32 @@ def _summary(cfg: JobConfig, result: Any, meta: dict[str, Any]) -> dict[str, Any
         "history": state.get("history", []),
         "restored_from": state.get("restored_from", []),
         "val_history": state.get("val_history", []),
+        "stopped_early": state.get("stopped_early"),
         **meta,
     }
+    if t.early_stopping_patience:
+        # Trained until validation stopped improving: the run's model is its best checkpoint by
+        # val_auc (chosen on the validation split, never on a test set).
+        best = _best_checkpoint(run_dir)
+        if best is not None:
+            summary["best"] = best
+            summary["checkpoint"], summary["model"] = best["checkpoint"], best["model"]
     storage.write_json(storage.join(run_dir, "train_summary.json"), summary)
     return summary
+
+
+def _best_checkpoint(run_dir: str) -> dict[str, Any] | None:
+    """The kept checkpoint with the highest val_auc (Ray Train keeps the best few by it, and the latest)."""
+    found = []
+    for meta_file in storage.list_files(run_dir, META_FILE):
+        meta = json.loads(storage.read_text(meta_file))
+        if meta.get("val_auc") is not None:
+            folder = meta_file.rsplit("/", 1)[0]
+            found.append((meta["val_auc"], -meta.get("step", 0), folder, meta.get("step")))
+    if not found:
+        return None
+    val_auc, _, folder, step = max(found)
+    return {"checkpoint": folder, "model": f"{folder}/{MODEL_DIR}", "step": step, "val_auc": val_auc}
 
 
 def _check_medcutmix(t: TrainConfig, presets: dict) -> None:
@@ -244,6 +266,18 @@ def format_train(summary: dict[str, Any]) -> str:
                     f"{summary['val_history'][-1]['step']} (best {max(v['val_auc'] for v in summary['val_history']):.4f})"
                 ]
                 if summary.get("val_history")
+                else []
+            ),
+            *(
+                [f"  stopped early at step {summary['stopped_early']['step']}: validation stopped improving"]
+                if summary.get("stopped_early")
+                else []
+            ),
+            *(
+                [
+                    f"  best by validation: step {summary['best']['step']}, AUC {summary['best']['val_auc']:.4f}"
+                ]
+                if summary.get("best")
                 else []
             ),
             f"  checkpoint  {summary['checkpoint']}",

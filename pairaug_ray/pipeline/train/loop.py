@@ -141,8 +141,38 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     ckpt = None
             ray.train.report(metrics, checkpoint=ckpt)
 
+    def should_stop() -> bool:
+        """Early stopping: rank 0 judges val_auc's history, every rank gets its answer (they must stop
+        at the same step, or the next collective would hang)."""
+        if not t.early_stopping_patience:
+            return False
+        stop = torch.zeros((), dtype=torch.int64, device=device)
+        if rank == 0:
+            history = [h["val_auc"] for h in state.get("val_history", []) if h["val_auc"] is not None]
+            if history:
+                best = max(range(len(history)), key=lambda i: history[i])
+                improved = [
+                    i for i in range(len(history)) if history[i] > history[best] - t.early_stopping_min_delta
+                ]
+                # Checkpoints since the first one within min_delta of the best.
+                stop.fill_(int(len(history) - 1 - min(improved) >= t.early_stopping_patience))
+        if world > 1:
+            torch.distributed.broadcast(stop, src=0)
+        if stop.item():
+            state["stopped_early"] = {"step": state["step"], "patience": t.early_stopping_patience}
+            log.info(
+                "early stop at step %d: val_auc has not improved for %d checkpoints",
+                state["step"],
+                t.early_stopping_patience,
+            )
+        return bool(stop.item())
+
     model.train()
-    while state["step"] < total_steps and (epochs is None or state["epoch"] < epochs):
+    while (
+        state["step"] < total_steps
+        and (epochs is None or state["epoch"] < epochs)
+        and not state.get("stopped_early")
+    ):
         epoch = state["epoch"]
         remaining = total_steps - state["step"]
         if not sampled:
@@ -211,13 +241,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 and state["step"] < total_steps
             ):
                 report(_metrics(state, losses, scheduler, seen, started, waited), with_checkpoint=True)
+                if should_stop():
+                    break
         if not losses:  # an epoch with no batch (every rank agrees: the splits are equal)
             raise RuntimeError(f"epoch {epoch + 1} yielded no batch of {per_worker} pairs per worker")
+        if state.get("stopped_early"):
+            break  # stopped mid-epoch: the checkpoint at the stop was the last report
         state["epoch"], state["step_in_epoch"] = epoch + 1, 0
         state["history"].append(
             {"epoch": epoch + 1, "step": state["step"], "loss": sum(losses) / max(1, len(losses))}
         )
         report(_metrics(state, losses, scheduler, seen, started, waited), with_checkpoint=True)
+        should_stop()  # sets state["stopped_early"], which ends the loop
 
 
 def _validation_tensors(
