@@ -245,6 +245,7 @@ def bar(name: str, total: int | None = None, unit: str = "rows") -> Iterator[Any
     started = time.monotonic()
     stop = threading.Event()
     last: dict[str, int] = {}
+    steady: dict[str, float] = {}  # when the first rows arrived, and how many: the ETA's start
 
     def read(timeout: float) -> tuple[dict[str, int], dict[str, Any]] | None:
         try:
@@ -271,29 +272,26 @@ def bar(name: str, total: int | None = None, unit: str = "rows") -> Iterator[Any
         rows, info = counts
         last.update(rows)
         n = rows["done"]
+        eta = steady_eta(steady, n, total, time.monotonic())
         if shown_bar is not None:
             if n > shown_bar.n:
                 shown_bar.update(n - shown_bar.n)
             from pairaug_ray import nodes
 
             waiting = nodes.waiting_text((nodes.current() or {}).get("waiting") or {})
-            if info or waiting or shown_bar.postfix:
-                shown_bar.set_postfix_str(
-                    ", ".join(
-                        [
-                            *(
-                                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                for k, v in info.items()
-                            ),
-                            *([waiting] if waiting else []),
-                        ]
-                    ),
-                    refresh=False,
-                )
+            shown_bar.set_postfix_str(
+                ", ".join(
+                    [
+                        *([f"ETA {shown_bar.format_interval(eta)}"] if eta is not None else []),
+                        *(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items()),
+                        *([waiting] if waiting else []),
+                    ]
+                ),
+                refresh=False,
+            )
         if _report is not None:
             elapsed = max(1e-9, time.monotonic() - started)
             rate = n / elapsed
-            eta = (total - n) / rate if total and rate > 0 and n <= total else None
             _report.update(
                 rows={**rows, "total": total, "unit": unit, **info},
                 rate_per_s=round(rate, 3),
@@ -334,10 +332,32 @@ def _tqdm(name: str, total: int | None, unit: str) -> Any:
         # Not dynamic_ncols: a terminal that reports 0 columns (some CI ptys) would then hide the bar.
         mininterval=0.5 if tty else 30.0,
         delay=0.5 if tty else 30.0,  # short stages need no bar; a log gets a line every 30 s
-        bar_format="{desc} {bar:24} {n_fmt}/{total_fmt}{unit}, {rate_fmt}, ETA {remaining}{postfix}"
+        # The ETA is ours, in the postfix (steady_eta): tqdm's {remaining} counts the start-up in.
+        bar_format="{desc} {bar:24} {n_fmt}/{total_fmt}{unit}, {rate_fmt}{postfix}"
         if total
         else "{desc} {n_fmt}{unit}, {rate_fmt}{postfix}",
     )
+
+
+ETA_AFTER_S = 10.0  # no ETA until the rows have flowed this long: the first batch includes start-up
+ETA_AFTER_UPDATES = 3  # ... and the count has moved this many times since the first rows
+
+
+def steady_eta(steady: dict[str, float], n: int, total: int | None, now: float) -> float | None:
+    """Seconds left at the steady rate: rows since the first ones arrived over the time since then.
+    The first batch of a stage carries its start-up (actors loading models, nodes starting), so a
+    rate that includes it promises hours for a five-minute stage. None until the rate has settled."""
+    if n <= 0 or not total:
+        return None
+    if "t0" not in steady:
+        steady.update(t0=now, n0=n, last=n, moves=0)
+        return None
+    if n != steady["last"]:
+        steady["last"], steady["moves"] = n, steady["moves"] + 1
+    dt, dn = now - steady["t0"], n - steady["n0"]
+    if dt < ETA_AFTER_S or steady["moves"] < ETA_AFTER_UPDATES or dn <= 0 or n > total:
+        return None
+    return (total - n) * dt / dn
 
 
 # --- reading it back -------------------------------------------------------------------------------------

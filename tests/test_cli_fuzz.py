@@ -60,9 +60,18 @@ def label_cases() -> list[Case]:
 
     good_csv = f"id,report\n1,{REPORT}\n2,{REPORT}\n"
     return [
-        Case("label: empty text file", run("e", b""), codes=(0,)),
+        # Nothing labelled is an error (exit 2) that says why and where the rows' reasons are.
+        Case(
+            "label: empty text file",
+            run("e", b""),
+            says=("in.txt", "nothing could be labelled", "no reports"),
+        ),
         Case("label: empty csv", run("e", b"", "csv"), says=("in.csv", "no column 'report'")),
-        Case("label: header-only csv", run("h", b"id,report\n", "csv"), codes=(0,)),
+        Case(
+            "label: header-only csv",
+            run("h", b"id,report\n", "csv"),
+            says=("in.csv", "nothing could be labelled"),
+        ),
         Case(
             "label: not UTF-8 (a bad line)",
             run("b", f"{REPORT}\n".encode() + b"\xff\xfe\x80 x\n"),
@@ -76,8 +85,16 @@ def label_cases() -> list[Case]:
         ),
         Case("label: UTF-8 BOM csv", run("bom", codecs.BOM_UTF8 + good_csv.encode(), "csv"), codes=(0,)),
         Case("label: CRLF csv", run("crlf", good_csv.replace("\n", "\r\n"), "csv"), codes=(0,)),
-        Case("label: 10 MB single line", run("big", "x " * (TEN_MB // 2)), codes=(0,)),
-        Case("label: jsonl of garbage", run("j", b'{not json\n[1,2]\n"s"\n', "jsonl"), codes=(0,)),
+        Case(
+            "label: 10 MB single line",
+            run("big", "x " * (TEN_MB // 2)),
+            says=("in.txt", "all 1 rows were unusable", "'error' column of"),
+        ),
+        Case(
+            "label: jsonl of garbage",
+            run("j", b'{not json\n[1,2]\n"s"\n', "jsonl"),
+            says=("in.jsonl", "all 3 rows were unusable"),
+        ),
         Case(
             "label: csv without the column",
             run("c", "a,b\n1,2\n", "csv"),
@@ -113,8 +130,19 @@ def metrics_cases() -> list[Case]:
             "50",
         ]
 
+    two = "image_id,Atelectasis,Edema\na,1,0\nb,0,1\nc,1,1\nd,0,0\n"
     return [
         Case("metrics: valid", run(), codes=(0,)),
+        Case(
+            "metrics: labels name a finding the scores lack",
+            run(lab=two),
+            says=("scores.csv", "no scores for the finding(s) 'Edema'", "--allow-missing"),
+        ),
+        Case(
+            "metrics: the same, with --allow-missing",
+            lambda d: [*run(lab=two)(d), "--allow-missing"],
+            codes=(0,),
+        ),
         Case("metrics: empty labels file", run(lab=b""), says=("labels.csv",)),
         Case(
             "metrics: labels not UTF-8",
@@ -321,6 +349,25 @@ def other_cases() -> list[Case]:
             lambda d: ["make-tiny-models", str(_write(d / "f", "x"))],
             says=("f",),
         ),
+        Case(
+            "import-mimic: a root that is not MIMIC-CXR-JPG",
+            lambda d: [
+                "import-mimic",
+                str(_write(d / "notmimic" / "readme.txt", "x").parent),
+                str(d / "imported"),
+            ],
+            says=("notmimic",),
+        ),
+        Case(
+            "import-mimic: a root that does not exist",
+            lambda d: ["import-mimic", str(d / "nowhere"), str(d / "imported")],
+            says=("nowhere",),
+        ),
+        Case(
+            "ingest: input that does not exist",
+            lambda d: ["ingest", str(d / "nothing.parquet"), str(d / "ingested")],
+            says=("nothing.parquet",),
+        ),
     ]
 
 
@@ -334,6 +381,7 @@ def test_bad_input_ends_in_a_clear_error(case, tmp_path, capsys, monkeypatch):
     # An earlier output beside the inputs, which no failing command may touch.
     sentinel = _write(tmp_path / "o.csv", "earlier output\n")
     argv = case.make(tmp_path)
+    before = set(tmp_path.rglob("*"))
     code = main(argv)
     out, err = capsys.readouterr()
     assert "Traceback" not in err + out, f"{case.name}: a traceback\n{err[-3000:]}"
@@ -348,6 +396,12 @@ def test_bad_input_ends_in_a_clear_error(case, tmp_path, capsys, monkeypatch):
         assert "np.int64" not in message and "https://errors.pydantic.dev" not in message
         if "out.csv" not in " ".join(argv):
             assert sentinel.read_text() == "earlier output\n"
+        # A refused command leaves nothing behind: no output folder, no logs/ (label's --out file with
+        # each row's reason is its answer, and is allowed).
+        left = sorted(
+            str(p.relative_to(tmp_path)) for p in set(tmp_path.rglob("*")) - before if p.name != "out.csv"
+        )
+        assert not left, f"{case.name}: left behind {left}"
 
 
 def test_a_failing_label_run_leaves_the_earlier_output(tmp_path, capsys):

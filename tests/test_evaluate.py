@@ -403,6 +403,18 @@ def test_metrics_cli_matches_ids_and_rejects_bad_input(tmp_path, capsys):
         == 2
     )
     assert "no id column 'study'" in capsys.readouterr().err
+    # Scores for finding a only: refused, then evaluated with --allow-missing, naming what was left out.
+    pd.DataFrame({"image_id": ids, "a": s[:, 0]}).to_csv(tmp_path / "only_a.csv", index=False)
+    argv = ["metrics", "--labels", str(tmp_path / "labels.csv"), "--scores", str(tmp_path / "only_a.csv")]
+    assert main([*argv, "--bootstrap", "50"]) == 2
+    assert "no scores for the finding(s) 'b'" in capsys.readouterr().err
+    assert main([*argv, "--bootstrap", "50", "--allow-missing", "--out", str(out)]) == 0
+    assert "not evaluated (labels without scores): b" in capsys.readouterr().out
+    m = json.loads(out.read_text())
+    assert m["labels"] == ["a"] and m["left_out"] == {
+        "labels_without_scores": ["b"],
+        "scores_without_labels": [],
+    }
 
 
 # --- the evaluate job and its report in a real browser -------------------------------------------------------------

@@ -27,7 +27,7 @@ def test_text_input_to_csv(tmp_path: Path) -> None:
     src = tmp_path / "reports.txt"
     src.write_text("No pleural effusion.\nModerate cardiomegaly. Possible pneumonia.\n", encoding="utf-8")
     out = tmp_path / "labels" / "out.csv"  # the folder does not exist yet
-    assert label_file(str(src), str(out)) == 2
+    assert label_file(str(src), str(out)).labelled == 2
     rows = read_csv(out)
     assert [r["id"] for r in rows] == ["0", "1"]
     assert rows[0]["Pleural Effusion"] == "0" and rows[0]["No Finding"] == "1"
@@ -47,7 +47,7 @@ def test_jsonl_input_with_bad_rows(tmp_path: Path) -> None:
     ]
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "out.jsonl"
-    assert label_file(str(src), str(out), column="text", id_column="study") == 2
+    assert label_file(str(src), str(out), column="text", id_column="study").labelled == 2
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert list(rows[0]) == ["study", *CHEXPERT_OBSERVATIONS, "error"]
     assert [r["study"] for r in rows] == ["s1", "s2", None, "s4", "s5"]
@@ -69,7 +69,7 @@ def test_csv_input_to_parquet(tmp_path: Path) -> None:
         writer.writerow(["", "missing report"])
         writer.writerow(["Right IJ central line tip in the SVC.", "y"])
     out = tmp_path / "out.parquet"
-    assert label_file(str(src), str(out)) == 2
+    assert label_file(str(src), str(out)).labelled == 2
     table = pq.read_table(out)
     assert table.column_names == COLUMNS
     assert str(table.schema.field("Cardiomegaly").type) == "int8"
@@ -85,7 +85,7 @@ def test_compressed_csv_with_named_columns(tmp_path: Path) -> None:
     with gzip.open(src, "wt", newline="", encoding="utf-8") as fh:
         csv.writer(fh).writerows([["sid", "txt"], ["a", "No pneumothorax."], ["b", "Small pneumothorax."]])
     out = tmp_path / "out.csv"
-    assert label_file(str(src), str(out), column="txt", id_column="sid") == 2
+    assert label_file(str(src), str(out), column="txt", id_column="sid").labelled == 2
     with out.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["sid"], r["Pneumothorax"]) for r in rows] == [("a", "0"), ("b", "1")]
@@ -106,7 +106,7 @@ def test_blank_text_line_is_an_error_row(tmp_path: Path) -> None:
     src = tmp_path / "reports.txt"
     src.write_text("No effusion.\n\nSmall effusion.", encoding="utf-8")
     out = tmp_path / "out.csv"
-    assert label_file(str(src), str(out)) == 2
+    assert label_file(str(src), str(out)).labelled == 2
     rows = read_csv(out)
     assert [r["Pleural Effusion"] for r in rows] == ["0", "", "1"]
     assert rows[1]["error"] == "row 1: field 'report' is empty"
@@ -119,7 +119,7 @@ def test_s3_input_and_output(s3_bucket: str) -> None:
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     with fs.open(f"{s3_bucket}/in/reports.txt", "w") as fh:
         fh.write("No effusion.\nSmall pneumothorax.\n")
-    assert label_file(f"{s3_bucket}/in/reports.txt", f"{s3_bucket}/out/labels.parquet") == 2
+    assert label_file(f"{s3_bucket}/in/reports.txt", f"{s3_bucket}/out/labels.parquet").labelled == 2
     with fs.open(f"{s3_bucket}/out/labels.parquet", "rb") as fh:
         rows = pq.read_table(fh).to_pylist()
     assert [(r["Pleural Effusion"], r["Pneumothorax"]) for r in rows] == [(0, None), (None, 1)]

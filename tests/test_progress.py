@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from pairaug_ray import progress
 from pairaug_ray.progress import format_progress
 
 NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
@@ -89,3 +92,17 @@ def test_work_redone_counts_lost_calls_and_recomputed_rows():
     # output rows recomputed after its node was lost is 2 input rows' work.
     rewrite = work_redone({"begun": 52, "finished": 52, "made": 156}, new_rows=150)
     assert rewrite["redone"] == 2 and rewrite["redone_fraction"] == round(2 / 52, 4)
+
+
+def test_no_eta_from_the_first_step_then_the_steady_rate():
+    """A stage's first batch carries its start-up (a 60 s model load here, then 1 row/s): the ETA
+    waits until the rows have flowed for a while, then comes from the rate since the first rows,
+    not from the whole elapsed time (which would promise 60x too long after the first row)."""
+    steady: dict = {}
+    assert progress.steady_eta(steady, 0, 300, now=0.0) is None  # nothing yet
+    assert progress.steady_eta(steady, 1, 300, now=60.0) is None  # the first row, after start-up
+    assert progress.steady_eta(steady, 3, 300, now=62.0) is None  # too soon, too few moves
+    assert progress.steady_eta(steady, 6, 300, now=65.0) is None
+    eta = progress.steady_eta(steady, 12, 300, now=71.0)  # 11 rows in 11 s since the first
+    assert eta == pytest.approx(288.0)
+    assert progress.steady_eta({}, 5, None, now=1.0) is None  # no total, no ETA

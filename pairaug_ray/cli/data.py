@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import textwrap
 
 from pairaug_ray.cli.common import Commands, in_terminal
@@ -39,7 +40,7 @@ def cmd_make_phantom(args: argparse.Namespace) -> int:
 
 def cmd_import_mimic(args: argparse.Namespace) -> int:
     from pairaug_ray.config import MimicCorpusConfig, RayConfig
-    from pairaug_ray.corpora.mimic import import_mimic
+    from pairaug_ray.corpora.mimic import check_root, import_mimic
     from pairaug_ray.pairs import summarize_root
     from pairaug_ray.runtime import init_ray
 
@@ -51,6 +52,7 @@ def cmd_import_mimic(args: argparse.Namespace) -> int:
         views=tuple(args.views),
         limit=args.limit,
     )
+    check_root(cfg)  # a wrong root is refused before anything is made
     with in_terminal(args, _logs(args.out)):
         init_ray(RayConfig(num_cpus=args.num_cpus))
         uri = import_mimic(cfg, args.out)
@@ -62,8 +64,10 @@ def cmd_import_mimic(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from pairaug_ray import schema
     from pairaug_ray.config import RayConfig
+    from pairaug_ray.pairs import manifest_columns
     from pairaug_ray.pipeline.ingest import ingest_job
 
+    manifest_columns(args.input)  # no manifest there: refused before anything is made
     with in_terminal(args, _logs(args.out)):
         result = ingest_job(
             args.input,
@@ -81,8 +85,16 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_label(args: argparse.Namespace) -> int:
     from pairaug_ray.text.label_io import label_file
 
-    n = label_file(args.input, args.out, column=args.column, id_column=args.id_column)
-    print(f"labelled {n} reports -> {args.out}")
+    counts = label_file(args.input, args.out, column=args.column, id_column=args.id_column)
+    total = counts.labelled + counts.errors
+    where = f"their reasons are in the 'error' column of {args.out}"
+    if not counts.labelled:
+        what = f"all {total} rows were unusable ({where})" if total else "it holds no reports"
+        print(f"error: {args.input}: nothing could be labelled: {what}", file=sys.stderr)
+        return 2
+    print(f"labelled {counts.labelled} of {total} reports -> {args.out}")
+    if counts.errors:
+        print(f"  {counts.errors} rows were unusable; {where}")
     return 0
 
 

@@ -17,6 +17,7 @@ nothing about, and their causes, are listed in docs/augment.md ("The terminal").
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -121,6 +122,26 @@ def log_path(log_dir: str, command: str) -> tuple[str, str | None]:
     return local, storage.join(log_dir, name)
 
 
+def _new_folders(log_dir: str) -> list[str]:
+    """The local folders (the log folder, and the output folder above it) that do not exist yet: a
+    command that fails before writing anything removes them again, leaving nothing behind."""
+    if not storage.is_local(log_dir):
+        return []
+    folder, parent = storage.absolute(log_dir), os.path.dirname(storage.absolute(log_dir))
+    return [d for d in (folder, parent) if not os.path.exists(d)]
+
+
+def _nothing_else_written(log_dir: str, local: str, remote: str | None) -> bool:
+    """Whether the output folder holds nothing but this command's log (a refusal, not a failure)."""
+    out = storage.absolute(log_dir) if remote is None else log_dir
+    out = out.rstrip("/").rsplit("/", 1)[0]
+    try:
+        files = storage.list_files(out)
+    except OSError:
+        return False
+    return all(remote is None and os.path.abspath(f) == os.path.abspath(local) for f in files)
+
+
 @contextmanager
 def job_terminal(
     log_dir: str | None, command: str, *, verbose: bool = False, level: str = "INFO"
@@ -134,7 +155,9 @@ def job_terminal(
             progress.enable(None)
         return
     ray_was_running = _ray_running()
+    created = _new_folders(log_dir)
     local, remote = log_path(log_dir, command)
+    failed = False
     screen_out, screen_err = _screen(sys.stdout), _screen(sys.stderr)
     saved_stdout, saved_stderr = sys.stdout, sys.stderr
     for s in (sys.stdout, sys.stderr):
@@ -167,7 +190,11 @@ def job_terminal(
         root.addHandler(handler)
         root.setLevel(level)
         progress.enable(screen_err)
-        yield remote or local
+        try:
+            yield remote or local
+        except BaseException:
+            failed = True
+            raise
     finally:
         if not ray_was_running and _ray_running():
             # A Ray this command started: stop it while its last words (worker exits, the raylet's
@@ -191,7 +218,14 @@ def job_terminal(
         for s in (screen_out, screen_err):
             if s not in (saved_stdout, saved_stderr):
                 s.close()
-        if remote:
+        # A command refused before it wrote anything (bad input, a wrong root) leaves nothing behind:
+        # not its log, nor the folders made for it. Its reason is on the screen.
+        if failed and _nothing_else_written(log_dir, local, remote):
+            os.remove(local)
+            for d in created:  # the log folder first, then the output folder above it
+                with contextlib.suppress(OSError):
+                    os.rmdir(d)
+        elif remote:
             try:
                 with open(local, "rb") as f:
                     storage.write_bytes(remote, f.read())

@@ -45,7 +45,9 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     from pairaug_ray.eval.tables import format_metrics, metrics_from_csvs
 
     labels = [x.strip() for x in args.label_names.split(",")] if args.label_names else None
-    m = metrics_from_csvs(args.labels, args.scores, args.id_column, labels, args.bootstrap)
+    m = metrics_from_csvs(
+        args.labels, args.scores, args.id_column, labels, args.bootstrap, allow_missing=args.allow_missing
+    )
     print(format_metrics(m))
     if args.out:
         storage.write_json(args.out, m)
@@ -146,6 +148,12 @@ def register(commands: Commands) -> None:
     )
     p.add_argument(
         "--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)"
+    )
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="evaluate the findings both files have when the labels have findings the scores lack "
+        "(refused without it; the table and the JSON name what was left out)",
     )
     p.add_argument("--out", metavar="JSON", help="also write the metrics here (local path or s3://)")
 

@@ -170,6 +170,16 @@ def read_reports(batch: pd.DataFrame, cfg: MimicCorpusConfig) -> pa.Table:
     return schema.rows_to_table(rows)
 
 
+def check_root(cfg: MimicCorpusConfig) -> None:
+    """Refuse a root without MIMIC-CXR-JPG's index files before any work starts (and before the
+    command makes its output folder)."""
+    for name in (METADATA_CSV, SPLIT_CSV):
+        if not storage.exists(storage.join(cfg.root, name)):
+            raise MimicLayoutError(
+                f"{name} not found under {cfg.root}; is corpus.mimic.root the MIMIC-CXR-JPG folder?"
+            )
+
+
 def import_mimic(cfg: MimicCorpusConfig, out_root: str) -> str:
     """Convert MIMIC-CXR-JPG under `cfg.root` into the pair dataset at `out_root` (images stay in place)."""
     index = load_index(cfg)

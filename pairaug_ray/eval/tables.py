@@ -47,10 +47,12 @@ def metrics_from_csvs(
     labels: list[str] | None = None,
     n_bootstrap: int = 1000,
     thresholds: dict[str, float] | None = None,
+    allow_missing: bool = False,
 ) -> dict[str, Any]:
     """Rows matched by `id_column`; labels: every column the two files share (or the given ones).
     Label values 1/0 (-1 and blanks are left out of that label's metrics); scores are probabilities or
-    any monotone score."""
+    any monotone score. A finding the labels have and the scores lack is refused (a macro average
+    over fewer findings is another number) unless `allow_missing`; either way `left_out` says which."""
     if n_bootstrap < MIN_BOOTSTRAP:
         raise TableInputError(
             f"--bootstrap {n_bootstrap}: CheXzero's interval needs at least {MIN_BOOTSTRAP} resamples"
@@ -67,6 +69,16 @@ def metrics_from_csvs(
                 f"{path}: id {str(dup.iloc[0])!r} appears more than once in the {name} file"
             )
     shared = [c for c in truth.columns if c in scores.columns and c != id_column]
+    left_out = {
+        "labels_without_scores": [c for c in truth.columns if c not in scores.columns and c != id_column],
+        "scores_without_labels": [c for c in scores.columns if c not in truth.columns and c != id_column],
+    }
+    if not labels and left_out["labels_without_scores"] and not allow_missing and shared:
+        raise TableInputError(
+            f"{scores_csv}: no scores for the finding(s) {', '.join(map(repr, left_out['labels_without_scores']))} "
+            f"of {labels_csv}; choose the findings with --label-names, or pass --allow-missing to evaluate the "
+            f"{len(shared)} shared ones"
+        )
     labels = labels or shared
     for lb in labels:
         for df, path in ((truth, labels_csv), (scores, scores_csv)):
@@ -94,6 +106,11 @@ def metrics_from_csvs(
         )
     out = evaluate(y, s, labels, n_bootstrap=n_bootstrap, thresholds=thresholds)
     out["sources"] = {"labels": labels_csv, "scores": scores_csv, "id_column": id_column}
+    # Columns of either file that were not evaluated (not chosen, or absent from the other file).
+    out["left_out"] = {
+        "labels_without_scores": [c for c in truth.columns if c != id_column and c not in labels],
+        "scores_without_labels": [c for c in scores.columns if c != id_column and c not in labels],
+    }
     return out
 
 
@@ -111,6 +128,11 @@ def format_metrics(m: dict[str, Any]) -> str:
         f"{'macro':<{width}}  {cell(m['macro']['auc']):<24} {cell(m['macro']['acc']):<24} {cell(m['macro']['f1'])}"
     )
     lines.append(f"{m['n']} images, {m['n_bootstrap']} bootstrap resamples, {m['threshold_rule']} threshold")
+    left = m.get("left_out") or {}
+    if left.get("labels_without_scores"):
+        lines.append(f"not evaluated (labels without scores): {', '.join(left['labels_without_scores'])}")
+    if left.get("scores_without_labels"):
+        lines.append(f"not evaluated (scores without labels): {', '.join(left['scores_without_labels'])}")
     return "\n".join(lines)
 
 

@@ -176,17 +176,30 @@ def _output_rows(records: Iterator[_Record], id_name: str) -> Iterator[tuple[dic
         yield {id_name: rec.id, **labels, ERROR_COLUMN: rec.error}, rec.report is not None
 
 
+@dataclass(frozen=True)
+class LabelCounts:
+    labelled: int  # rows whose report was labelled
+    errors: int  # rows written with the reason in the error column instead
+
+
 def label_file(
     input_uri: str, out_uri: str, *, column: str | None = None, id_column: str | None = None
-) -> int:
+) -> LabelCounts:
     """Label every report in `input_uri` and write the labels to `out_uri`.
 
-    Returns the number of reports labelled (rows with an unusable report are written, with their
-    error, but not counted). Raises LabelInputError when the input as a whole cannot be read as asked
-    (a named column absent from a CSV header, columns given for a plain-text file).
+    Returns how many reports were labelled and how many rows were unusable (written with their
+    error). Raises LabelInputError when the input as a whole cannot be read as asked (a named column
+    absent from a CSV header, columns given for a plain-text file).
     """
     id_name = id_column or DEFAULT_ID_COLUMN
-    rows = _output_rows(read_reports(input_uri, column=column, id_column=id_column), id_name)
+    seen = [0]
+
+    def counted(rows: Iterator[tuple[dict[str, Any], bool]]) -> Iterator[tuple[dict[str, Any], bool]]:
+        for item in rows:
+            seen[0] += 1
+            yield item
+
+    rows = counted(_output_rows(read_reports(input_uri, column=column, id_column=id_column), id_name))
     columns = [id_name, *CHEXPERT_OBSERVATIONS, ERROR_COLUMN]
     kind = _suffix(out_uri)
     fs, path = fsspec.core.url_to_fs(out_uri)
@@ -214,7 +227,7 @@ def label_file(
     finally:
         if fs.exists(partial):
             fs.rm(partial)
-    return labelled
+    return LabelCounts(labelled, seen[0] - labelled)
 
 
 def _write_csv(fh: Any, rows: Iterator[tuple[dict[str, Any], bool]], columns: list[str]) -> int:
