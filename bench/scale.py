@@ -1,7 +1,7 @@
 """The augment job over a large report-only corpus on an autoscaling cluster: rates, memory, resume.
 
 For each corpus size N, N reports (the 3,955 real Indiana University reports repeated with distinct
-ids) are written as JSONL to the S3 server the tests use (moto, on 127.0.0.1), and the README's
+ids) are written as JSONL to the S3 server the tests use (moto, on 127.0.0.1), and the quick start's
 augment job is submitted with `ray job submit` to Ray's fake multi-node autoscaling cluster
 (tests/autoscaling_cluster.py: a head without CPUs and several CPU nodes started on demand):
 import -> validate -> rules rewrite (InterAug) -> the tiny generator (32 px, 2 steps) on CPU ->

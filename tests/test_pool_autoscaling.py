@@ -3,10 +3,11 @@
 Ray's tracker had a P0 report that Ray Data GPU actor pools do not autoscale on an autoscaling
 cluster (ray-project/ray#59144). On the fake multi-node cluster of tests/autoscaling_cluster.py
 (autoscaler v2, shaped like the chart: a head without CPUs, a CPU group, a GPU group from 0 with
-room for 3 nodes), the README's augment job is submitted with `ray job submit`, generation and
-scoring each with `max_actors: 3` and one (logical) GPU per actor, over a backlog of about 1,700
-images. While it runs, the test samples Ray's state API (which node holds which live
-actor); afterwards it reads the node each image was drawn and scored on from the rows.
+room for 3 nodes), the quick start's augment job (docs/deployment.md) is submitted with
+`ray job submit`, generation and scoring each with `max_actors: 3` and one (logical) GPU per
+actor, over a backlog of about 1,700 images. While it runs, the test samples Ray's state API
+(which node holds which live actor); afterwards it reads the node each image was drawn and
+scored on from the rows.
 
 Asserted: 3 GPU nodes ran generation actors at the same time and the images were spread over
 them; the same for the scoring pool; every image once; and the GPU group is back to 0 nodes after

@@ -5,7 +5,7 @@ and a `gpu` worker type from 0 nodes, autoscaler v2, token auth), whose nodes st
 demand as KubeRay's pods would, with the S3 server standing in for the bucket:
 
 1. the quick start's augment job, submitted with Ray's own `ray job submit` (the token from the
-   environment, as the README exports it): the autoscaler starts GPU-type nodes for the image
+   environment, as docs/deployment.md exports it): the autoscaler starts GPU-type nodes for the image
    pools and CPU-type nodes for the rest; a GPU-type node is killed mid-generate, as a spot reclaim
    would; the job still succeeds with every image written exactly once and the work redone
    measured (the goal: under 5%); its outputs and progress.json are on S3, `pairaug status` and
@@ -192,7 +192,7 @@ def _started_since(cluster: FakeAutoscalingCluster, before: set[str]) -> list[st
 
 
 def test_the_quick_start_augment_job_scales_up_survives_a_lost_gpu_node_and_scales_back(cluster, bucket):
-    """The README's command with Ray's own CLI (RAY_AUTH_TOKEN in its environment, client_env).
+    """The command of docs/deployment.md with Ray's own CLI (RAY_AUTH_TOKEN in its environment, client_env).
     Once a quarter of the images are written, a GPU-type node is SIGKILLed as a spot reclaim would
     (its raylet, object store and actors): Ray restarts the lost actor on a node the autoscaler adds
     and retries its calls, and the job finishes with every image once."""
