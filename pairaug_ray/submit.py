@@ -165,7 +165,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             return _submit_rayjob(args, entrypoint, runtime_env)
         return _submit_to_dashboard(args, entrypoint, runtime_env)
     except SubmitError as e:
-        print(f"pairaug submit: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)  # as every command's refusal (cli.main)
         return EXIT_ERROR
 
 

@@ -364,6 +364,54 @@ def other_cases() -> list[Case]:
             says=("nowhere",),
         ),
         Case(
+            "submit: nowhere to submit",
+            lambda d: ["submit", "--", "pairaug", "augment"],
+            says=("--address", "--rayjob"),
+        ),
+        Case(
+            "submit: a dashboard that does not answer",
+            lambda d: ["submit", "--address", "http://127.0.0.1:9", "--", "pairaug", "augment"],
+            says=("cannot use the Ray job API at http://127.0.0.1:9",),
+        ),
+        Case(
+            "submit: a RayJob without a cluster or template",
+            lambda d: ["submit", "--rayjob", "--", "pairaug", "augment"],
+            says=("--cluster", "--template"),
+        ),
+        Case(
+            "study: an arm that does not exist",
+            lambda d: [
+                "study",
+                "-c",
+                str(REPO / "configs" / "phantom-study.yaml"),
+                "--set",
+                "study.arms=[nope]",
+            ],
+            says=("study.arms.0", "'nope'"),
+        ),
+        Case(
+            "finetune-t2i: a negative image size",
+            lambda d: [
+                "finetune-t2i",
+                "-c",
+                str(REPO / "configs" / "demo.yaml"),
+                "--set",
+                "finetune_t2i.image_size=-4",
+            ],
+            says=("finetune_t2i.image_size",),
+        ),
+        Case(
+            "evaluate: a dataset kind that does not exist",
+            lambda d: [
+                "evaluate",
+                "-c",
+                str(REPO / "configs" / "demo.yaml"),
+                "--set",
+                "evaluate.datasets=[{kind: xray}]",
+            ],
+            says=("evaluate.datasets",),
+        ),
+        Case(
             "ingest: input that does not exist",
             lambda d: ["ingest", str(d / "nothing.parquet"), str(d / "ingested")],
             says=("nothing.parquet",),
