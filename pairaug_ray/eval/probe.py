@@ -18,6 +18,7 @@ from sklearn.metrics import roc_auc_score
 from pairaug_ray.eval.metrics import evaluate
 
 MIN_ROWS = 20
+MIN_PATIENTS = 10  # fewer cannot fill a train, a validation and a test part by patient
 
 
 def split_indices(n: int, fractions: tuple[float, float, float], seed: int, groups=None):
@@ -54,7 +55,7 @@ def fraction_rows(train: np.ndarray, fraction: float, seed: int, groups=None, mi
 
 
 def _fit(x: np.ndarray, y: np.ndarray, c: float):
-    if len(np.unique(y)) < 2:
+    if len(y) == 0 or len(np.unique(y)) < 2:
         return None  # one class in this subset: predict its prior
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -78,12 +79,21 @@ def linear_probe(
     min_rows: int = MIN_ROWS,
 ) -> dict:
     """`groups`: the patient of each row (None: rows are independent, split by image)."""
+    note = None
+    if groups is not None and len(np.unique(np.asarray(groups).astype(str))) < MIN_PATIENTS:
+        # Too few patients for three parts: an image split, said so in the results.
+        note = (
+            f"split by image: {len(np.unique(np.asarray(groups).astype(str)))} patients are too few to split"
+        )
+        groups = None
     train, val, test = split_indices(len(features), split, seed, groups)
     results = {
         "split": {"train": len(train), "validate": len(val), "test": len(test)},
         "split_by": "image" if groups is None else "patient",
         "fractions": {},
     }
+    if note:
+        results["note"] = note
     if groups is not None:
         g = np.asarray(groups).astype(str)
         results["patients"] = {

@@ -115,6 +115,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 core, val["tokenizer"], val["pixels"], val["y"], t.validation_labels
             )
             state.setdefault("val_history", []).append({"step": state["step"], "val_auc": metrics["val_auc"]})
+        # Decided before the checkpoint is saved, so that the checkpoint (and the run's summary) says so.
+        should_stop()
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
@@ -142,8 +144,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ckpt)
 
     def should_stop() -> bool:
-        """Early stopping: rank 0 judges val_auc's history, every rank gets its answer (they must stop
-        at the same step, or the next collective would hang)."""
+        """Early stopping, at each checkpoint: rank 0 judges val_auc's history, every rank gets its
+        answer (they must stop at the same step, or the next collective would hang); a stop is
+        recorded in state["stopped_early"], which ends the loop."""
         if not t.early_stopping_patience:
             return False
         stop = torch.zeros((), dtype=torch.int64, device=device)
@@ -241,7 +244,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 and state["step"] < total_steps
             ):
                 report(_metrics(state, losses, scheduler, seen, started, waited), with_checkpoint=True)
-                if should_stop():
+                if state.get("stopped_early"):
                     break
         if not losses:  # an epoch with no batch (every rank agrees: the splits are equal)
             raise RuntimeError(f"epoch {epoch + 1} yielded no batch of {per_worker} pairs per worker")
@@ -252,7 +255,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             {"epoch": epoch + 1, "step": state["step"], "loss": sum(losses) / max(1, len(losses))}
         )
         report(_metrics(state, losses, scheduler, seen, started, waited), with_checkpoint=True)
-        should_stop()  # sets state["stopped_early"], which ends the loop
 
 
 def _validation_tensors(
