@@ -173,6 +173,9 @@ def _scenario(tmp_path, redis_address: str | None) -> subprocess.CompletedProces
         ) from None
 
 
+# `long` (make test-all): two scenarios on a real Redis (about 50 s, minutes on a loaded machine); CI
+# checks the rendering of the GCS fault-tolerance settings (tests/test_helm.py, tests/test_kuberay_rules.py).
+@pytest.mark.long
 @pytest.mark.slow
 @pytest.mark.timeout(2 * SCENARIO_TIMEOUT_S + 60)  # two scenarios, each with its own generous limit
 def test_a_job_survives_its_gcs_dying_and_coming_back(redis_server, tmp_path):
