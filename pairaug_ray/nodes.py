@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 TIMELINE_FILE = "nodes.json"
 POLL_S = 2.0
 GROUP_LABEL = "ray.io/node-group"  # KubeRay sets it to the worker group's name on every pod
+HEAD_RESOURCE = "node:__internal_head__"  # the resource Ray gives the head node only
 
 _requested: str | None = None  # where to write nodes.json, set by record_to
 _watch: NodeWatch | None = None
@@ -164,11 +165,14 @@ class NodeWatch:
 def _describe(node: Any) -> dict[str, Any]:
     labels = dict(node.labels or {})
     usage = getattr(node, "resource_usage", None)
-    gpus = 0.0
+    gpus, head = 0.0, False
     for r in getattr(usage, "usage", None) or []:
         if r.resource_name == "GPU":
             gpus = r.total
-    group = labels.get(GROUP_LABEL) or node.ray_node_type_name or "local"
+        head = head or r.resource_name == HEAD_RESOURCE
+    # KubeRay labels its head pod too (headgroup); a head started by hand has only the resource,
+    # and its generated type name (node_<id>) would read as a group of its own.
+    group = labels.get(GROUP_LABEL) or ("head" if head else None) or node.ray_node_type_name or "local"
     kind = labels.get(NODE_KIND_LABEL) or ("gpu" if gpus else "cpu")
     return {"group": group, "kind": kind, "gpus": gpus}
 

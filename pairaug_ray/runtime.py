@@ -84,6 +84,14 @@ def init_ray(cfg: RayConfig) -> None:
     # group is at its maximum, since a GPU node offers CPUs too. GPU stages override the key
     # (stages/base.py). Set before any dataset is made: a dataset keeps a copy of this context.
     ctx.execution_options.label_selector = dict(CPU_WORK) if cfg.cpu_work_off_gpu_nodes else None
+    if cfg.cpu_work_off_gpu_nodes and not _started_local:
+        # Ray 2.60's Parquet reader (datasource V2) lists files through a pool of up to 32
+        # FooterReader actors that take neither the context's label selector nor a resource
+        # setting: on a cluster whose CPU group is full, the autoscaler starts GPU nodes to place
+        # them (seen on the fake autoscaler: two GPU nodes during validate). The V1 reader fetches
+        # file metadata with tasks that carry the selector. A local Ray has no labelled nodes, and
+        # keeps V2.
+        ctx.use_datasource_v2 = False
     from pairaug_ray import nodes, progress
 
     progress.show_bars(cfg.progress_bars)

@@ -88,6 +88,17 @@ def test_the_timeline_records_each_node_with_its_group_kind_and_stage(monkeypatc
     assert json.loads(json.dumps(doc)) == doc  # what nodes.json holds
 
 
+def test_a_head_without_a_group_label_is_the_head_group():
+    """A head started by hand (the fake autoscaler's, `ray start --head`) has no ray.io/node-group;
+    the head resource names it, instead of its generated type name node_<id>."""
+    head = _node("h", "", None)
+    head.labels, head.ray_node_type_name = {}, "node_ffff"
+    head.resource_usage.usage.append(ResourceUsage(nodes.HEAD_RESOURCE, 1.0))
+    watch = nodes.NodeWatch(autoscaling=True)
+    watch.observe(_status(head))
+    assert watch.now()["groups"] == {"head": 1}
+
+
 def test_a_fixed_local_ray_never_says_work_waits_for_nodes():
     watch = nodes.NodeWatch(autoscaling=False)
     watch.observe(_status(_node("n", "", None), cpu_tasks=5))

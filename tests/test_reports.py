@@ -252,3 +252,17 @@ def test_a_missing_column_is_refused_before_any_work(ray_local, tmp_path):
     ):
         prepare_reports(cfg)
     assert not (tmp_path / "run" / "reports").exists()
+
+
+def test_report_hashes_are_typed_whatever_a_batch_holds():
+    """A batch whose reports are all empty hashes to a string column, not a null one: Ray Data's V1
+    Parquet reader (used on clusters) makes a block per file, and a null-typed block could not be
+    concatenated with the others (seen: ArrowInvalid in validate)."""
+    from pairaug_ray.stages.validate import repeated_reports, report_hashes
+
+    empty = report_hashes(pa.table({schema.PAIR_ID: ["a", "b"], schema.REPORT: [None, ""]}))
+    full = report_hashes(
+        pa.table({schema.PAIR_ID: ["c", "d"], schema.REPORT: ["No effusion.", "no  EFFUSION."]})
+    )
+    assert empty.schema == full.schema and empty.schema.field("text_hash").type == pa.string()
+    assert repeated_reports(pa.concat_tables([empty, full])) == {"d": "c"}

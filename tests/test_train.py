@@ -294,9 +294,11 @@ def test_real_fraction_draws_whole_patients_and_only_their_synthetic_pairs(ray_l
 
     real = read_columns(phantom_root, [schema.PAIR_ID, schema.PATIENT_ID, schema.SPLIT, schema.STATUS])
     train = real.filter(pc.equal(real[schema.SPLIT], "train")).to_pylist()
+    from ray.data.expressions import col
+
     from pairaug_ray.manifest import read_manifest
 
-    rows = read_manifest(phantom_root).filter(expr=f"{schema.SPLIT} == 'train'").take_all()
+    rows = read_manifest(phantom_root).filter(expr=col(schema.SPLIT) == "train").take_all()
     syn = [
         {
             **r,

@@ -55,12 +55,17 @@ def report_hashes(batch: pa.Table) -> pa.Table:
     """(pair_id, text_hash) of each row, for finding reports that repeat another's text."""
     ids = batch.column(schema.PAIR_ID).to_pylist()
     reports = batch.column(schema.REPORT).to_pylist()
+    # Typed: a batch of empty reports must not become a null column that its neighbours refuse.
     return pa.table(
         {
-            "pair_id": [str(i) for i in ids],
-            "text_hash": [
-                hashlib.sha256(normalised_text(r).encode()).hexdigest()[:16] if r else None for r in reports
-            ],
+            "pair_id": pa.array([str(i) for i in ids], pa.string()),
+            "text_hash": pa.array(
+                [
+                    hashlib.sha256(normalised_text(r).encode()).hexdigest()[:16] if r else None
+                    for r in reports
+                ],
+                pa.string(),
+            ),
         }
     )
 
