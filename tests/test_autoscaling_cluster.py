@@ -64,7 +64,7 @@ PREEMPT_JOB = textwrap.dedent(
         node = ray.get_runtime_context().get_node_id()
         with open(os.path.join(marker_dir, f"attempt-{time.time():.3f}-{node}"), "w"):
             pass
-        deadline = time.time() + 120
+        deadline = time.time() + 300
         while not os.path.exists(os.path.join(marker_dir, "release")):
             if time.time() > deadline:
                 raise TimeoutError("never released")
