@@ -4,7 +4,7 @@
     1 files        images, pairs (pair datasets read with pyarrow), resume
     2 library      models, p2p, text, eval, viz                      (never import Ray)
     3 stages       manifest (Ray Data I/O), runtime, progress, nodes, metrics, corpora, stages, testing
-    4 jobs         pipeline, submit
+    4 jobs         pipeline, submit, reader_study
     5 cli          cli, __main__
 
 A module may import modules of its own layer or below, at the top of the file or inside a
@@ -33,7 +33,7 @@ LAYERS = [
     ["images", "pairs", "resume"],
     ["models", "p2p", "text", "eval", "viz"],
     ["manifest", "runtime", "progress", "nodes", "metrics", "corpora", "stages", "testing"],
-    ["pipeline", "submit"],
+    ["pipeline", "submit", "reader_study"],
     ["cli", "__main__"],
 ]
 RAY_FREE_LAYERS = 3  # layers 0, 1 and 2
