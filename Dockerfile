@@ -53,6 +53,11 @@ RUN python -m pip install --no-cache-dir \
         "scikit-learn==1.9.1" \
         "matplotlib==3.11.2" \
         "tqdm==4.70.1" \
+        "sqlalchemy==2.1.9" \
+        "alembic==1.20.1" \
+        "fastapi==0.165.0" \
+        "uvicorn==0.55.0" \
+        "jinja2==3.1.6" \
     && python -m pip install --no-cache-dir --no-deps "open_clip_torch==3.3.0"
 
 # The package itself, leaving the pinned dependencies alone; `pairaug --version` proves the entry point.
