@@ -58,6 +58,7 @@ RUN python -m pip install --no-cache-dir \
         "fastapi==0.165.0" \
         "uvicorn==0.55.0" \
         "jinja2==3.1.6" \
+        "psycopg[binary]==3.3.9" \
     && python -m pip install --no-cache-dir --no-deps "open_clip_torch==3.3.0"
 
 # The package itself, leaving the pinned dependencies alone; `pairaug --version` proves the entry point.

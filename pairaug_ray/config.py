@@ -652,6 +652,31 @@ class NearDuplicateConfig(StrictModel):
     )
 
 
+class ReaderVerdictsConfig(StrictModel):
+    """Prune the synthetic pairs a reader study rejected (docs/reader-study.md)."""
+
+    study: str = Field(description="The study's folder (`pairaug reader-study create --out`).")
+    rule: Literal["poor", "poor_or_synthetic"] = Field(
+        "poor",
+        description="poor: pairs rated poor in the pairs task; poor_or_synthetic: also pairs whose "
+        "image or report readers called synthetic.",
+    )
+    quorum: Literal["any", "majority", "all"] = Field(
+        "any", description="How many of the readers who answered must reject: any, a majority, all."
+    )
+    database_url_env: str | None = Field(
+        None,
+        description="NAME of the environment variable holding the answers' database URL (PostgreSQL); "
+        "null: the SQLite file in the study's folder.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _folder_alone(cls, data: Any) -> Any:
+        # `prune.reader_verdicts: runs/demo/reader-study` is the study with the default rule.
+        return {"study": data} if isinstance(data, str) else data
+
+
 class PruneConfig(StrictModel):
     """PairAug's two pruning rules; re-run alone with `pairaug prune`."""
 
@@ -660,6 +685,9 @@ class PruneConfig(StrictModel):
         0.003, ge=0.0, description="IntraAug: keep when every S_k exceeds its global mean - epsilon."
     )
     near_duplicate: NearDuplicateConfig = NearDuplicateConfig()
+    reader_verdicts: ReaderVerdictsConfig | None = Field(
+        None, description="Also prune the synthetic pairs a reader study rejected (null: no study)."
+    )
     output: Uri | None = Field(
         None, description="Final synthetic manifest; default <run.output_dir>/synthetic."
     )

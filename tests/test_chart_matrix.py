@@ -157,6 +157,32 @@ EXAMPLES: dict[str, object] = {
     "networkPolicy.allowPodLabels": {"app": "notebook"},
     "networkPolicy.prometheusPodLabels": {"app.kubernetes.io/name": "prometheus"},
     "networkPolicy.operatorNamespace": "ray-system",
+    **{
+        f"readerStudy.{key}": {
+            "readerStudy.enabled": True,
+            "readerStudy.config": "s3://b/augment.yaml",
+            f"readerStudy.{key}": value,
+        }
+        for key, value in (
+            ("createArgs", ["--cases-per-task", "20"]),
+            ("url", "https://reader-study.example.org"),
+            ("storage.size", "20Gi"),
+            ("storage.storageClassName", "gp3"),
+            ("storage.existingClaim", "reader-study-data"),
+            ("database.existingSecret", "reader-study-db"),
+            ("database.secretKey", "sqlalchemy-url"),
+            ("resources.cpu", "2"),
+            ("resources.memory", "4Gi"),
+            ("resources.ephemeralStorage", "2Gi"),
+            ("allowNamespaces", ["ingress-nginx"]),
+        )
+    },
+    "readerStudy.enabled": {
+        "readerStudy.enabled": True,
+        "readerStudy.config": "/etc/pairaug/configs/demo.yaml",
+        "pipelineConfigs.files": {"demo.yaml": "run: {name: demo}\n"},
+    },
+    "readerStudy.config": {"readerStudy.enabled": True, "readerStudy.config": "s3://b/augment.yaml"},
     "autoscaler.enabled": False,
     "autoscaler.version": "v1",
     "autoscaler.upscalingMode": "Aggressive",

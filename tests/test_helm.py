@@ -567,6 +567,12 @@ def test_notes_print_port_forward_and_submit(tmp_path):
             ],
             "useExistingCluster needs cluster.enabled",
         ),
+        (["--set", "readerStudy.enabled=true"], "readerStudy.config must name"),
+        (
+            ["--set", "readerStudy.enabled=true,readerStudy.config=/etc/pairaug/configs/demo.yaml"],
+            'readerStudy.config is /etc/pairaug/configs/demo.yaml, but pipelineConfigs.files has no "demo.yaml"',
+        ),
+        (["--set", "readerStudy.url=ftp://x"], "readerStudy.url"),
         (
             ["--set", "jobs.augment.enabled=true"],
             'jobs.augment.config is /etc/pairaug/configs/augment.yaml, but pipelineConfigs.files has no "augment.yaml"',
@@ -767,7 +773,7 @@ def test_operator_grade_options(rendered):
     assert json.loads(job["spec"]["entrypointResources"]) == {"pairaug-driver": 1}
     assert by_name["drivers"]["resources"] == {"GPU": "0", "pairaug-driver": "4"}
     assert "externalStorageNamespace" not in job["spec"]["rayClusterSpec"]["gcsFaultToleranceOptions"]
-    (policy,) = only(docs, "NetworkPolicy")
+    (policy,) = [p for p in only(docs, "NetworkPolicy") if p["metadata"]["name"].endswith("-ray")]
     own, chosen, prometheus = policy["spec"]["ingress"]
     assert "ports" not in own  # the cluster's pods reach each other on every port
     assert {p["port"] for p in chosen["ports"]} == {6379, 8265, 10001, 8000, 8080, 44217, 44227}
@@ -830,7 +836,7 @@ def test_monitoring_objects_and_the_dashboards_queries(rendered):
         assert ("as-metrics" in ports, ports.get("dash-metrics")) == (
             (True, 44227) if name == "head" else (False, None)
         )
-    (policy,) = only(docs, "NetworkPolicy")
+    (policy,) = [p for p in only(docs, "NetworkPolicy") if p["metadata"]["name"].endswith("-ray")]
     scrape_ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule.get("ports", [])}
     assert {8080, 44217, 44227} <= scrape_ports
     # Without the Prometheus Operator's CRDs the PodMonitor is left out (and NOTES says so), not an error.
@@ -901,3 +907,49 @@ def test_monitoring_objects_and_the_dashboards_queries(rendered):
         assert names and names <= exported, (panel["title"], names - exported)
         queried |= names
     assert queried == exported
+
+
+def test_reader_study_app(rendered):
+    """readerStudy (docs/reader-study.md): a Deployment that draws the study once and serves it, a
+    ClusterIP Service and nothing that routes from outside, the database URL by reference, pods the
+    Ray NetworkPolicy does not select and a policy of their own; off by default."""
+    assert not [d for d in rendered["default"] if "reader-study" in d["metadata"]["name"]]
+    docs = rendered["operator-values"]
+    study = {d["kind"]: d for d in docs if d["metadata"]["name"].endswith("-reader-study")}
+    assert set(study) == {"Deployment", "Service", "PersistentVolumeClaim", "NetworkPolicy"}
+    assert not [d for d in docs if d["kind"] in ("Ingress", "HTTPRoute", "Route", "Secret")]
+    assert study["Service"]["spec"]["type"] == "ClusterIP"
+    pod = study["Deployment"]["spec"]["template"]
+    assert (
+        study["Deployment"]["spec"]["replicas"] == 1
+        and study["Deployment"]["spec"]["strategy"]["type"] == "Recreate"
+    )
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    draw, serve = pod["spec"]["initContainers"][0], pod["spec"]["containers"][0]
+    assert "test -f /study/study.json ||" in draw["command"][2]  # a drawn study (and its answers) is kept
+    assert draw["args"][:2] == ["--config", "s3://pairaug-prod/configs/augment.yaml"]
+    assert draw["args"][-3:] == ["--cases-per-task", "50", "--include-pruned"]
+    assert serve["command"][:4] == ["pairaug", "reader-study", "serve", "/study"]
+    for c in (draw, serve):
+        env = {e["name"]: e for e in c["env"]}
+        assert env["READER_STUDY_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+            "name": "pairaug-reader-study-db",
+            "key": "url",
+        }
+        assert "--database-url-env" in c.get("args", [])
+        assert "OPENAI_API_KEY" not in env  # no credentials it has no use for
+    assert serve["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    ray_policy = next(
+        d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("-ray")
+    )
+    selects = ray_policy["spec"]["podSelector"]["matchLabels"]
+    labels = pod["metadata"]["labels"]
+    assert not all(labels.get(k) == v for k, v in selects.items())  # the Ray policy leaves it alone
+    own = study["NetworkPolicy"]["spec"]
+    assert own["podSelector"]["matchLabels"] == labels
+    assert own["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8800}]
+    allowed = {
+        f["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for f in own["ingress"][0]["from"]
+    }
+    assert allowed == {"pairaug", "ingress-nginx"}

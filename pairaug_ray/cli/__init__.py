@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from pairaug_ray import __version__
-from pairaug_ray.cli import augment, configs, data, models, status, training
+from pairaug_ray.cli import augment, configs, data, models, reader_study, status, training
 from pairaug_ray.cli.common import Commands
 
 EPILOG = """\
@@ -33,6 +33,7 @@ examples:
   pairaug manifest show runs/phantom                  # what is in a pair dataset
   pairaug label reports.txt --out labels.csv          # CheXpert-style labels for your reports
   pairaug config show --config configs/demo.yaml --set corpus.phantom.patients=10
+  pairaug reader-study create --config configs/demo.yaml --reader alice   # clinicians judge the pairs
 
 Jobs print one line per stage and a progress bar; Ray's and the libraries' own output goes to a log
 file under the run's output folder (its path is printed first; --verbose shows it all instead).
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     configs.register(commands)
     data.register(commands)
     models.register(commands)
+    reader_study.register(commands)
     return parser
 
 

@@ -83,6 +83,7 @@ def prune_job(
         nearest, near_threshold = (
             near_duplicates(cfg, src) if cfg.prune.near_duplicate.enabled else (None, None)
         )
+        vetoed = reader_vetoes(cfg)
         rules = StagePlan(
             "prune",
             prune_batch,
@@ -92,6 +93,7 @@ def prune_job(
                 "means": means,
                 "nearest": nearest,
                 "near_threshold": near_threshold,
+                "vetoed": vetoed,
             },
             actors=None,
         )
@@ -105,6 +107,7 @@ def prune_job(
                     "epsilon": epsilon,
                     "means": means,
                     "near_duplicate_threshold": near_threshold,
+                    "reader_vetoes": None if vetoed is None else len(vetoed),
                     "input": src,
                 }
             },
@@ -122,6 +125,26 @@ def prune_job(
             or "no synthetic pairs"
         )
     return summary
+
+
+def reader_vetoes(cfg: JobConfig) -> dict[str, str] | None:
+    """pair id -> reason for every synthetic pair the configured reader study rejected (None
+    without prune.reader_verdicts)."""
+    import os
+
+    from pairaug_ray.reader_study.verdicts import vetoed_pairs
+
+    rv = cfg.prune.reader_verdicts
+    if rv is None:
+        return None
+    url = None
+    if rv.database_url_env:
+        url = os.environ.get(rv.database_url_env)
+        if not url:
+            raise ConfigError(
+                f"prune.reader_verdicts.database_url_env names {rv.database_url_env}, which is not set"
+            )
+    return vetoed_pairs(rv.study, db_url=url, rule=rv.rule, quorum=rv.quorum)
 
 
 def near_duplicates(cfg: JobConfig, scored_root: str) -> tuple[dict[str, tuple[float, str]], float]:

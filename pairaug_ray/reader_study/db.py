@@ -130,6 +130,23 @@ def revoke_reader(engine: Engine, name: str) -> None:
         reader.revoked_at = datetime.now(UTC)
 
 
+def list_readers(engine: Engine) -> list[dict[str, Any]]:
+    """Every reader: name, when added and revoked, how many cases answered (no tokens: only hashes exist)."""
+    from sqlalchemy import func
+
+    with Session(engine) as s:
+        counts = dict(s.execute(select(Answer.reader_id, func.count()).group_by(Answer.reader_id)).all())
+        return [
+            {
+                "name": r.name,
+                "created_at": r.created_at.isoformat(),
+                "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None,
+                "answered": counts.get(r.id, 0),
+            }
+            for r in s.scalars(select(Reader).order_by(Reader.id))
+        ]
+
+
 def reader_for_token(engine: Engine, token: str) -> Reader | None:
     """The reader a token belongs to; None for an unknown or revoked token."""
     with Session(engine) as s:

@@ -7,6 +7,8 @@
 - AugText paraphrases keep the real image and are not pruned, as in PairAug.
 - Optionally (prune.near_duplicate, not in PairAug): InterAug drops an image whose nearest real
   training image is closer than a threshold (a memorised image, not a new patient).
+- Optionally (prune.reader_verdicts, PairAug's reader study put to use): any synthetic pair a
+  reader study rejected is dropped, whatever its scores (reader_study/verdicts.py).
 
 Every row keeps its scores and gets `kept`, `pruning` (the thresholds used, as JSON) and, when not
 kept, `prune_reason`, so the rules can be redone with other thresholds in seconds.
@@ -31,10 +33,11 @@ def prune_batch(
     means: dict[str, float | None],
     nearest: dict[str, tuple[float, str]] | None = None,
     near_threshold: float | None = None,
+    vetoed: dict[str, str] | None = None,
 ) -> pa.Table:
     """Set `kept`, `pruning` and `prune_reason` on every row from its scores, the run's global
     IntraAug means and, with `nearest` (InterAug pair id -> (cosine, training pair id)), the
-    near-duplicate threshold."""
+    near-duplicate threshold; `vetoed` (pair id -> reason) the pairs a reader study rejected."""
     thresholds = {k: (None if m is None else m - epsilon) for k, m in means.items()}
     info = json.dumps(
         {
@@ -43,6 +46,7 @@ def prune_batch(
             "means": means,
             "thresholds": thresholds,
             "near_duplicate_threshold": near_threshold,
+            "reader_vetoes": len(vetoed or {}),
         },
         sort_keys=True,
     )
@@ -67,6 +71,8 @@ def prune_batch(
                 for k in INTRA_SCORES
                 if r.get(k) is None or thresholds[k] is None or not r[k] > thresholds[k]
             ]
+        if not reasons and vetoed and r.get(schema.PAIR_ID) in vetoed:
+            reasons.append(vetoed[r[schema.PAIR_ID]])
         # AugText paraphrases keep the real image: PairAug does not prune them.
         r[schema.KEPT] = not reasons
         r[schema.PRUNE_REASON] = "; ".join(reasons) or None

@@ -504,3 +504,30 @@ workerGroupSpecs:
   {{- end }}
   {{- end }}
 {{- end -}}
+
+{{/* Environment of the reader study's containers: S3 (to draw the study from the run) and the
+     answers' database URL by reference; not the LLM key or the Ray token, which it has no use for. */}}
+{{- define "pairaug.readerStudyEnv" -}}
+{{- $v := .Values -}}
+{{- $env := list -}}
+{{- with $v.s3.region -}}
+{{- $env = append $env (dict "name" "AWS_REGION" "value" .) -}}
+{{- $env = append $env (dict "name" "AWS_DEFAULT_REGION" "value" .) -}}
+{{- end -}}
+{{- with $v.s3.endpointUrl -}}
+{{- $env = append $env (dict "name" "AWS_ENDPOINT_URL" "value" .) -}}
+{{- end -}}
+{{- with $v.readerStudy.database.existingSecret -}}
+{{- $ref := dict "secretKeyRef" (dict "name" . "key" $v.readerStudy.database.secretKey) -}}
+{{- $env = append $env (dict "name" "READER_STUDY_DATABASE_URL" "valueFrom" $ref) -}}
+{{- end -}}
+{{- with $env -}}
+env:
+{{- toYaml . | nindent 2 }}
+{{- end -}}
+{{- if eq $v.s3.credentials "secret" }}
+envFrom:
+  - secretRef:
+      name: {{ required "s3.existingSecret must name a Secret when s3.credentials is secret" $v.s3.existingSecret }}
+{{- end -}}
+{{- end -}}
