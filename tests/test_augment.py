@@ -288,6 +288,52 @@ def test_near_duplicate_rule_drops_a_copied_training_image(s3_run, tiny_models, 
     assert 0.9 < calibrated <= 1.0
 
 
+def test_reader_verdicts_prune_the_pairs_readers_rejected(s3_run, tmp_path):
+    """prune.reader_verdicts through the prune job: a reader study drawn from the run (its images on
+    S3), a reader who rates some pairs poor, and a reprune that drops exactly those, with the
+    readers' reason; every other pair keeps the scores' verdict."""
+    from pairaug_ray.pipeline.common import real_pairs_root
+    from pairaug_ray.reader_study import db
+    from pairaug_ray.reader_study.draw import draw_study
+
+    cfg, _, _, _ = s3_run
+    plain_root = str(tmp_path / "plain")
+    prune_job(cfg, output_root=plain_root)
+    plain = {r[schema.PAIR_ID]: r for r in _pairs(plain_root)}
+    study_dir = str(tmp_path / "study")
+    doc = draw_study(
+        real_pairs_root(cfg),
+        plain_root,
+        study_dir,
+        cases_per_task=4,
+        tasks=("pairs",),
+        include_pruned=True,
+        image_size=64,
+    )
+    engine = db.open_study_db(db.default_url(study_dir))
+    db.register_cases(engine, doc["cases"])
+    reader = db.reader_for_token(engine, db.add_reader(engine, "r1"))
+    cases = doc["cases"]
+    kept_cases = [c for c in cases if c["kept"]]
+    assert kept_cases, "the draw has kept pairs half the time"
+    poor = {kept_cases[0]["pair_id"], next(c["pair_id"] for c in cases if not c["kept"])}
+    for c in cases:
+        db.record_answer(engine, reader.id, c["case_id"], "poor" if c["pair_id"] in poor else "good", 2.0)
+    base = cfg.model_dump(mode="json")
+    judged_cfg = parse_config(
+        {**base, "prune": {**base["prune"], "reader_verdicts": study_dir, "output": None}}
+    )
+    judged_root = str(tmp_path / "judged")
+    prune_job(judged_cfg, output_root=judged_root)
+    judged = {r[schema.PAIR_ID]: r for r in _pairs(judged_root)}
+    assert set(judged) == set(plain)
+    changed = {p for p in judged if judged[p][schema.KEPT] != plain[p][schema.KEPT]}
+    assert changed == {kept_cases[0]["pair_id"]}
+    assert judged[kept_cases[0]["pair_id"]][schema.PRUNE_REASON] == "readers: rated poor by 1 of 1 readers"
+    assert all(not judged[p][schema.KEPT] for p in poor)
+    assert json.loads(judged[kept_cases[0]["pair_id"]][schema.PRUNING])["reader_vetoes"] == 2
+
+
 def test_error_budget_stops_the_job_and_keeps_the_work(ray_local, bad_corpus, tiny_models, tmp_path):
     root, _ = bad_corpus
     cfg = parse_config(job_dict(str(tmp_path / "run"), {"kind": "manifest", "manifest": root}, tiny_models))

@@ -123,7 +123,7 @@ def prune_job(
                 f"{o} kept {c['kept']}/{sum(c.values())}" for o, c in sorted(summary["by_origin"].items())
             )
             or "no synthetic pairs"
-        )
+        ) + ("" if vetoed is None else f"; {len(vetoed)} vetoed by the reader study")
     return summary
 
 
