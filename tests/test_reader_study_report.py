@@ -65,6 +65,10 @@ def test_report_numbers_equal_a_hand_computation(answered):
     assert images["per_reader"]["a"]["sensitivity_synthetic"]["value"] == 0.0
     assert images["per_reader"]["b"]["accuracy"]["value"] == 1.0
     assert images["pooled"]["accuracy"]["value"] == 12 / 16
+    # Tasks 1-2 together: a right on the 8 real of 16, b on all 16.
+    overall = report["overall_real_vs_synthetic"]
+    assert overall["per_reader"]["a"]["accuracy"]["value"] == 0.5
+    assert overall["pooled"]["accuracy"]["value"] == 24 / 32
     # Wilson's interval for 4 of 8, by its formula.
     z, n, p = 1.959963984540054, 8, 0.5
     centre, half = (

@@ -178,6 +178,20 @@ def build_report(study: dict[str, Any], answers: list[dict[str, Any]], quorum: s
             _pairs_task(cases, by_reader, quorum) if task == "pairs" else _turing_task(cases, by_reader, task)
         )
         tasks[task]["answered"] = {r: len(g) for r, g in sorted(by_reader.items())}
+    # Overall, tasks 1-2 together: per reader and pooled ("can readers tell synthetic from real?").
+    truth_of = {c["case_id"]: c["truth"] for c in study["cases"] if c["task"] in ("images", "reports")}
+    overall_by_reader: dict[str, tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
+    for a in answers:
+        if a["case_id"] in truth_of:
+            overall_by_reader[a["reader"]][0].append(truth_of[a["case_id"]])
+            overall_by_reader[a["reader"]][1].append(a["answer"])
+    overall = {
+        "per_reader": {r: stats.turing_scores(ts, ss) for r, (ts, ss) in sorted(overall_by_reader.items())},
+        "pooled": stats.turing_scores(
+            [truth for ts, _ in overall_by_reader.values() for truth in ts],
+            [said for _, ss in overall_by_reader.values() for said in ss],
+        ),
+    }
     seconds = [a["seconds"] for a in answers]
     return {
         "format": REPORT_FORMAT,
@@ -187,6 +201,7 @@ def build_report(study: dict[str, Any], answers: list[dict[str, Any]], quorum: s
         "median_seconds_per_case": float(np.median(seconds)) if seconds else None,
         "paper": PAPER,
         "tasks": tasks,
+        "overall_real_vs_synthetic": overall,
         "cases": case_summary(study, grouped),
     }
 
@@ -340,6 +355,9 @@ def write_report(study_dir: str, db_url: str | None = None, quorum: str = "any")
 def format_report(report: dict[str, Any]) -> str:
     """The terminal's summary: one line per task."""
     lines = [f"{len(report['readers'])} readers, {report['answers']} answers"]
+    overall = report.get("overall_real_vs_synthetic", {}).get("pooled", {}).get("accuracy")
+    if overall and overall["n"]:
+        lines.append(f"  real vs synthetic, images and reports together: accuracy {_pct(overall)}")
     for task, t in report["tasks"].items():
         if task == "pairs":
             p = t["pooled"]

@@ -33,8 +33,16 @@
   }
 
   async function next() {
-    const res = await fetch(base + "/next", { credentials: "same-origin" });
-    const c = await res.json();
+    let c;
+    try {
+      const res = await fetch(base + "/next", { credentials: "same-origin" });
+      if (!res.ok) throw new Error(String(res.status));
+      c = await res.json();
+    } catch (e) {
+      // Nothing is lost: every answer given is saved; reloading opens the next unanswered case.
+      document.getElementById("status").textContent = "The server could not be reached: reload the page to go on.";
+      return;
+    }
     if (c.finished) { window.location.reload(); return; }
     current = c;
     document.getElementById("progress").textContent = `case ${c.position} of ${c.total}`;
