@@ -109,6 +109,75 @@ def test_the_draw_is_balanced_seeded_and_blinded(run, tmp_path):
     assert json.loads((tmp_path / "study" / "study.json").read_text())["seed"] == 3
 
 
+def _sharpness(png: bytes) -> float:
+    """Mean absolute Laplacian: what makes a sharp image look sharp."""
+    import io
+
+    from PIL import Image
+
+    a = np.asarray(Image.open(io.BytesIO(png)), dtype=float)
+    return float(np.abs(4 * a[1:-1, 1:-1] - a[:-2, 1:-1] - a[2:, 1:-1] - a[1:-1, :-2] - a[1:-1, 2:]).mean())
+
+
+def _disc(path: Path, size: int, dtype) -> str:
+    """A bright disc with a hard edge, drawn at `size` px: the same picture at two resolutions."""
+    k = 8  # drawn 8x finer and averaged: anti-aliased, as a radiograph's edges are at any size
+    yy, xx = (np.mgrid[: size * k, : size * k] + 0.5) / (size * k)
+    disc = (((xx - 0.5) ** 2 + (yy - 0.5) ** 2) < 0.09).reshape(size, k, size, k).mean(axis=(1, 3))
+    top = 65535 if dtype == np.uint16 else 255
+    path.write_bytes(encode_png((disc * top * 0.8).astype(dtype)))
+    return str(path)
+
+
+@pytest.mark.parametrize("match", [True, False])
+def test_sharpness_is_matched_between_real_and_synthetic_images(tmp_path, match):
+    """Real images at 96 px, synthetic ones at 32 px, shown at 64 px: the real ones would be far
+    sharper unless every image passes through the smallest native size first."""
+    (tmp_path / "img").mkdir()
+    real = [
+        {
+            schema.PAIR_ID: f"r{i}",
+            schema.IMAGE_URI: _disc(tmp_path / "img" / f"r{i}.png", 96, np.uint16),
+            schema.REPORT: "x",
+            schema.STATUS: "ok",
+        }
+        for i in range(4)
+    ]
+    syn = [
+        {
+            schema.PAIR_ID: f"s{i}",
+            schema.PARENT_ID: "r0",
+            schema.ORIGIN: "inter",
+            schema.IMAGE_URI: _disc(tmp_path / "img" / f"s{i}.png", 32, np.uint8),
+            schema.REPORT: "y",
+            schema.STATUS: "ok",
+            schema.KEPT: True,
+        }
+        for i in range(4)
+    ]
+    out = tmp_path / "s"
+    study = draw_study(
+        _write(tmp_path / "real", real),
+        _write(tmp_path / "syn", syn),
+        str(out),
+        cases_per_task=8,
+        image_size=64,
+        tasks=("images",),
+        match_resolution=match,
+    )
+    sharp = {
+        t: np.mean(
+            [_sharpness((out / "media" / c["image"]).read_bytes()) for c in study["cases"] if c["truth"] == t]
+        )
+        for t in ("real", "synthetic")
+    }
+    ratio = sharp["real"] / sharp["synthetic"]
+    if match:
+        assert study["blinding"]["matched_resolution"] == 32 and 0.9 < ratio < 1.1, ratio
+    else:
+        assert study["blinding"]["matched_resolution"] is None and ratio > 1.3, ratio
+
+
 def test_pruned_pairs_join_when_asked_and_style_markers_are_listed(run, tmp_path):
     real, synthetic = run
     study = draw_study(

@@ -61,6 +61,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         include_pruned=args.include_pruned,
         image_size=args.image_size,
         tasks=tuple(args.tasks),
+        match_resolution=not args.keep_resolution,
     )
     engine = db.open_study_db(_db_url(args) or db.default_url(out))
     db.register_cases(engine, study["cases"])
@@ -200,6 +201,12 @@ def register(commands: Commands) -> None:
         help="show pruned synthetic pairs beside kept ones, half and half (to see if pruning agrees with readers)",
     )
     c.add_argument("--image-size", type=int, default=512, help="pixels per side every image is shown at")
+    c.add_argument(
+        "--keep-resolution",
+        action="store_true",
+        help="do not bring every image down to the smallest native size of the study first (by default "
+        "it is, so that sharpness does not tell a generator's upsampled images from real ones)",
+    )
     c.add_argument(
         "--tasks", nargs="+", default=["images", "reports", "pairs"], choices=["images", "reports", "pairs"]
     )

@@ -12,7 +12,11 @@ draw is seeded and recorded in study.json with each case's truth, which the web 
 
 Blinding: every image is re-encoded the same way (8-bit grey, one square size, a PNG with no
 metadata and no compression, so that every file has the same length whatever its content and
-origin) under a random name; every report is shown with its spacing normalised. What cannot be
+origin) under a random name. Sharpness is matched too: a generator often draws at a lower
+resolution than the real radiographs have, and a reader would tell the blurred upsampled images
+from the sharp ones at a glance, so every image first goes down to the smallest native side among
+the study's images, then up to the display size (`match_resolution`, on by default). Every report
+is shown with its spacing normalised. What cannot be
 normalised without changing the report, its wording, is checked: words far more frequent in one
 origin's reports than the other's are listed in study.json (`blinding.report_markers`) for the
 study's owner to look at before readers start.
@@ -63,12 +67,17 @@ def normalise_report(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def blinded_png(uri: str, size: int) -> bytes:
+def blinded_png(pixels: np.ndarray, size: int, native: int | None = None) -> bytes:
     """The image as every case's image is served: 8-bit grey, size x size, stored PNG (no zlib
-    compression, so the length depends on the size alone), no text or colour chunks."""
-    pixels = to_uint8(read_image(uri))
-    img = Image.fromarray(pixels).convert("L").resize((size, size), Image.Resampling.LANCZOS)
+    compression, so the length depends on the size alone), no text or colour chunks. With
+    `native`, the image passes through native x native first (every image as sharp as the least
+    sharp of the study)."""
     import io
+
+    img = Image.fromarray(to_uint8(pixels)).convert("L")
+    if native is not None and native < min(img.size):
+        img = img.resize((native, native), Image.Resampling.LANCZOS)
+    img = img.resize((size, size), Image.Resampling.LANCZOS)
 
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=0, optimize=False)
@@ -154,6 +163,7 @@ def draw_study(
     include_pruned: bool = False,
     image_size: int = 512,
     tasks: tuple[str, ...] = TASKS,
+    match_resolution: bool = True,
 ) -> dict[str, Any]:
     """Draw the study into out_dir (study.json and media/); returns study.json's content."""
     unknown = [t for t in tasks if t not in TASKS]
@@ -170,6 +180,7 @@ def draw_study(
     media = storage.join(out_dir, "media")
     storage.makedirs(media)
     cases: list[Case] = []
+    pixels: dict[str, np.ndarray] = {}  # case id -> the image as read (a study holds ~150)
 
     def add(task: str, row: dict, truth: str | None, *, image: bool, report: bool) -> None:
         case = Case(
@@ -184,9 +195,7 @@ def draw_study(
         )
         if image:
             case.image = f"{case.case_id}.png"
-            storage.write_bytes(
-                storage.join(media, case.image), blinded_png(row[schema.IMAGE_URI], image_size)
-            )
+            pixels[case.case_id] = read_image(row[schema.IMAGE_URI])
         if report:
             case.report = normalise_report(row[schema.REPORT])
         cases.append(case)
@@ -202,6 +211,12 @@ def draw_study(
             add(task, row, TRUTH_REAL, image=image, report=not image)
         for row in _synthetic(synthetic, cases_per_task - n_real, rng, include_pruned):
             add(task, row, TRUTH_SYNTHETIC, image=image, report=not image)
+    native = min((min(p.shape[:2]) for p in pixels.values()), default=None) if match_resolution else None
+    for case in cases:
+        if case.image:
+            storage.write_bytes(
+                storage.join(media, case.image), blinded_png(pixels.pop(case.case_id), image_size, native)
+            )
     # Each task's cases in a seeded random order: real and synthetic interleaved.
     order = {c.case_id: float(rng.random()) for c in cases}
     cases.sort(key=lambda c: (tasks.index(c.task), order[c.case_id]))
@@ -217,6 +232,7 @@ def draw_study(
         "tasks": list(tasks),
         "blinding": {
             "images": f"8-bit grey, {image_size}x{image_size}, stored PNG without metadata, random names",
+            "matched_resolution": native,
             "report_markers": report_markers(
                 [c.report for c in shown if c.truth == TRUTH_REAL and c.report],
                 [c.report for c in shown if c.truth == TRUTH_SYNTHETIC and c.report],
