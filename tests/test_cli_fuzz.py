@@ -323,6 +323,20 @@ def other_cases() -> list[Case]:
             says=("--size",),
         ),
         Case("status: no run there", lambda d: ["status", str(d / "nothing")], says=("nothing",)),
+        *[
+            Case(
+                f"{' '.join(a for a in argv[:3] if a != 'STUDY')}: no study there",
+                lambda d, argv=argv: [a.replace("STUDY", str(d / "nostudy")) for a in argv],
+                says=("nostudy", "reader-study create"),
+            )
+            for argv in (
+                ["reader-study", "serve", "STUDY"],
+                ["reader-study", "report", "STUDY"],
+                ["reader-study", "reader", "add", "STUDY", "ann"],
+                ["reader-study", "reader", "revoke", "STUDY", "ann"],
+                ["reader-study", "reader", "list", "STUDY"],
+            )
+        ],
         Case(
             "status: corrupt progress.json",
             lambda d: ["status", str(_write(d / "run" / "progress.json", "{oops").parent)],

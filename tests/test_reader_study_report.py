@@ -190,6 +190,12 @@ def test_cli_creates_adds_readers_reports_and_refuses_a_missing_study(run, tmp_p
     assert "ann" in listed and "active" in listed and "revoked" in listed
     assert main(["reader-study", "report", str(study)]) == 0
     assert "0 readers, 0 answers" in capsys.readouterr().out and (study / "report.html").is_file()
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as held:  # another server on the port
+        port = str(held.getsockname()[1])
+        assert main(["reader-study", "serve", str(study), "--port", port]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
     assert main(["reader-study", "report", str(tmp_path / "nowhere")]) == 2
     assert "pairaug reader-study create" in capsys.readouterr().err
     assert main(["reader-study", "report", str(study), "--database-url-env", "PAIRAUG_TEST_UNSET_URL"]) == 2

@@ -34,6 +34,29 @@ def _local_study(path: str) -> str:
     return path
 
 
+def _drawn_study(path: str) -> str:
+    """The study's folder, refused (one line, nothing created) unless a study was drawn there."""
+    from pairaug_ray.reader_study.report import load_study
+
+    load_study(_local_study(path))
+    return path
+
+
+def _free_address(host: str, port: int) -> None:
+    """Refuse, before saying anything, an address another server holds (or this host lacks)."""
+    import socket
+
+    from pairaug_ray.errors import UserError
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as e:
+        raise UserError(
+            f"cannot listen on {host}:{port} ({e.strerror}): choose another --port or --host"
+        ) from None
+
+
 def _link(args: argparse.Namespace, token: str) -> str:
     return f"{args.url.rstrip('/')}/r/{token}"
 
@@ -85,7 +108,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pairaug_ray.reader_study import db
     from pairaug_ray.reader_study.app import create_app
 
-    study_dir = _local_study(args.study)
+    study_dir = _drawn_study(args.study)
+    _free_address(args.host, args.port)
     app = create_app(study_dir, _db_url(args))
     engine = db.open_study_db(_db_url(args) or db.default_url(study_dir))
     readers = db.list_readers(engine)
@@ -104,7 +128,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from pairaug_ray.reader_study.report import format_report, write_report
 
-    study_dir = _local_study(args.study)
+    study_dir = _drawn_study(args.study)
     report = write_report(study_dir, _db_url(args), quorum=args.quorum)
     print(format_report(report))
     print(f"wrote {Path(study_dir) / 'reader_study.json'} and {Path(study_dir) / 'report.html'}")
@@ -114,7 +138,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _engine(args: argparse.Namespace):
     from pairaug_ray.reader_study import db
 
-    study_dir = _local_study(args.study)
+    study_dir = _drawn_study(args.study)
     return db.open_study_db(_db_url(args) or db.default_url(study_dir))
 
 
