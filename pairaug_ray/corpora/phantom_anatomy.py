@@ -275,16 +275,24 @@ def draw_effusion(g: Grid, an: Anatomy, img: np.ndarray, side: str, severity: in
     return _opacify(img, 0.92 * fluid, 0.68)
 
 
+# Each band's half-thickness and lateral extent (fractions of the image and of the hemithorax). Real plate
+# atelectasis is a few millimetres thick, a hundredth of the film: at the 32 px the study's generator draws,
+# that is a third of a pixel, and a mild case changed 6 pixels (bench/phantom_signal.py). The phantom draws
+# it thick enough to be seen at 32 px (30 pixels when mild, like a mild effusion's 41); docs/phantom.md.
+BAND_WIDTH = 0.035
+BAND_SPAN = (0.1, 0.8)
+
+
 def draw_atelectasis(g: Grid, an: Anatomy, img: np.ndarray, side: str, severity: int, rng) -> np.ndarray:
-    """Plate-like bands above the hemidiaphragm; severe collapse becomes a basal wedge."""
+    """Plate-like bands above the hemidiaphragm (one more per severity); severe collapse adds a basal wedge."""
     s = side_sign(side)
     du = (g.u - an.cx) * s
     base = dome(an, side)
     dens = np.zeros_like(img)
-    for k in range(severity):
-        centre = base - 0.05 - 0.04 * k + 0.15 * (du - 0.2 * an.half_width) * rng.uniform(0.3, 0.8)
-        band = np.exp(-(((g.v - centre) / (0.006 + 0.004 * severity)) ** 2))
-        span = _sig(du - 0.25 * an.half_width, g.edge) * _sig(0.85 * an.half_width - du, 3 * g.edge)
+    for k in range(severity + 1):
+        centre = base - 0.07 - 0.04 * k + 0.15 * (du - 0.2 * an.half_width) * rng.uniform(0.3, 0.8)
+        band = np.exp(-(((g.v - centre) / BAND_WIDTH) ** 2))
+        span = _sig(du - BAND_SPAN[0] * an.half_width, g.edge) * _sig(BAND_SPAN[1] * an.half_width - du, 3 * g.edge)
         dens = np.maximum(dens, band * span)
     if severity == 3:
         wedge = _sig(g.v - (base - 0.12 + 0.2 * (du / an.half_width - 0.3) ** 2), 3 * g.edge)
@@ -295,13 +303,15 @@ def draw_atelectasis(g: Grid, an: Anatomy, img: np.ndarray, side: str, severity:
 
 
 ZONE_V = {"upper": 0.25, "middle": 0.42, "lower": 0.55}
+# The patch's radius by severity: at 0.06 a mild patch was two pixels across at 32 px (docs/phantom.md).
+PATCH_RADIUS = (0.12, 0.14, 0.16)
 
 
 def draw_consolidation(g: Grid, an: Anatomy, img, side: str, zone: str, severity: int, rng) -> np.ndarray:
     s = side_sign(side)
     cu = an.cx + s * an.half_width * rng.uniform(0.45, 0.7)
     cv = an.apex + (dome(an, side) - an.apex) * ZONE_V[zone] / 0.62
-    patch = _blob(g, rng, cu, cv, (0.06, 0.09, 0.13)[severity - 1]) * lung_mask(g, an, side)
+    patch = _blob(g, rng, cu, cv, PATCH_RADIUS[severity - 1]) * lung_mask(g, an, side)
     # Air bronchograms: lucent branching lines kept open inside the dense patch.
     segs = []
     for _ in range(4):
