@@ -39,7 +39,9 @@ def draw(name: str, g: Grid, an, img: np.ndarray, severity: int, rng) -> np.ndar
     if name == "atelectasis":
         return draw_atelectasis(g, an, img, side, severity, rng)
     if name == "consolidation":
-        return draw_consolidation(g, an, img, side, str(rng.choice(["upper", "middle", "lower"])), severity, rng)
+        return draw_consolidation(
+            g, an, img, side, str(rng.choice(["upper", "middle", "lower"])), severity, rng
+        )
     if name == "edema":
         return draw_edema(g, an, img, severity, rng)
     if name == "pleural effusion":
@@ -89,12 +91,19 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write the numbers here")
     args = ap.parse_args()
     result = measure(args.render, args.size, args.patients, args.threshold)
-    print(f"pixels changed by >= {args.threshold} at {args.size} px (rendered at {args.render}), "
-          f"median [10th percentile] over {args.patients} anatomies; peak change")
+    print(
+        f"pixels changed by >= {args.threshold} at {args.size} px (rendered at {args.render}), "
+        f"median [10th percentile] over {args.patients} anatomies; peak change"
+    )
     print(f"{'finding':<18}" + "".join(f"{'sev ' + s:>22}" for s in ("1", "2", "3")))
     for n, by in result.items():
-        print(f"{n:<18}" + "".join(
-            f"{by[s]['pixels_median']:>8.0f} [{by[s]['pixels_p10']:>3.0f}] pk {by[s]['peak_median']:.2f}" for s in ("1", "2", "3")))
+        print(
+            f"{n:<18}"
+            + "".join(
+                f"{by[s]['pixels_median']:>8.0f} [{by[s]['pixels_p10']:>3.0f}] pk {by[s]['peak_median']:.2f}"
+                for s in ("1", "2", "3")
+            )
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "result": result}, f, indent=1)

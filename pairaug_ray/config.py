@@ -975,11 +975,27 @@ class EvalGeneratorConfig(StrictModel):
     num_inference_steps: int = Field(25, ge=1)
     guidance_scale: float = Field(3.0, ge=1.0)
     batch_size: int = Field(8, ge=1, description="Images per pipeline call.")
-    classifier: Literal["probe", "zero-shot"] = Field(
-        "probe",
-        description="Findings shown by: probe, a logistic regression per finding on the encoder's features, "
-        "trained on real training images; zero-shot, a CheXzero-style CLIP (classifier_model) and its "
-        "evaluate.positive/negative_templates prompts, nothing trained.",
+    classifier: Literal["pixels", "probe", "zero-shot"] = Field(
+        "pixels",
+        description="Findings shown by: pixels, a logistic regression per finding on the images' own pixels "
+        "(pixel_size square), trained on real training images: it shares nothing with the scorer or any CLIP "
+        "the study trains; probe, the same on the encoder's features; zero-shot, a CheXzero-style CLIP "
+        "(classifier_model) and its evaluate.positive/negative_templates prompts, nothing trained.",
+    )
+    pixel_size: int = Field(
+        32,
+        ge=4,
+        description="pixels: the side the images are area-averaged to before the classifier reads them.",
+    )
+    drawn: Uri | None = Field(
+        None,
+        description="A generate or score output (an augment run's <run>/scored): its text-to-image images "
+        "(InterAug, and reports drawn as written) are graded against the labels of the reports they were "
+        "drawn for, the rewritten reports with their flipped findings; null: the run's own score output "
+        "when it exists, else none.",
+    )
+    drawn_max: int = Field(
+        2000, ge=2, description="At most this many of the drawn images are graded (seeded)."
     )
     classifier_model: str | None = Field(
         None,

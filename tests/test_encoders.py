@@ -73,3 +73,20 @@ def test_clip_features_are_normalised_embeddings(tiny_models):
     assert np.allclose(feats[0], feats[1]) and not np.allclose(feats[0], feats[2])
     with pytest.raises(ValueError, match="unknown encoder kind"):
         load_encoder("inception", tiny_models["scorer"])
+
+
+def test_pixel_features_are_the_image_area_averaged():
+    from pairaug_ray.eval.encoders import load_encoder
+
+    enc = load_encoder("pixels", "8")
+    big = np.zeros((64, 64), np.uint8)
+    big[:32, :32] = 255  # a bright upper-left quadrant
+    small = np.zeros((4, 4), np.uint16)  # a 16-bit image smaller than the side is enlarged
+    small[:2, :2] = 65535
+    feats = enc.embed([big, small])
+    assert feats.shape == (2, 64) and feats.dtype == np.float32
+    grid = feats[0].reshape(8, 8)
+    assert np.allclose(grid[:4, :4], 1.0) and np.allclose(grid[4:, :], 0.0) and np.allclose(grid[:, 4:], 0.0)
+    assert feats[1].reshape(8, 8)[0, 0] > 0.9 and feats[1].reshape(8, 8)[7, 7] < 0.1
+    with pytest.raises(ValueError, match="names the side in pixels"):
+        load_encoder("pixels", "/models/clip")

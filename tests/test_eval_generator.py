@@ -62,7 +62,11 @@ def test_the_report_card_of_a_generator(card_cfg, capsys):
 
     # Findings shown: per-finding AUC on generated and real held-out images, with intervals.
     fs = saved["findings_shown"]
+    # By default the grader is a classifier on the images' own pixels: it shares nothing with the
+    # scorer or any CLIP (here the encoder is the scorer).
+    assert fs["classifier"].endswith("real training images' 32 px pixels"), fs["classifier"]
     assert set(fs["generated"]["per_finding"]) == set(card_cfg.eval_generator.findings)
+    assert "drawn" not in fs  # this run has augmented nothing
     assert fs["generated"]["n"] == saved["counts"]["generated_held_out"] >= 2
     # Fidelity: the distance, its floor at the same sizes, their ratio.
     fid = saved["fidelity"]
@@ -91,8 +95,24 @@ def test_the_report_card_of_a_generator(card_cfg, capsys):
     import yaml
 
     storage.write_text(config, yaml.safe_dump(card_cfg.model_dump(mode="json")))
-    # The rerun grades the same images with a zero-shot CLIP as the findings classifier instead.
-    assert main(["eval-generator", "--config", config, "--set", "eval_generator.classifier=zero-shot"]) == 0
+    # The rerun grades the same images with a zero-shot CLIP as the findings classifier instead, and
+    # grades a generate output's text-to-image images against their own reports' labels (here the
+    # card's own draws stand in for an augment job's).
+    drawn = storage.join(out, "generated")
+    assert (
+        main(
+            [
+                "eval-generator",
+                "--config",
+                config,
+                "--set",
+                "eval_generator.classifier=zero-shot",
+                "--set",
+                f"eval_generator.drawn={drawn}",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     printed = captured.out + captured.err  # stage lines go to the terminal's stderr
     assert "images already done" in printed, printed[-2000:]
@@ -101,3 +121,6 @@ def test_the_report_card_of_a_generator(card_cfg, capsys):
     again = json.loads(storage.read_text(storage.join(out, "generator_report.json")))
     assert again["findings_shown"]["classifier"].startswith("zero-shot CLIP")
     assert again["findings_shown"]["generated"]["n"] == fs["generated"]["n"]
+    graded = again["findings_shown"]["drawn"]
+    assert graded["source"] == drawn and graded["origins"] == {"inter": 4 + fs["generated"]["n"]}
+    assert "images the augment job drew" in printed

@@ -209,3 +209,34 @@ def test_sex_and_age_are_recorded_and_shape_the_anatomy_only_when_asked():
             assert differs
             seen["F" if sex == "F" else "old"] += 1
     assert min(seen.values()) > 0, seen
+
+
+def test_every_finding_is_readable_from_32_px_pixels(rendered):
+    """The study's generator and CLIP read the phantom at 32 px: a logistic regression on those pixels
+    alone, trained on some patients' images, reads each of the five CheXpert findings on the others'
+    (issue 29: mild atelectasis and consolidation used to change about 7 pixels at 32 px)."""
+    from pairaug_ray.eval.encoders import PixelEncoder
+    from pairaug_ray.eval.generator import FindingClassifier, finding_aucs
+
+    findings = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
+    pixels = PixelEncoder(32).embed([(np.clip(r["pixels"], 0, 1) * 255).astype(np.uint8) for r in rendered])
+    y = np.array([[float(f.lower() in r["state"]["findings"]) for f in findings] for r in rendered])
+    train = np.array([int(r["patient_id"].rsplit("-", 1)[-1]) % 10 < 7 for r in rendered])
+    classifier = FindingClassifier(pixels[train], y[train], findings, c=0.1)
+    aucs = finding_aucs(classifier.scores(pixels[~train]), y[~train], findings)
+    assert min(aucs.values()) >= 0.8, aucs
+
+
+def test_mild_findings_change_tens_of_pixels_at_32_px():
+    """bench/phantom_signal.py's measure: a mild atelectasis or consolidation changes about as many
+    32 px pixels as a mild effusion, not the handful it changed when drawn at its real thickness."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
+    from phantom_signal import measure
+
+    seen = measure(render=64, size=32, patients=40, threshold=0.05)
+    for finding in ("atelectasis", "consolidation", "pleural effusion"):
+        assert seen[finding]["1"]["pixels_median"] >= 20, (finding, seen[finding])
+    assert seen["atelectasis"]["1"]["pixels_median"] < seen["atelectasis"]["3"]["pixels_median"]

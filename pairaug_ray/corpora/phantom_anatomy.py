@@ -292,7 +292,9 @@ def draw_atelectasis(g: Grid, an: Anatomy, img: np.ndarray, side: str, severity:
     for k in range(severity + 1):
         centre = base - 0.07 - 0.04 * k + 0.15 * (du - 0.2 * an.half_width) * rng.uniform(0.3, 0.8)
         band = np.exp(-(((g.v - centre) / BAND_WIDTH) ** 2))
-        span = _sig(du - BAND_SPAN[0] * an.half_width, g.edge) * _sig(BAND_SPAN[1] * an.half_width - du, 3 * g.edge)
+        span = _sig(du - BAND_SPAN[0] * an.half_width, g.edge) * _sig(
+            BAND_SPAN[1] * an.half_width - du, 3 * g.edge
+        )
         dens = np.maximum(dens, band * span)
     if severity == 3:
         wedge = _sig(g.v - (base - 0.12 + 0.2 * (du / an.half_width - 0.3) ** 2), 3 * g.edge)

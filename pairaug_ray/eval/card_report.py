@@ -29,7 +29,8 @@ def headline(report: dict[str, Any]) -> str:
     f = report["findings_shown"]
     fid = report["fidelity"]
     parts = [
-        f"findings shown: mean AUC {_fmt(f['generated']['mean'])} (real {_fmt(f['real']['mean'])})",
+        f"findings shown: mean AUC {_fmt(f['generated']['mean'])} (real {_fmt(f['real']['mean'])}"
+        + (f", drawn for rewrites {_fmt(f['drawn']['mean'])})" if "drawn" in f else ")"),
         f"FD {fid['frechet_distance']:.3g} = {fid['ratio']:.2f}x the real floor",
     ]
     if "edits" in report:
@@ -98,6 +99,12 @@ def findings_grid(rows: list[dict[str, Any]]) -> bytes:
     return _png(fig)
 
 
+# The findings-shown sets: drawn from held-out real reports, real held-out images, and the images
+# the augment job drew for its rewritten reports (when the card was given them).
+FINDING_SETS = (("generated", "#d62728"), ("real", "#1f77b4"), ("drawn", "#ff7f0e"))
+SET_NAMES = {"generated": "generated", "real": "real held-out", "drawn": "drawn for rewrites"}
+
+
 def auc_figure(report: dict[str, Any]) -> bytes:
     import matplotlib.pyplot as plt
 
@@ -105,12 +112,12 @@ def auc_figure(report: dict[str, Any]) -> bytes:
     names = report["findings"]
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2, 3))
-    for k, (key, colour) in enumerate((("generated", "#d62728"), ("real", "#1f77b4"))):
+    sets = [(k, c) for k, c in FINDING_SETS if k in f]
+    width = 0.8 / len(sets)
+    for k, (key, colour) in enumerate(sets):
         vals = [f[key]["per_finding"][n] or np.nan for n in names]
-        label = (
-            f"{'generated' if key == 'generated' else 'real held-out'} (mean {_fmt(f[key]['mean'], '.2f')})"
-        )
-        ax.bar(x + (k - 0.5) * 0.38, vals, 0.38, color=colour, label=label)
+        label = f"{SET_NAMES[key]} (mean {_fmt(f[key]['mean'], '.2f')})"
+        ax.bar(x + (k - (len(sets) - 1) / 2) * width, vals, width, color=colour, label=label)
     ax.axhline(0.5, ls=":", c="grey", lw=0.8)
     ax.set_xticks(x, names, fontsize=8, rotation=15)
     ax.set_ylim(0, 1)
@@ -228,7 +235,8 @@ def render_html(report: dict[str, Any], figs: dict[str, bytes]) -> str:
             ["set", "mean AUC [95% CI]", *report["findings"]],
             [
                 [name, interval_text(f[key]), *(_fmt(f[key]["per_finding"][n]) for n in report["findings"])]
-                for key, name in (("generated", "generated"), ("real", "real held-out"))
+                for key, name in SET_NAMES.items()
+                if key in f
             ],
         ),
         _img("findings-auc", figs["findings-auc"], "per-finding AUC"),

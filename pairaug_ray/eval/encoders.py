@@ -6,6 +6,9 @@
 * `rad-dino`: RAD-DINO (`microsoft/rad-dino`, a DINOv2 ViT-B/14 trained on chest radiographs) or any
   checkpoint `AutoModel` and `AutoImageProcessor` load; the last layer's CLS token, the feature
   CheXGenBench computes its Fréchet distance on.
+* `pixels`: the grey image itself, area-averaged to a small square (the path names its side, e.g. "32").
+  It shares nothing with any model the pipeline trains, so a classifier on it is an independent
+  grader of the findings an image shows (the report card's default; docs/generator.md).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from PIL import Image
 
 from pairaug_ray import images
 
-ENCODER_KINDS = ("clip", "rad-dino")
+ENCODER_KINDS = ("clip", "rad-dino", "pixels")
 RAD_DINO = "microsoft/rad-dino"
 
 
@@ -63,9 +66,35 @@ class RadDinoEncoder:
         return cls.float().cpu().numpy()
 
 
+class PixelEncoder:
+    """Pixels as features: each image area-averaged (or, when smaller, bilinearly enlarged) to
+    size x size, scaled to [0, 1] and flattened."""
+
+    def __init__(self, size: int):
+        if size < 4:
+            raise ValueError(f"pixel encoder size must be at least 4, got {size}")
+        self.size = size
+
+    def embed(self, pictures: Sequence[np.ndarray]) -> np.ndarray:
+        out = np.empty((len(pictures), self.size * self.size), np.float32)
+        for i, p in enumerate(pictures):
+            grey = Image.fromarray(images.to_uint8(p))
+            method = Image.Resampling.BOX if min(grey.size) >= self.size else Image.Resampling.BILINEAR
+            small = grey.resize((self.size, self.size), method)
+            out[i] = np.asarray(small, np.float32).reshape(-1) / 255.0
+        return out
+
+
 def load_encoder(kind: str, path: str, *, pad_size: int = 320, use_gpu: bool = False) -> ImageEncoder:
     if kind == "clip":
         return ClipImageEncoder(path, pad_size=pad_size, use_gpu=use_gpu)
     if kind == "rad-dino":
         return RadDinoEncoder(path, use_gpu=use_gpu)
+    if kind == "pixels":
+        try:
+            return PixelEncoder(int(path))
+        except ValueError:
+            raise ValueError(
+                f"pixels encoder: the path names the side in pixels (e.g. '32'), got {path!r}"
+            ) from None
     raise ValueError(f"unknown encoder kind {kind!r}; expected one of {', '.join(ENCODER_KINDS)}")

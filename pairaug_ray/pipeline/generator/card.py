@@ -26,7 +26,7 @@ from pairaug_ray.config import ConfigError, GeneratorEncoderConfig, JobConfig
 from pairaug_ray.eval import card_report
 from pairaug_ray.eval import generator as measures
 from pairaug_ray.manifest import write_manifest
-from pairaug_ray.pairs import read_columns
+from pairaug_ray.pairs import ManifestNotFoundError, read_columns
 from pairaug_ray.pipeline.encoding import encode, encoder_ref
 from pairaug_ray.pipeline.generator.job import _real_pairs
 from pairaug_ray.runtime import init_ray
@@ -261,6 +261,16 @@ def eval_generator_job(cfg: JobConfig) -> dict[str, Any]:
                 }
             )
         )
+    drawn_root, drawn_rows = read_drawn(cfg)
+    if drawn_rows is not None:
+        frames.append(
+            pd.DataFrame(
+                {
+                    schema.IMAGE_ID: "drawn:" + drawn_rows[schema.PAIR_ID],
+                    schema.IMAGE_URI: drawn_rows[schema.IMAGE_URI],
+                }
+            )
+        )
     frame = pd.concat(frames, ignore_index=True)
     with progress.stage("encode", f"{len(frame)} images with {kind} ({enc_path})") as shown:
         encoded = encode(cfg, frame, kind, enc_path, e.encoder.batch_size)
@@ -275,9 +285,18 @@ def eval_generator_job(cfg: JobConfig) -> dict[str, Any]:
                 shown["line"] = f"{len(again)} of {len(frame)} images encoded"
             class_feats = dict(zip(again[schema.IMAGE_ID], again[schema.FEATURES], strict=True))
             feats = {k: v for k, v in feats.items() if k in class_feats}
+    elif e.classifier == "pixels":
+        # The independent grader: the images' own pixels, nothing any trained model made.
+        with progress.stage("encode", f"{len(frame)} images as {e.pixel_size} px pixels") as shown:
+            again = encode(cfg, frame, "pixels", str(e.pixel_size), e.encoder.batch_size)
+            shown["line"] = f"{len(again)} of {len(frame)} images read"
+        class_feats = dict(zip(again[schema.IMAGE_ID], again[schema.FEATURES], strict=True))
+        feats = {k: v for k, v in feats.items() if k in class_feats}
 
     with progress.stage("measure", f"{len(findings)} findings") as shown:
-        report, tables, gallery = measure(cfg, real, generated, info, feats, class_feats, class_path)
+        report, tables, gallery = measure(
+            cfg, real, generated, info, feats, class_feats, class_path, augment_drawn=(drawn_root, drawn_rows)
+        )
         report.update(
             {
                 "generator": model,
@@ -294,6 +313,31 @@ def eval_generator_job(cfg: JobConfig) -> dict[str, Any]:
         report["paths"] = card_report.write(out_dir, report, tables, gallery)
         shown["line"] = report["paths"]["html"]
     return report
+
+
+def read_drawn(cfg: JobConfig) -> tuple[str | None, pd.DataFrame | None]:
+    """(root, rows) of the text-to-image images an augment job drew (eval_generator.drawn, else the
+    run's score output when it exists), at most eval_generator.drawn_max of them, seeded."""
+    e = cfg.eval_generator
+    root = e.drawn or cfg.score_dir()
+    label_cols = [schema.label_column(f) for f in e.findings]
+    try:
+        rows = read_columns(
+            root, [schema.PAIR_ID, schema.ORIGIN, schema.STATUS, schema.IMAGE_URI, *label_cols]
+        ).to_pandas()
+    except ManifestNotFoundError:
+        if e.drawn is None:
+            return None, None  # the run has not augmented: nothing drawn to grade
+        raise ConfigError(f"eval_generator.drawn: no generate or score output at {root}") from None
+    rows = rows[
+        (rows[schema.STATUS] == schema.STATUS_OK)
+        & rows[schema.ORIGIN].isin(schema.TEXT_TO_IMAGE_ORIGINS)
+        & rows[schema.IMAGE_URI].notna()
+    ].drop_duplicates(schema.PAIR_ID)
+    if len(rows) < 2:
+        log.warning("eval_generator.drawn: %d drawn images at %s; not graded", len(rows), root)
+        return root, None
+    return root, _sample(rows, e.drawn_max, cfg.run.seed).reset_index(drop=True)
 
 
 def classifier_ref(cfg: JobConfig, encoder_kind: str, encoder_path: str) -> str:
@@ -317,7 +361,8 @@ def finding_classifier(
     """(the classifier, what it is) for the findings-shown check."""
     e = cfg.eval_generator
     if class_path is None:
-        what = f"logistic regression per finding on {len(x_train)} real training images' features"
+        on = f"{e.pixel_size} px pixels" if e.classifier == "pixels" else "features"
+        what = f"logistic regression per finding on {len(x_train)} real training images' {on}"
         return measures.FindingClassifier(x_train, y_train, findings, c=e.classifier_c), what
     from pairaug_ray.eval.zeroshot import ZeroShotModel
 
@@ -335,6 +380,7 @@ def measure(
     feats: dict[str, Any],
     class_feats: dict[str, Any] | None = None,
     class_path: str | None = None,
+    augment_drawn: tuple[str | None, pd.DataFrame | None] = (None, None),
 ) -> tuple[dict[str, Any], dict[str, list[dict]], dict[str, Any]]:
     """(the report's numbers, per-image tables, what the HTML page shows). `class_feats`: the
     zero-shot classifier's embeddings when its CLIP is not the encoder."""
@@ -398,6 +444,20 @@ def measure(
     }
     report["counts"]["generated_held_out"] = len(held_drawn)
     gallery["rocs"] = {"generated": (s_gen, y_gen), "real held-out": (s_held, y_held)}
+    drawn_root, drawn_rows = augment_drawn
+    if drawn_rows is not None:
+        # The images the augment job drew, against the reports they were drawn for: rewrites with
+        # flipped findings and combinations no real report had, not only held-out real reports.
+        graded = drawn_rows[("drawn:" + drawn_rows[schema.PAIR_ID]).isin(class_feats.keys())]
+        if len(graded) >= 2:
+            y_drawn = measures.label_matrix(graded[label_cols].to_dict("records"), findings)
+            s_drawn = score("drawn:" + graded[schema.PAIR_ID])
+            report["findings_shown"]["drawn"] = {
+                **measures.auc_summary(s_drawn, y_drawn, findings, seed=seed),
+                "source": drawn_root,
+                "origins": {str(k): int(v) for k, v in graded[schema.ORIGIN].value_counts().items()},
+            }
+            gallery["rocs"]["drawn by the augment job"] = (s_drawn, y_drawn)
     gallery["by_finding"] = card_report.by_finding(
         findings,
         real_uris=held[schema.IMAGE_URI].tolist(),
@@ -570,6 +630,14 @@ def format_eval_generator(report: dict[str, Any]) -> str:
         f"graded {report['generator']} with {report['encoder']['kind']} features",
         f"  findings shown  mean AUC {card_report.interval_text(f['generated'])} on generated images, "
         f"{card_report.interval_text(f['real'])} on real held-out images",
+    ]
+    if d := f.get("drawn"):
+        lines.append(
+            f"                  {card_report.interval_text(d)} on {d['n']} images the augment job drew for its "
+            "rewritten reports"
+        )
+    lines += [
+        f"                  by {f['classifier']}",
         f"  fidelity        Fréchet distance {fid['frechet_distance']:.4g}, real-vs-real floor {fid['floor']:.4g} "
         f"({fid['ratio']:.2f}x)",
     ]
