@@ -18,7 +18,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup browser demo study study-quick test test-all test-fast lint format k8s clean
+.PHONY: setup browser demo study study-quick study-reports study-reports-quick test test-all test-fast lint format k8s clean
 
 setup: $(STAMP)
 
@@ -51,6 +51,13 @@ study: setup
 
 study-quick: setup
 	$(BIN)/pairaug study --config configs/phantom-study.yaml --quick
+
+# The report-rich study (many reports, few images: docs/study.md), and its first look.
+study-reports: setup
+	$(BIN)/pairaug study --config configs/phantom-reports.yaml
+
+study-reports-quick: setup
+	$(BIN)/pairaug study --config configs/phantom-reports.yaml --quick
 
 # `make test` is what CI runs (.ci/run), within 25 minutes on 2 cores; `make test-all` adds the
 # multi-minute cluster scenarios marked `long` (docs/benchmarks.md, "The test suite").

@@ -762,9 +762,11 @@ class TrainConfig(StrictModel):
     init: str | None = Field(
         None, description="Checkpoint to start from (OpenAI CLIP in transformers format); random if null."
     )
-    text: Literal["impression", "findings+impression", "report"] = Field(
+    text: Literal["impression", "findings+impression", "report", "impression+denials"] = Field(
         "impression",
-        description="Report text: CheXzero's impression only, findings + impression, or the report column.",
+        description="Report text: CheXzero's impression only, findings + impression, or the report column; "
+        "impression+denials: the impression and the findings section's sentences that only deny findings "
+        "(real pairs; the study's text-only control).",
     )
     text_form: Literal["pairaug", "as_written"] = Field(
         "pairaug",
@@ -793,6 +795,12 @@ class TrainConfig(StrictModel):
     synthetic_origins: list[SyntheticOrigin] = Field(
         ["inter", "intra"],
         description="Which synthetic pairs join the real ones ([] trains on real pairs only).",
+    )
+    synthetic_sources: list[Literal["pair", "report"]] = Field(
+        ["pair", "report"],
+        min_length=1,
+        description="Synthetic pairs made from which rows: pair (a real image-report pair) or report "
+        "(a report-only row, corpus.reports). The report-rich study's arms use one or both.",
     )
     synthetic_ratio: float | None = Field(
         None,
@@ -1120,6 +1128,12 @@ class EvaluateConfig(StrictModel):
 StudyArm = Literal[
     "real-low",
     "real",
+    "real-all",
+    "text-control",
+    "reports-as-written",
+    "reports-rewritten",
+    "reports-pairaug",
+    "reports-elsewhere",
     "augtext",
     "inter",
     "intra",
@@ -1130,6 +1144,30 @@ StudyArm = Literal[
     "real-medcutmix",
 ]
 STUDY_ARMS: tuple[str, ...] = StudyArm.__args__  # type: ignore[attr-defined]
+# The arms that need study.regime report-rich (report-only rows, or the image part beside every image).
+REPORT_RICH_ARMS = (
+    "real-all",
+    "reports-as-written",
+    "reports-rewritten",
+    "reports-pairaug",
+    "reports-elsewhere",
+)
+
+
+class StudyDecision(StrictModel):
+    """A design decision the study's config records: which setting, the value chosen, and the split
+    whose results chose it (study.json lists them; a held-out test split decides nothing)."""
+
+    setting: str = Field(min_length=1, description="The config key decided, e.g. prune.tau.")
+    value: Any = Field(description="The value chosen.")
+    split: Literal["train", "validate", "test", "none"] = Field(
+        description="The split whose results chose it; none: chosen before any result (a published value)."
+    )
+    study: str = Field(
+        "this",
+        description="Whose split: this study's (this), or another study named here (its split holds other patients).",
+    )
+    evidence: str = Field("", description="What was compared, where it is recorded.")
 
 
 class StudyConfig(StrictModel):
@@ -1137,13 +1175,59 @@ class StudyConfig(StrictModel):
     paired bootstrap differences on the same test images (docs/study.md)."""
 
     arms: list[StudyArm] = Field(
-        list(STUDY_ARMS),
+        [a for a in STUDY_ARMS if a not in REPORT_RICH_ARMS],
         min_length=1,
-        description="Which arms to train (eval/study.py: real-low, real, augtext, inter, intra, intra-real, "
-        "pairaug, pairaug-unpruned, pairaug-medcutmix, real-medcutmix).",
+        description="Which arms to train (eval/study.py). image-rich: real-low, real, text-control, augtext, "
+        "inter, intra, intra-real, pairaug, pairaug-unpruned, pairaug-medcutmix, real-medcutmix; "
+        "report-rich adds real-all and reports-as-written, reports-rewritten, reports-pairaug, reports-elsewhere.",
     )
     baseline: StudyArm = Field("real", description="The arm every difference is taken against.")
+    ceiling: StudyArm | None = Field(
+        None,
+        description="An arm with more real data than the baseline (report-rich: real-all): each arm's "
+        "difference is also given as the share of the baseline -> ceiling gap it recovers.",
+    )
     seeds: list[int] = Field([0, 1, 2], min_length=1, description="Training seeds of every arm.")
+    seeds_per_arm: dict[StudyArm, int] = Field(
+        {},
+        description="Arms that train only the first N of study.seeds (secondary arms; the headline "
+        "arms take every seed). Seed k of two arms is paired where both have it.",
+    )
+    regime: Literal["image-rich", "report-rich"] = Field(
+        "image-rich",
+        description="image-rich: every training patient's image and report (PairAug's MIMIC-CXR setting). "
+        "report-rich: only study.image_fraction of the training patients have images; the others' "
+        "reports are report-only rows (corpus.reports) that InterAug draws, as written and rewritten. "
+        "The generator and the scorer train on the image part only (docs/study.md).",
+    )
+    image_fraction: float = Field(
+        0.15,
+        gt=0.0,
+        lt=1.0,
+        description="report-rich: the fraction of training patients whose images exist (whole patients, seeded).",
+    )
+    elsewhere_patients: int = Field(
+        500,
+        ge=10,
+        description="report-rich, arm reports-elsewhere: patients of the disjoint phantom world (another "
+        "seed) its generator trains on: the RoentGen situation, a generator trained on other data.",
+    )
+    elsewhere_seed: int = Field(
+        1000, description="The seed of that world (the study's world uses corpus.phantom.seed)."
+    )
+    elsewhere_generator: str | None = Field(
+        None,
+        description="reports-elsewhere: a text-to-image pipeline trained on other data (folder, s3:// or hub "
+        "id, e.g. RoentGen's) instead of one trained here on the elsewhere phantom world.",
+    )
+    decisions: list[StudyDecision] = Field(
+        [], description="The design decisions behind this config and the split that made each (study.json)."
+    )
+    rescore_test: bool = Field(
+        False,
+        description="Score the test split although another design already scored it in this study folder "
+        "(the test ledger refuses it otherwise; a second look is recorded as one).",
+    )
     low_data_fraction: float = Field(
         0.1, gt=0.0, lt=1.0, description="real-low: the fraction of real training patients it trains on."
     )
@@ -1204,7 +1288,22 @@ class StudyConfig(StrictModel):
             raise ValueError(f"probe_fractions must lie in (0, 1], got {bad}")
         if self.training == "data-matched" and not self.epochs:
             raise ValueError("training: data-matched needs study.epochs (the epochs of every CLIP)")
+        if self.ceiling is not None and self.ceiling not in self.arms:
+            raise ValueError(f"ceiling {self.ceiling!r} is not one of the arms {self.arms}")
+        for arm, n in self.seeds_per_arm.items():
+            if not 1 <= n <= len(self.seeds):
+                raise ValueError(
+                    f"seeds_per_arm[{arm!r}] is {n}: it takes 1 to {len(self.seeds)} of study.seeds"
+                )
+        only_reports = [a for a in self.arms if a in REPORT_RICH_ARMS]
+        if only_reports and self.regime != "report-rich":
+            raise ValueError(
+                f"arms {only_reports} need study.regime: report-rich (the world of report-only rows)"
+            )
         return self
+
+    def arm_seeds(self, arm: str) -> list[int]:
+        return self.seeds[: self.seeds_per_arm.get(arm, len(self.seeds))]  # type: ignore[call-overload]
 
 
 class JobConfig(StrictModel):

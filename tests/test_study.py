@@ -264,9 +264,12 @@ def test_the_study_on_a_tiny_world(ray_local, tiny_models, tmp_path):
     with pytest.raises(ConfigError, match=r"\(the synthetic pairs' lineage differ\)"):
         st.train("augtext-seed1", st.arm_settings("augtext", 1, study["augment"]["sets"]))
     write_info(cfg.rewrite_dir(), rewrites)
-    # A study with other training settings in the same folder is refused, not mixed in.
-    with pytest.raises(ConfigError, match=r"trained with other settings \(lr differ\)"):
+    # Another design may not score the test split this one scored (study_world.py's ledger), and
+    # even as a recorded second look, runs trained with other settings are refused, not mixed in.
+    with pytest.raises(ConfigError, match=r"scored on .* by another design"):
         study_job(derive(cfg, {"train.lr": 0.001}))
+    with pytest.raises(ConfigError, match=r"trained with other settings \(lr differ\)"):
+        study_job(derive(cfg, {"train.lr": 0.001, "study.rescore_test": True}))
 
     # A job that trains its own scorer (models.train_scorer, as `make demo`): the train block's CLIP
     # on the real pairs only, trained once, then reused; the evaluation shows it beside the model.

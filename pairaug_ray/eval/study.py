@@ -26,7 +26,9 @@ from pairaug_ray.eval.metrics import holm, pooled_auc, pooled_auc_difference, se
 #   pruned      the augment job's kept pairs (tau for InterAug, the hybrid rule for IntraAug)
 #   unpruned    the same pairs, every one that was drawn and scored without error
 #   real-source IntraAug edits of the real image (DDIM inversion), pruned by the hybrid rule
-SyntheticSet = Literal["pruned", "unpruned", "real-source"]
+#   elsewhere   report-rich: the report-only rows drawn as written by a generator trained on another
+#               phantom world (study.elsewhere_*), scored and pruned as the others
+SyntheticSet = Literal["pruned", "unpruned", "real-source", "elsewhere"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,10 @@ class Arm:
     origins: tuple[str, ...] = ()  # synthetic origins that join the real pairs
     synthetic: SyntheticSet = "pruned"
     medcutmix: bool = False
-    low_data: bool = False  # trains on study.low_data_fraction of the real training patients
+    low_data: bool = False  # image-rich: trains on study.low_data_fraction of the real training patients
+    real_all: bool = False  # report-rich: every training patient's image (the ceiling)
+    text: str | None = None  # train.text for the real pairs (None: the study's)
+    sources: tuple[str, ...] = ("pair", "report")  # which rows the synthetic pairs were made from
 
 
 ARMS: dict[str, Arm] = {
@@ -49,12 +54,36 @@ ARMS: dict[str, Arm] = {
     "pairaug-unpruned": Arm("+ PairAug, unpruned", ("inter", "intra"), synthetic="unpruned"),
     "pairaug-medcutmix": Arm("+ PairAug + MedCutMix", ("inter", "intra"), medcutmix=True),
     "real-medcutmix": Arm("Real only + MedCutMix", medcutmix=True),
+    # The text-only control: the real pairs with the denial sentences a rewrite adds, no new image.
+    "text-control": Arm("Real + denial sentences (text-only control)", text="impression+denials"),
+    # report-rich (study.regime): the real pairs are the image part; the other patients have reports.
+    "real-all": Arm("Real only, every patient's image (ceiling)", real_all=True),
+    "reports-as-written": Arm(
+        "+ other patients' reports, drawn as written", ("as_written",), sources=("report",)
+    ),
+    "reports-rewritten": Arm(
+        "+ other patients' reports, rewritten and drawn", ("inter",), sources=("report",)
+    ),
+    # InterAug over every report of the corpus: as written (report -> pair) and rewritten.
+    "reports-pairaug": Arm("+ every report drawn as written and rewritten", ("as_written", "inter")),
+    "reports-elsewhere": Arm(
+        "+ reports drawn as written, generator trained elsewhere",
+        ("as_written",),
+        synthetic="elsewhere",
+        sources=("report",),
+    ),
 }
 
 
-def arm_label(name: str, low_data_fraction: float) -> str:
+def arm_label(name: str, low_data_fraction: float, regime: str = "image-rich") -> str:
     arm = ARMS[name]
-    return f"Real only ({low_data_fraction:.0%} of patients)" if arm.low_data else arm.label
+    if arm.low_data:
+        return (
+            "Real only, the image part"
+            if regime == "report-rich"
+            else f"Real only ({low_data_fraction:.0%} of patients)"
+        )
+    return arm.label
 
 
 def compare_arms(
@@ -63,6 +92,7 @@ def compare_arms(
     labels: list[str],
     baseline: str,
     n_bootstrap: int,
+    ceiling: str | None = None,
 ) -> dict[str, Any]:
     """For every arm: its AUC pooled over seeds, and its difference to `baseline` (see the module's
     docstring), with Holm's adjusted p over the arms.
@@ -83,7 +113,28 @@ def compare_arms(
     adjusted = holm({n: e["difference"]["macro"].get("p") for n, e in out.items() if "difference" in e})
     for name, adj in adjusted.items():
         out[name]["difference"]["holm"] = adj
+    if ceiling is not None and ceiling != baseline:
+        gap = out[ceiling]["difference"]["macro"]
+        for name, e in out.items():
+            if name not in (baseline, ceiling) and "difference" in e:
+                e["gap_share"] = gap_share(e["difference"]["macro"], gap)
     return out
+
+
+def gap_share(difference: Mapping[str, Any], gap: Mapping[str, Any]) -> dict[str, Any]:
+    """The share of the baseline -> ceiling gap an arm's difference recovers: its observed difference
+    over the gap's, and its interval's ends over the observed gap (the gap's own uncertainty is left
+    out; it is given beside, and the share means little when the gap's interval holds 0)."""
+    g = gap.get("observed")
+    if not g or g <= 0 or difference.get("observed") is None:
+        return {"observed": None, "lower": None, "upper": None, "gap": gap}
+    ends = [difference.get(k) for k in ("lower", "upper")]
+    return {
+        "observed": difference["observed"] / g,
+        "lower": None if ends[0] is None else ends[0] / g,
+        "upper": None if ends[1] is None else ends[1] / g,
+        "gap": {k: gap.get(k) for k in ("observed", "lower", "upper")},
+    }
 
 
 def _pct(v: float | None) -> str:
@@ -98,12 +149,15 @@ def study_table(study: dict[str, Any]) -> str:
     """A Markdown table in the form of PairAug's ablation: AUC x 100, the difference to the baseline
     with its interval, the seeds one by one, and linear probing."""
     fractions = [f"{float(f):g}" for f in study["config"]["probe_fractions"]]
+    ceiling = study["config"].get("ceiling")
     head = (
-        "| Arm | pairs (real + synthetic) | zero-shot AUC [95% CI] | vs baseline [95% CI] | p (Holm) | per seed | "
+        "| Arm | pairs (real + synthetic) | zero-shot AUC [95% CI] | vs baseline [95% CI] | p (Holm) | "
+        + ("share of the gap [95% CI] | " if ceiling else "")
+        + "per seed | "
         + " | ".join(f"probe {float(f):.0%}" for f in fractions)
         + " |"
     )
-    lines = [head, "|" + "---|" * (6 + len(fractions))]
+    lines = [head, "|" + "---|" * (6 + bool(ceiling) + len(fractions))]
     for arm in study["arms"].values():
         pooled = arm["pooled"]["macro"]
         diff = arm.get("difference")
@@ -123,9 +177,17 @@ def study_table(study: dict[str, Any]) -> str:
             vals = [s["probe"][f] for s in arm["seeds"].values() if s.get("probe", {}).get(f) is not None]
             probes.append(f"{100 * np.mean(vals):.1f}" if vals else "n/a")
         pairs = arm["pairs"]
+        share = ""
+        if ceiling:
+            g = arm.get("gap_share") or {}
+            share = (
+                ""
+                if g.get("observed") is None
+                else f"{g['observed']:.0%} [{g['lower']:.0%}, {g['upper']:.0%}]"
+            ) + " | "
         lines.append(
             f"| {arm['label']} | {pairs['real']} + {pairs['synthetic']} | {_pct(pooled['observed'])} "
-            f"[{_pct(pooled['lower'])}, {_pct(pooled['upper'])}] | {versus} | {adjusted} | {seeds} | "
+            f"[{_pct(pooled['lower'])}, {_pct(pooled['upper'])}] | {versus} | {adjusted} | {share}{seeds} | "
             + " | ".join(probes)
             + " |"
         )

@@ -37,7 +37,7 @@ from pairaug_ray.runtime import init_ray
 log = logging.getLogger(__name__)
 
 STUDY_FILE, TABLE_FILE, PLOT_FILE = "study.json", "study.md", "study.png"
-REAL_SOURCE, UNPRUNED = "real-source", "unpruned"
+REAL_SOURCE, UNPRUNED, ELSEWHERE = "real-source", "unpruned", "elsewhere"
 # The study reads only each probe's observed AUC; its intervals are not used, so few resamples do.
 PROBE_BOOTSTRAP = 200
 
@@ -51,6 +51,7 @@ class Study:
         self.cfg, self.s, self.out = cfg, cfg.study, cfg.study_dir()
         self.runs_dir = storage.join(self.out, "runs")
         self.seconds: dict[str, float] = {}
+        self.world_root: str | None = None
 
     def timed(self, name: str, fn, *args, **kw):
         t0 = time.time()
@@ -86,7 +87,15 @@ class Study:
                 f"{len(frame)} pairs; {self.s.split}: {test['pairs']} images, positives "
                 + ", ".join(f"{lb} {n}" for lb, n in test["positives"].items())
             )
-        return {"root": root, "splits": splits}
+        world = {"root": root, "splits": splits}
+        self.world_root = root
+        if self.s.regime == "report-rich":
+            from pairaug_ray.pipeline.study_world import report_rich_config, split_world
+
+            world["report_rich"] = split_world(self.cfg, root, self.out)
+            # From here on the corpus is the image part, with the other patients' reports beside it.
+            self.cfg = report_rich_config(self.cfg, self.out)
+        return world
 
     def generator(self) -> dict[str, Any]:
         if self.s.generator:
@@ -116,14 +125,26 @@ class Study:
 
     def arm_settings(self, arm: str, seed: int, synthetic: dict[str, str]) -> dict[str, Any]:
         a = ARMS[arm]
-        return {
+        report_rich = self.s.regime == "report-rich"
+        settings = {
             "run.seed": seed,
             "train.synthetic_origins": list(a.origins),
             "train.synthetic": synthetic[a.synthetic] if a.origins else None,
             "train.medcutmix.enabled": a.medcutmix,
-            # train.real_fraction < 1 runs every arm at that scale (the data-scale experiment).
-            "train.real_fraction": self.s.low_data_fraction if a.low_data else self.cfg.train.real_fraction,
+            # train.real_fraction < 1 runs every arm at that scale (the data-scale experiment); in the
+            # report-rich world the low-data arm is the image part itself.
+            "train.real_fraction": (
+                self.s.low_data_fraction if a.low_data and not report_rich else self.cfg.train.real_fraction
+            ),
         }
+        # Settings that only some arms change are set only then: earlier runs keep their identity.
+        if a.text:
+            settings["train.text"] = a.text
+        if tuple(a.sources) != ("pair", "report") and a.origins:
+            settings["train.synthetic_sources"] = list(a.sources)
+        if a.real_all:
+            settings["train.real"] = self.world_root
+        return settings
 
     # --- augment ---------------------------------------------------------------------------------------
 
@@ -158,12 +179,64 @@ class Study:
             generate_job(real_cfg, output_root=gen)
             score_job(real_cfg, input_root=gen, output_root=scored)
             summary["real_source"] = prune_job(real_cfg, input_root=scored, output_root=sets[REAL_SOURCE])
+        if ELSEWHERE in wanted:
+            summary[ELSEWHERE] = self.elsewhere(cfg)
+            sets[ELSEWHERE] = summary[ELSEWHERE]["set"]
         if UNPRUNED in wanted:
             # Every pair that was drawn and scored: no threshold can drop a finite score.
             sets[UNPRUNED] = storage.join(out, "synthetic-unpruned")
             summary["unpruned"] = prune_job(cfg, tau=-math.inf, epsilon=math.inf, output_root=sets[UNPRUNED])
         summary["sets"] = sets
         return summary
+
+    def elsewhere(self, cfg: JobConfig) -> dict[str, Any]:
+        """reports-elsewhere: the report-only rows drawn as written by a generator trained on another
+        world (study.elsewhere_generator, or trained here on the elsewhere phantom), scored and pruned
+        by the study's scorer as every other set."""
+        from pairaug_ray.pipeline.generate import generate_job
+        from pairaug_ray.pipeline.prune import prune_job
+        from pairaug_ray.pipeline.score import score_job
+        from pairaug_ray.pipeline.study_world import elsewhere_config, records
+
+        if self.s.elsewhere_generator:
+            pipeline = self.s.elsewhere_generator
+            progress.say(f"{'generator':<{progress.WIDTH}} elsewhere, given: {pipeline}")
+        else:
+            if self.cfg.corpus.kind != "manifest" or self.s.regime != "report-rich":
+                raise ConfigError(
+                    "arm reports-elsewhere needs study.elsewhere_generator or the report-rich phantom world"
+                )
+            progress.say(
+                f"{'generator':<{progress.WIDTH}} elsewhere: {self.s.elsewhere_patients} other phantom patients "
+                f"(seed {self.s.elsewhere_seed})"
+            )
+            pipeline = self.timed("generator", trained_generator, elsewhere_config(self.cfg, cfg, self.out))[
+                "pipeline"
+            ]
+        out = cfg.run.output_dir
+        # Only the reports drawn as written: the rows this arm trains on.
+        rewrites = storage.join(out, "rewrites-as-written")
+        if not storage.exists(storage.join(rewrites, "manifest")):
+            from pairaug_ray.manifest import write_manifest
+            from pairaug_ray.pairs import manifest_columns, read_columns
+
+            rows = read_columns(cfg.rewrite_dir(), manifest_columns(cfg.rewrite_dir())).to_pandas()
+            rows = rows[
+                (rows[schema.ORIGIN] == schema.ORIGIN_AS_WRITTEN)
+                & (rows[schema.SOURCE_KIND] == schema.SOURCE_KIND_REPORT)
+                & (rows[schema.STATUS] == schema.STATUS_OK)
+            ]
+            write_manifest(records(rows), rewrites)
+        ecfg = derive(cfg, {"models.diffusion": pipeline, "generate.branches": ["inter"]})
+        gen, scored = storage.join(out, "generated-elsewhere"), storage.join(out, "scored-elsewhere")
+        generate_job(ecfg, input_root=rewrites, output_root=gen)
+        score_job(ecfg, input_root=gen, output_root=scored)
+        pruned = storage.join(out, "synthetic-elsewhere")
+        return {
+            "pipeline": pipeline,
+            "set": pruned,
+            "prune": prune_job(ecfg, input_root=scored, output_root=pruned),
+        }
 
     # --- evaluate ----------------------------------------------------------------------------------------
 
@@ -225,17 +298,29 @@ def study_job(cfg: JobConfig) -> dict[str, Any]:
             cfg.corpus.kind,
             cfg.study.split,
         )
+    from pairaug_ray.pipeline.study_world import check_test_ledger, record_test_scoring
+
     st = Study(cfg)
     s = st.s
+    design = cfg
+    ledger = check_test_ledger(design, st.out)  # before any work: a second design may not see the test split
     started = time.time()
     world = st.timed("world", st.world)
+    cfg = st.cfg  # report-rich: the image part and the other patients' reports from here on
     gen = st.timed("generator", st.generator)
     # The scorer: given, or the baseline's first seed (real pairs only), or a run of its own.
     base = ARMS[s.baseline]
+    plain_base = not (
+        base.origins
+        or (base.low_data and s.regime != "report-rich")
+        or base.medcutmix
+        or base.text
+        or base.real_all
+    )
     if s.scorer:
         progress.say(f"{'scorer':<{progress.WIDTH}} given: {s.scorer}")
         scorer_name, scorer = None, {"model": s.scorer}
-    elif s.scorer_steps is None and not (base.origins or base.low_data or base.medcutmix):
+    elif s.scorer_steps is None and plain_base:
         scorer_name = run_name(s.baseline, s.seeds[0])
         scorer = st.timed("scorer", st.train, scorer_name, st.arm_settings(s.baseline, s.seeds[0], {}))
     else:
@@ -258,20 +343,22 @@ def study_job(cfg: JobConfig) -> dict[str, Any]:
     augment = st.timed("augment", st.augment, acfg)
     runs: dict[str, dict[str, Any]] = {}
     for arm in s.arms:
-        for seed in s.seeds:
+        for seed in s.arm_seeds(arm):
             name = run_name(arm, seed)
             if name == scorer_name:
                 runs[name] = scorer
                 continue
-            progress.say(f"{'arm':<{progress.WIDTH}} {arm_label(arm, s.low_data_fraction)}, seed {seed}")
+            progress.say(
+                f"{'arm':<{progress.WIDTH}} {arm_label(arm, s.low_data_fraction, s.regime)}, seed {seed}"
+            )
             runs[name] = st.timed("arms", st.train, name, st.arm_settings(arm, seed, augment["sets"]))
     kept, labels, scores, probes = st.timed("evaluate", st.evaluate, {n: r["model"] for n, r in runs.items()})
     y = kept[labels].to_numpy(float)
     with progress.stage(
-        "compare", f"{len(s.arms)} arms x {len(s.seeds)} seeds, {s.n_bootstrap} resamples"
+        "compare", f"{len(s.arms)} arms x up to {len(s.seeds)} seeds, {s.n_bootstrap} resamples"
     ) as shown:
-        by_arm = {arm: [scores[run_name(arm, seed)] for seed in s.seeds] for arm in s.arms}
-        compared = compare_arms(y, by_arm, labels, s.baseline, s.n_bootstrap)
+        by_arm = {arm: [scores[run_name(arm, seed)] for seed in s.arm_seeds(arm)] for arm in s.arms}
+        compared = compare_arms(y, by_arm, labels, s.baseline, s.n_bootstrap, ceiling=s.ceiling)
         parts = {
             "world": world,
             "generator": {"pipeline": gen.get("pipeline"), "steps": (gen.get("metrics") or {}).get("step")},
@@ -280,8 +367,21 @@ def study_job(cfg: JobConfig) -> dict[str, Any]:
                 "prune": augment["stages"]["prune"],
                 "sets": augment["sets"],
                 "real_source": augment.get("real_source"),
+                "elsewhere": augment.get(ELSEWHERE),
+            },
+            # Which split scored the arms, which split made each design decision, and how many
+            # designs have seen the test split in this folder (study_world.py's ledger).
+            "splits_used": {
+                "scored": s.split,
+                "model_selection": "validate" if s.training == "converged" else None,
+                "decisions": [d.model_dump(mode="json") for d in s.decisions],
+                "decided_on_the_scored_split": [
+                    d.setting for d in s.decisions if d.split == s.split and d.study == "this"
+                ],
             },
         }
+        if s.split == "test":
+            parts["splits_used"]["test_ledger"] = record_test_scoring(design, st.out, ledger)
         study = _study_record(cfg, st.s, parts, runs, compared, scores, probes, y, labels)
         study["seconds"] = {**st.seconds, "total": round(time.time() - started, 1)}
         storage.write_json(storage.join(st.out, STUDY_FILE), study)
@@ -305,7 +405,7 @@ def _study_record(cfg, s, parts, runs, compared, scores, probes, y, labels) -> d
     arms = {}
     for arm in s.arms:
         seeds = {}
-        for seed in s.seeds:
+        for seed in s.arm_seeds(arm):
             name = run_name(arm, seed)
             zs = evaluate_metrics(y, scores[name], labels, s.n_bootstrap)
             trained = runs[name]
@@ -324,7 +424,7 @@ def _study_record(cfg, s, parts, runs, compared, scores, probes, y, labels) -> d
             }
         data = runs[run_name(arm, s.seeds[0])]["data"]
         arms[arm] = {
-            "label": arm_label(arm, s.low_data_fraction),
+            "label": arm_label(arm, s.low_data_fraction, s.regime),
             "pairs": {
                 "real": data["real"]["pairs"],
                 "synthetic": (data.get("synthetic") or {}).get("pairs", 0),
@@ -333,7 +433,7 @@ def _study_record(cfg, s, parts, runs, compared, scores, probes, y, labels) -> d
             **compared[arm],
         }
     return {
-        "title": f"PairAug study on the {cfg.corpus.kind} corpus: {len(s.arms)} arms x {len(s.seeds)} seeds",
+        "title": f"PairAug study ({s.regime}) on the {cfg.corpus.kind} corpus: {len(s.arms)} arms x up to {len(s.seeds)} seeds",
         "baseline": s.baseline,
         "labels": labels,
         "test_images": int(len(y)),

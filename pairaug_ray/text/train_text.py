@@ -16,6 +16,11 @@ def training_text(row: dict[str, Any], mode: str, form: str = "as_written") -> s
     """CheXzero trains on the impression. Synthetic reports have no sections (the LLM rewrote the
     whole text), so they, and corpora without sections, use the report as it is.
 
+    "impression+denials" is the study's text-only control: a real pair's impression followed by the
+    findings section's sentences that only deny findings ("No pleural effusion."), the kind of
+    sentence every rewrite adds, so that a gain from synthetic pairs can be told from a gain from
+    denial sentences alone (docs/study.md).
+
     `form` "pairaug" puts every text, real or synthetic, in PairAug's preprocessed form
     (`pairaug_form`): the rewrites start from that form and an LLM answers in it, so real prose
     beside them would let the contrastive loss tell real from synthetic pairs by punctuation."""
@@ -26,6 +31,12 @@ def training_text(row: dict[str, Any], mode: str, form: str = "as_written") -> s
         text = report or " "
     elif mode == "impression":
         text = impression or report or "NO IMPRESSION"
+    elif mode == "impression+denials":
+        from pairaug_ray.text.prompt_text import denials
+
+        said = set(split_text(impression))
+        added = [s for s in denials(findings) if s not in said]
+        text = " ".join([impression or report or "NO IMPRESSION", *added])
     else:
         text = " ".join(p for p in (findings, impression) if p) or report or " "
     return pairaug_form(text) if form == "pairaug" else text
@@ -43,6 +54,10 @@ def pairaug_form(text: str) -> str:
         if words and not (len(words) == 1 and words[0].isdigit()):  # a stray list number
             sentences.append(" ".join(words))
     return ",".join(sentences) or text
+
+
+def split_text(text: str) -> list[str]:
+    return [s.text for s in split_sentences(text or "")]
 
 
 def _text(value: Any) -> str:

@@ -108,6 +108,13 @@ def training_pairs(cfg: JobConfig) -> tuple[TrainingPairs, dict[str, Any]]:
             & (col(schema.STATUS) == schema.STATUS_OK)
             & col(schema.ORIGIN).is_in(list(t.synthetic_origins))
         )
+        if set(t.synthetic_sources) != {schema.SOURCE_KIND_PAIR, schema.SOURCE_KIND_REPORT}:
+            # Made from one kind of row only; outputs written before source kinds existed are pairs'.
+            kind = col(schema.SOURCE_KIND)
+            if t.synthetic_sources == [schema.SOURCE_KIND_REPORT]:
+                syn = syn.filter(expr=kind == schema.SOURCE_KIND_REPORT)
+            else:
+                syn = syn.filter(expr=kind.is_null() | (kind == schema.SOURCE_KIND_PAIR))
         if subset:  # only pairs made from the real pairs this run trains on
             parents = [r[schema.PAIR_ID] for r in real.select_columns([schema.PAIR_ID]).take_all()]
             syn = syn.filter(expr=col(schema.PARENT_ID).is_in(parents))
@@ -120,6 +127,7 @@ def training_pairs(cfg: JobConfig) -> tuple[TrainingPairs, dict[str, Any]]:
         info["synthetic"] = {
             "root": syn_root,
             "origins": list(t.synthetic_origins),
+            "sources": list(t.synthetic_sources),
             "ratio": t.synthetic_ratio,
             "pool": n_pool,
             "pairs": per_epoch,
