@@ -470,3 +470,16 @@ def test_validation_images_are_a_seeded_sample_of_whole_patients():
     assert patients < {r[schema.PATIENT_ID] for r in first_patients(rows, 100, seed=0)}  # nested
     assert {r[schema.PATIENT_ID] for r in first_patients(rows, 50, seed=1)} != patients
     assert len(first_patients(rows[:3], 1, seed=0)) >= 1  # at least one patient, even past the limit
+
+
+def test_checkpoints_since_best_counts_from_the_first_checkpoint_near_the_best():
+    """Early stopping's count, with the default min_delta 0 (which raised on every run until
+    2026-12-06: no checkpoint was *above* the best), ties, and unscored checkpoints."""
+    from pairaug_ray.pipeline.train.loop import checkpoints_since_best
+
+    assert checkpoints_since_best([], 0.0) is None and checkpoints_since_best([None], 0.0) is None
+    assert checkpoints_since_best([0.6], 0.0) == 0
+    assert checkpoints_since_best([0.6, 0.7, 0.65, 0.68], 0.0) == 2
+    assert checkpoints_since_best([0.6, 0.7, 0.7], 0.0) == 1  # a tie is not an improvement
+    assert checkpoints_since_best([0.6, 0.7, 0.69], 0.02) == 1  # within min_delta of the best
+    assert checkpoints_since_best([0.6, 0.7, float("nan"), None], 0.0) == 2

@@ -53,6 +53,17 @@ def _autocast_dtype(t: TrainConfig, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[t.mixed_precision]
 
 
+def checkpoints_since_best(history: list[float | None], min_delta: float) -> int | None:
+    """Checkpoints since the first one whose val_auc came within min_delta of the best (0: the last
+    one did); None before any scored checkpoint. Unscored checkpoints (None, NaN) count as not improving."""
+    scored = [(i, v) for i, v in enumerate(history) if v is not None and math.isfinite(v)]
+    if not scored:
+        return None
+    best = max(v for _, v in scored)
+    first = min(i for i, v in scored if v >= best - min_delta)
+    return len(history) - 1 - first
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
@@ -151,14 +162,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             return False
         stop = torch.zeros((), dtype=torch.int64, device=device)
         if rank == 0:
-            history = [h["val_auc"] for h in state.get("val_history", []) if h["val_auc"] is not None]
-            if history:
-                best = max(range(len(history)), key=lambda i: history[i])
-                improved = [
-                    i for i in range(len(history)) if history[i] > history[best] - t.early_stopping_min_delta
-                ]
-                # Checkpoints since the first one within min_delta of the best.
-                stop.fill_(int(len(history) - 1 - min(improved) >= t.early_stopping_patience))
+            history = [h["val_auc"] for h in state.get("val_history", [])]
+            since = checkpoints_since_best(history, t.early_stopping_min_delta)
+            stop.fill_(int(since is not None and since >= t.early_stopping_patience))
         if world > 1:
             torch.distributed.broadcast(stop, src=0)
         if stop.item():
