@@ -36,11 +36,15 @@ def test_the_report_rich_study_on_a_tiny_world(ray_local, tiny_models, tmp_path)
             "generate.width=64",
             "train.num_workers=0",
             "train.batch_size=4",
-            "study.training=compute-matched",
+            # The headline design: each CLIP until validation stops improving (here: after 1 check
+            # without a gain, checked every 2 steps, at most 6 steps).
+            "study.training=converged",
+            "study.check_every=2",
+            "study.patience=1",
             "study.arms=[real-low, real-all, text-control, reports-as-written, reports-elsewhere]",
             "study.seeds=[0, 1]",
             "study.seeds_per_arm={reports-elsewhere: 1}",
-            "study.steps=4",
+            "study.steps=6",
             "study.n_bootstrap=60",
             "study.probe_fractions=[1.0]",
             "study.split=test",
@@ -83,6 +87,10 @@ def test_the_report_rich_study_on_a_tiny_world(ray_local, tiny_models, tmp_path)
     elsewhere = saved["augment"]["elsewhere"]
     assert elsewhere["pipeline"] == tiny_models["diffusion"]
     assert 0 < arms["reports-elsewhere"]["pairs"]["synthetic"] <= len(reports)
+    # Every run was scored on the validation split at its checkpoints and evaluated at its best one.
+    for arm in arms.values():
+        for run in arm["seeds"].values():
+            assert run["best"] is not None and run["steps"] <= 6
     # Seeds per arm, differences against real-low, and the share of the real-low -> real-all gap.
     assert set(arms["reports-elsewhere"]["seeds"]) == {"0"} and set(arms["real-low"]["seeds"]) == {"0", "1"}
     for name in ("text-control", "reports-as-written", "reports-elsewhere"):
