@@ -200,6 +200,7 @@ def test_the_study_on_a_tiny_world(ray_local, tiny_models, tmp_path):
             "study.arms=[real, augtext]",  # real_fraction's draw is tested in test_train
             "study.seeds=[0, 1]",
             "study.steps=6",
+            "study.training=compute-matched",  # every run the same 6 steps (converged: test_study_reports)
             "study.n_bootstrap=100",
             "study.probe_fractions=[0.5, 1.0]",
         ],
