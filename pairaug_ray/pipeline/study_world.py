@@ -35,7 +35,7 @@ from pairaug_ray.text.train_text import training_text
 IMAGE_PART, OTHER_REPORTS, ELSEWHERE = "image-part", "other-reports.jsonl", "elsewhere"
 TEST_LEDGER = "test_ledger.json"
 # The reports' columns in other-reports.jsonl, as corpus.reports reads them.
-_ID, _TEXT = "id", "report"
+_ID, _TEXT = "id", schema.REPORT
 
 
 def split_world(cfg: JobConfig, world_root: str, out: str) -> dict[str, Any]:
