@@ -210,7 +210,13 @@ def test_what_ray_relays_goes_to_the_log_not_the_screen(tmp_path, capsys):
             thread = threading.Thread(target=relay, name=name)
             thread.start()
             thread.join()
+        # A raylet warning written from another thread is known by its prefix.
+        print("\x1b[33m(raylet)\x1b[0m There are tasks with infeasible resource requests")
+        print("(raylet-free result) stays")
     assert log is not None
     captured = capsys.readouterr()
     assert "a result line" in captured.out and "autoscaler" not in captured.out + captured.err
+    assert "infeasible" not in captured.out + captured.err and "(raylet-free result) stays" in captured.out
+    assert "infeasible resource requests\n" in Path(log).read_text()
+    assert "\n\n" not in captured.out  # the relayed line's end went with it
     assert Path(log).read_text().count("(autoscaler +1m9s) Adding 1 node(s) of type gpu.") == 2

@@ -21,6 +21,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -75,6 +76,10 @@ def _screen(stream: TextIO) -> TextIO:
 # ("tasks with infeasible resource requests", "node ... marked dead") from another, to whatever
 # sys.stdout is when a line arrives.
 RAY_RELAY_THREADS = frozenset({"ray_print_logs", "ray_listen_error_messages"})
+# What such a relayed line starts with (after a colour code): a line of these written from any other
+# thread goes to the log too. One "(raylet) There are tasks with infeasible resource requests" line
+# reached a cluster job's log in a suite run of 2026-12-06, from outside those threads.
+RAY_RELAY_PREFIX = re.compile(r"^(\x1b\[[0-9;]*m)*\((raylet|autoscaler|gcs_server)[ )]")
 
 
 class _Screen(io.TextIOBase):
@@ -83,9 +88,16 @@ class _Screen(io.TextIOBase):
 
     def __init__(self, screen: TextIO, log: TextIO):
         self.screen, self.log = screen, log
+        self._open_relayed_line = False
 
-    def _target(self) -> TextIO:
-        return self.log if threading.current_thread().name in RAY_RELAY_THREADS else self.screen
+    def _target(self, text: str) -> TextIO:
+        relayed = (
+            threading.current_thread().name in RAY_RELAY_THREADS
+            or RAY_RELAY_PREFIX.match(text)
+            or self._open_relayed_line  # print() writes a line's end separately
+        )
+        self._open_relayed_line = bool(relayed) and not text.endswith("\n")
+        return self.log if relayed else self.screen
 
     @property
     def closed(self) -> bool:
@@ -94,7 +106,7 @@ class _Screen(io.TextIOBase):
         return self.screen.closed
 
     def write(self, text: str) -> int:
-        return self._target().write(text)
+        return self._target(text).write(text)
 
     def flush(self) -> None:
         self.screen.flush()
