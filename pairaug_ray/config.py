@@ -1000,7 +1000,7 @@ class EvalGeneratorConfig(StrictModel):
         description="A generate or score output (an augment run's <run>/scored): its text-to-image images "
         "(InterAug, and reports drawn as written) are graded against the labels of the reports they were "
         "drawn for, the rewritten reports with their flipped findings; null: the run's own score output "
-        "when it exists, else none.",
+        "when it exists and eval_generator.model is not set (the run's generator drew it), else none.",
     )
     drawn_max: int = Field(
         2000, ge=2, description="At most this many of the drawn images are graded (seeded)."

@@ -172,6 +172,7 @@ def test_report_rich_arms_need_the_report_rich_world_and_seeds_per_arm_fit():
 
 def test_the_test_ledger_lets_one_design_score_the_test_split(tmp_path):
     from pairaug_ray.config import parse_config
+    from pairaug_ray.pipeline.trained_models import derive
     from pairaug_ray.pipeline.study_world import check_test_ledger, record_test_scoring
 
     cfg = parse_config({"run": {"output_dir": str(tmp_path)}, "study": {"split": "test"}})
@@ -181,12 +182,30 @@ def test_the_test_ledger_lets_one_design_score_the_test_split(tmp_path):
     assert record_test_scoring(cfg, out, entries)["designs_scored"] == 1
     # The same design again (a resumed or repeated run): allowed, still one design.
     assert record_test_scoring(cfg, out, check_test_ledger(cfg, out))["designs_scored"] == 1
-    # Where it runs is not the design.
-    assert check_test_ledger(cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"num_cpus": 8})}), out)
-    other = parse_config(
-        {"run": {"output_dir": str(tmp_path)}, "study": {"split": "test"}, "prune": {"tau": 1.0}}
+    # Where and how it runs is not the design: more CPUs, more actors, another cache, more workers.
+    bigger = parse_config(
+        {
+            "run": {"output_dir": str(tmp_path)},
+            "ray": {"num_cpus": 16},
+            "generate": {"max_actors": 8, "num_gpus": 1},
+            "train": {"num_workers": 4, "batch_size": 128},
+            "study": {"split": "test"},
+        }
     )
-    with pytest.raises(ConfigError, match="another design"):
+    with pytest.raises(ConfigError, match=r"another design \(train.batch_size differ"):
+        check_test_ledger(bigger, out)  # the batch size is the design's: it changes what is learned
+    bigger = derive(bigger, {"train.batch_size": cfg.train.batch_size})
+    assert check_test_ledger(bigger, out)
+    # A setting the recorded design did not have (added to the code since) is no difference.
+    ledger_path = f"{out}/test_ledger.json"
+    recorded = json.loads(storage.read_text(ledger_path))
+    recorded[0]["settings"].pop("prune.tau")
+    storage.write_json(ledger_path, recorded)
+    assert check_test_ledger(cfg, out)
+    other = parse_config(
+        {"run": {"output_dir": str(tmp_path)}, "study": {"split": "test"}, "prune": {"epsilon": 0.5}}
+    )
+    with pytest.raises(ConfigError, match=r"another design \(prune.epsilon differ"):
         check_test_ledger(other, out)
     # Scoring the validation split is never refused; a second look at the test split is recorded.
     check_test_ledger(
@@ -195,3 +214,20 @@ def test_the_test_ledger_lets_one_design_score_the_test_split(tmp_path):
     again = other.model_copy(update={"study": other.study.model_copy(update={"rescore_test": True})})
     ledger = record_test_scoring(again, out, check_test_ledger(again, out))
     assert ledger["designs_scored"] == 2 and ledger["entries"][-1]["rescore"] is True
+
+
+def test_arms_with_fewer_seeds_are_compared_on_the_baselines_same_seeds():
+    """study.seeds_per_arm: an arm of 3 seeds is compared with the baseline's seeds 0-2, paired."""
+    import numpy as np
+
+    from pairaug_ray.eval.metrics import seed_t_difference
+    from pairaug_ray.eval.study import compare_arms
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((200, 2)) < 0.4).astype(float)
+    runs = [np.round(rng.random((200, 2)) + 0.5 * y, 3) for _ in range(5)]
+    other = [r + 0.1 * y for r in runs[:3]]
+    out = compare_arms(y, {"base": runs, "other": other}, ["a", "b"], "base", 60)
+    assert out["other"]["seeds_compared"] == 3 and out["other"]["difference"]["paired_seeds"]
+    again = seed_t_difference(y, runs[:3], other, ["a", "b"], 60)
+    assert out["other"]["difference"]["macro"] == again["macro"]

@@ -88,15 +88,15 @@ class _Screen(io.TextIOBase):
 
     def __init__(self, screen: TextIO, log: TextIO):
         self.screen, self.log = screen, log
-        self._open_relayed_line = False
+        self._line = threading.local()  # per thread: whether its last write began a relayed line
 
     def _target(self, text: str) -> TextIO:
         relayed = (
             threading.current_thread().name in RAY_RELAY_THREADS
             or RAY_RELAY_PREFIX.match(text)
-            or self._open_relayed_line  # print() writes a line's end separately
+            or getattr(self._line, "relayed", False)  # print() writes a line's end separately
         )
-        self._open_relayed_line = bool(relayed) and not text.endswith("\n")
+        self._line.relayed = bool(relayed) and not text.endswith("\n")
         return self.log if relayed else self.screen
 
     @property

@@ -101,8 +101,12 @@ def compare_arms(
     for name, runs in scores.items():
         entry: dict[str, Any] = {"pooled": pooled_auc(y, runs, labels, n_bootstrap)}
         if name != baseline:
-            base = scores[baseline]
-            if min(len(runs), len(base)) >= 2:
+            # Seed k of both arms shares its initial weights and data order: compare on the seeds
+            # both have (study.seeds_per_arm gives some arms the first n only), paired.
+            n = min(len(runs), len(scores[baseline]))
+            base, runs = scores[baseline][:n], runs[:n]
+            entry["seeds_compared"] = n
+            if n >= 2:
                 entry["difference"] = seed_t_difference(y, base, runs, labels, n_bootstrap)
             else:
                 entry["difference"] = {
@@ -139,6 +143,10 @@ def gap_share(difference: Mapping[str, Any], gap: Mapping[str, Any]) -> dict[str
 
 def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}"
+
+
+def _share(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.0%}"
 
 
 def _signed(v: float | None) -> str:
@@ -183,7 +191,7 @@ def study_table(study: dict[str, Any]) -> str:
             share = (
                 ""
                 if g.get("observed") is None
-                else f"{g['observed']:.0%} [{g['lower']:.0%}, {g['upper']:.0%}]"
+                else f"{_share(g['observed'])} [{_share(g.get('lower'))}, {_share(g.get('upper'))}]"
             ) + " | "
         lines.append(
             f"| {arm['label']} | {pairs['real']} + {pairs['synthetic']} | {_pct(pooled['observed'])} "

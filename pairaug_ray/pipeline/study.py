@@ -142,6 +142,10 @@ class Study:
             settings["train.text"] = a.text
         if tuple(a.sources) != ("pair", "report") and a.origins:
             settings["train.synthetic_sources"] = list(a.sources)
+        elif report_rich and not arm.startswith("reports-") and {"inter", "as_written"} & set(a.origins):
+            # An image-rich arm keeps to what it says: InterAug of the image part's pairs, not of the
+            # report-only rows (the reports-* arms are those).
+            settings["train.synthetic_sources"] = ["pair"]
         if a.real_all:
             settings["train.real"] = self.world_root
         return settings

@@ -42,7 +42,15 @@ def split_world(cfg: JobConfig, world_root: str, out: str) -> dict[str, Any]:
     """Write the image part and the other patients' reports (reused when made with the same world and
     fraction). Returns what each holds."""
     s = cfg.study
-    made_with = {"world": world_root, "image_fraction": s.image_fraction, "seed": cfg.train.subset_seed}
+    # The world's own parameters (the phantom's, recorded by its build) and the text written for the
+    # reports belong to what the split is made from: a world rebuilt in place is split again.
+    made_with = {
+        "world": world_root,
+        "world_info": {k: v for k, v in read_info(world_root).items() if k in ("phantom", "mimic")},
+        "image_fraction": s.image_fraction,
+        "seed": cfg.train.subset_seed,
+        "text": _report_text(cfg),
+    }
     image_root, reports_path = storage.join(out, IMAGE_PART), storage.join(out, OTHER_REPORTS)
     info = read_info(image_root)
     if info.get("report_rich") == made_with and storage.exists(reports_path):
@@ -71,9 +79,7 @@ def split_world(cfg: JobConfig, world_root: str, out: str) -> dict[str, Any]:
             json.dumps(
                 {
                     _ID: r[schema.PAIR_ID],
-                    _TEXT: training_text(
-                        r, cfg.train.text if cfg.train.text != "impression+denials" else "impression"
-                    ),
+                    _TEXT: training_text(r, _report_text(cfg)),
                     schema.PATIENT_ID: r[schema.PATIENT_ID],
                     schema.STUDY_ID: r.get(schema.STUDY_ID),
                 }
@@ -97,6 +103,11 @@ def split_world(cfg: JobConfig, world_root: str, out: str) -> dict[str, Any]:
             f"patients with images; {counts['reports']['rows']} reports of {counts['reports']['patients']} patients without"
         )
     return counts
+
+
+def _report_text(cfg: JobConfig) -> str:
+    """The text of each report row: what the real pairs train on (the control's denials are not the report's)."""
+    return "impression" if cfg.train.text == "impression+denials" else cfg.train.text
 
 
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -151,10 +162,62 @@ def elsewhere_config(cfg: JobConfig, world: JobConfig, out: str) -> JobConfig:
 # --- the test ledger -----------------------------------------------------------------------------------
 
 
+# Settings that say where and how a job runs, not what it computes: a design is the same without them.
+EXECUTION_KEYS = (
+    "ray",
+    "run.output_dir",
+    "models.cache_dir",
+    "eval_generator",
+    "study.rescore_test",
+    "study.quick",
+    "study.decisions",
+    "study.output",
+    *(
+        f"{stage}.{k}"
+        for stage in ("generate", "score", "evaluate")
+        for k in (
+            "num_cpus",
+            "num_gpus",
+            "min_actors",
+            "max_actors",
+            "batch_size",
+            "checkpoints_per_pass",
+            "rows_per_file",
+        )
+    ),
+    *(
+        f"{stage}.{k}"
+        for stage in ("train", "finetune_t2i")
+        for k in ("num_workers", "cpus_per_worker", "use_gpu")
+    ),
+)
+
+
+def design_settings(cfg: JobConfig) -> dict[str, Any]:
+    """What a study's result depends on: every setting, flattened to dotted keys, but EXECUTION_KEYS."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if prefix and any(prefix == k or prefix.startswith(k + ".") for k in EXECUTION_KEYS):
+            return
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else key)
+        else:
+            flat[prefix] = node
+
+    walk(cfg.model_dump(mode="json"), "")
+    return flat
+
+
 def design_digest(cfg: JobConfig) -> str:
-    """What a study's result depends on: every setting but where and how it runs."""
-    dumped = cfg.model_dump(mode="json", exclude={"ray": True, "study": {"rescore_test", "quick"}})
-    return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(design_settings(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def design_differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The keys whose values differ. A key the recorded design did not have is a setting added to
+    the code since (its default reproduces what ran then), not a difference."""
+    return sorted(k for k, v in recorded.items() if k not in now or now[k] != v)
 
 
 def check_test_ledger(cfg: JobConfig, out: str) -> list[dict[str, Any]]:
@@ -164,29 +227,31 @@ def check_test_ledger(cfg: JobConfig, out: str) -> list[dict[str, Any]]:
     entries = json.loads(storage.read_text(path)) if storage.exists(path) else []
     if cfg.study.split != schema.SPLITS[2]:
         return entries
-    digest = design_digest(cfg)
-    others = [e for e in entries if e["design"] != digest]
-    if others and not cfg.study.rescore_test:
-        first = others[0]
+    now = design_settings(cfg)
+    others = [(e, design_differences(e["settings"], now)) for e in entries]
+    others = [(e, diff) for e, diff in others if diff]
+    if len(others) == len(entries) and others and not cfg.study.rescore_test:
+        first, diff = others[0]
         raise ConfigError(
             f"study.split {cfg.study.split!r}: this study folder's test split was scored on {first['at']} by "
-            f"another design ({first['design']}; see {path}). A design chosen after seeing test results makes "
-            "the test split a validation split: decide on study.split validate, or set study.rescore_test "
-            "true to record a second look"
+            f"another design ({', '.join(diff[:6])}{' ...' if len(diff) > 6 else ''} differ; see {path}). A "
+            "design chosen after seeing test results makes the test split a validation split: decide on "
+            "study.split validate, or set study.rescore_test true to record a second look"
         )
     return entries
 
 
 def record_test_scoring(cfg: JobConfig, out: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
     """Add this scoring of the test split to the ledger; the study's record of how often it was seen."""
-    digest = design_digest(cfg)
-    if not any(e["design"] == digest for e in entries):
+    digest, now = design_digest(cfg), design_settings(cfg)
+    if not any(not design_differences(e["settings"], now) for e in entries):
         entries = [
             *entries,
             {
                 "design": digest,
                 "at": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
                 "rescore": bool(entries),
+                "settings": now,
             },
         ]
         storage.write_json(storage.join(out, TEST_LEDGER), entries)

@@ -24,7 +24,10 @@ RUN_IDENTITY = "run_identity.json"  # beside each trained model's run: the setti
 SCORER_RUN = "scorer"
 # Settings added after runs were recorded, with the behaviour those runs had: a recorded identity
 # without the key matches a config that asks for that behaviour (and only that one).
-BEFORE_THE_KEY_EXISTED = {("train", "text_form"): "as_written"}
+BEFORE_THE_KEY_EXISTED = {
+    ("train", "text_form"): "as_written",
+    ("train", "synthetic_sources"): ["pair", "report"],
+}
 
 
 def derive(cfg: JobConfig, settings: dict[str, Any]) -> JobConfig:

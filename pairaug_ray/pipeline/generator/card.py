@@ -319,6 +319,8 @@ def read_drawn(cfg: JobConfig) -> tuple[str | None, pd.DataFrame | None]:
     """(root, rows) of the text-to-image images an augment job drew (eval_generator.drawn, else the
     run's score output when it exists), at most eval_generator.drawn_max of them, seeded."""
     e = cfg.eval_generator
+    if e.drawn is None and e.model is not None:
+        return None, None  # the run's own drawings are another generator's than the one graded
     root = e.drawn or cfg.score_dir()
     label_cols = [schema.label_column(f) for f in e.findings]
     try:

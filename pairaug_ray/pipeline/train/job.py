@@ -262,10 +262,10 @@ def format_train(summary: dict[str, Any]) -> str:
             f"{m.get('samples_per_s', 0):.1f} samples/s",
             *(
                 [
-                    f"  validation zero-shot AUC {summary['val_history'][-1]['val_auc']:.4f} at step "
-                    f"{summary['val_history'][-1]['step']} (best {max(v['val_auc'] for v in summary['val_history']):.4f})"
+                    f"  validation zero-shot AUC {scored[-1]['val_auc']:.4f} at step "
+                    f"{scored[-1]['step']} (best {max(v['val_auc'] for v in scored):.4f})"
                 ]
-                if summary.get("val_history")
+                if (scored := [v for v in summary.get("val_history") or [] if v.get("val_auc") is not None])
                 else []
             ),
             *(
