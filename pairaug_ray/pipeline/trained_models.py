@@ -62,10 +62,11 @@ def refuse_other_settings(
         recorded = json.loads(storage.read_text(identity_uri))
         before = dict(recorded.get(block) or {})
         for (b, key), value in BEFORE_THE_KEY_EXISTED.items():
-            if b == block and key not in before:
+            # Only keys the caller names: a setting it leaves out is not compared.
+            if b == block and key not in before and key in settings:
                 before[key] = value
         if {**recorded, block: before} != identity:
-            differ = sorted(k for k in settings if before.get(k) != settings[k])
+            differ = sorted(k for k in {*settings, *before} if before.get(k) != settings.get(k))
             if recorded.get("seed") != seed:
                 differ.append("run.seed")
             if recorded.get("data") != identity.get("data"):
